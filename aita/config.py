@@ -1,0 +1,123 @@
+"""Settings: one typed object read from ``AITA_*`` variables and ``.env``.
+
+Nothing else in aita reads ``os.environ``. An invalid value is rejected here, with the name of the
+variable, so a typo in ``.env`` fails at start-up instead of deep inside a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aita.errors import ConfigError
+
+DEFAULT_MODEL = "google/gemini-2.5-flash"
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+
+
+class Settings(BaseSettings):
+    """Flat, as in the environment; ``AitaConfig`` groups it for code."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AITA_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENROUTER_API_KEY", "AITA_API_KEY")
+    )
+    model: str = DEFAULT_MODEL
+    base_url: str = DEFAULT_BASE_URL
+    request_timeout: float = Field(default=120.0, gt=0)
+    max_workers: int = Field(default=5, ge=1, le=1024)
+    rate_limit_rps: float | None = Field(default=10.0, gt=0)
+    enable_checkpointing: bool = True
+    checkpoint_interval: int = Field(default=10, ge=1)
+    checkpoint_dir: Path = Path("checkpoints")
+    show_progress: bool = True
+    max_retries: int = Field(default=3, ge=0, le=100)
+    data_dir: Path = Path("data")
+
+    @field_validator("rate_limit_rps", mode="before")
+    @classmethod
+    def _unlimited_words(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "off", "unlimited"}:
+            return None
+        return value
+
+
+@dataclass(frozen=True)
+class ParallelExecutionConfig:
+    max_workers: int = 5
+    rate_limit_rps: float | None = 10.0
+    enable_checkpointing: bool = True
+    checkpoint_interval: int = 10
+    checkpoint_dir: Path = Path("checkpoints")
+    show_progress: bool = True
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    api_key: SecretStr | None
+    model: str = DEFAULT_MODEL
+    base_url: str = DEFAULT_BASE_URL
+    request_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class AitaConfig:
+    llm: LLMConfig
+    parallel_execution: ParallelExecutionConfig
+    data_dir: Path
+
+
+def _variable_name(field_name: str) -> str:
+    if field_name == "api_key":
+        return "OPENROUTER_API_KEY"
+    return f"AITA_{field_name.upper()}"
+
+
+def load_config(**overrides: Any) -> AitaConfig:
+    """Read settings now (environment, then ``.env``); ``overrides`` win over both."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field_name = str(first["loc"][0]) if first["loc"] else "?"
+        variable = _variable_name(field_name)
+        # Never echo the rejected value of the key; other values help the user.
+        shown = "" if field_name == "api_key" else f" (got {first.get('input')!r})"
+        raise ConfigError(f"{variable}: {first['msg']}{shown}") from None
+    return AitaConfig(
+        llm=LLMConfig(
+            api_key=settings.api_key,
+            model=settings.model,
+            base_url=settings.base_url,
+            request_timeout=settings.request_timeout,
+        ),
+        parallel_execution=ParallelExecutionConfig(
+            max_workers=settings.max_workers,
+            rate_limit_rps=settings.rate_limit_rps,
+            enable_checkpointing=settings.enable_checkpointing,
+            checkpoint_interval=settings.checkpoint_interval,
+            checkpoint_dir=settings.checkpoint_dir,
+            show_progress=settings.show_progress,
+            max_retries=settings.max_retries,
+        ),
+        data_dir=settings.data_dir,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_config() -> AitaConfig:
+    """The process-wide settings, read once. ``get_config.cache_clear()`` re-reads them."""
+    return load_config()

@@ -1,0 +1,395 @@
+"""An OpenAI-compatible provider simulator: a real HTTP server on 127.0.0.1.
+
+    with ProviderSimulator(SimulatorConfig(rate_limit=20, latency=0.05, error_rate=0.1)) as sim:
+        client = create_openrouter_client(api_key="sim", base_url=sim.base_url)
+
+It behaves like a hosted provider where that matters to a client: a token-bucket request limit
+answered with 429 plus ``retry-after``/``retry-after-ms`` and ``x-ratelimit-*`` headers, latency,
+injected faults (500s, empty completions, malformed bodies, hangs), image inputs, and JSON-schema
+response formats answered with a valid instance. Replies are deterministic: by default
+``"[sim] " + <last user text>``, so a test can check that every task got its own answer.
+
+Nagle's algorithm is off on every connection; otherwise small writes meet delayed ACKs and add
+~40 ms to each response, which would make every timing measured against the simulator wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+from aita.simulator.schema_sample import sample_instance
+
+#: Custom reply for a request; None falls back to the default reply.
+Responder = Callable[[dict[str, Any]], str | None]
+
+PRICE_PER_MILLION = (0.30, 2.50)  # simulated (prompt, completion) USD per 1M tokens
+
+
+@dataclass
+class SimulatorConfig:
+    """Rates are probabilities per request (0-1); times in seconds."""
+
+    rate_limit: float | None = None
+    burst: float = 2.0
+    latency: float = 0.0
+    latency_jitter: float = 0.0
+    error_rate: float = 0.0
+    empty_rate: float = 0.0
+    malformed_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = 30.0
+    api_key: str | None = None
+    models: frozenset[str] | None = None
+    report_cost: bool = True
+    seed: int | None = 0
+    responder: Responder | None = None
+
+
+@dataclass
+class SimulatorStats:
+    """What the server saw; read it after (or during) a run."""
+
+    requests: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    calls_by_prompt: Counter[str] = field(default_factory=Counter)
+    ok_by_prompt: Counter[str] = field(default_factory=Counter)
+    start_times: list[float] = field(default_factory=list)
+    admitted_times: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    images_received: int = 0
+    auth_headers: list[str] = field(default_factory=list)
+
+    @property
+    def rate_limited(self) -> int:
+        return self.by_status[429]
+
+    def repeated_calls(self) -> int:
+        """Successful answers beyond the first, per prompt: work done twice."""
+        return sum(count - 1 for count in self.ok_by_prompt.values() if count > 1)
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, burst)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self, now: float) -> tuple[bool, float, float]:
+        """(admitted, seconds until a token, tokens left)."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True, 0.0, self.tokens
+        return False, (1.0 - self.tokens) / self.rate, self.tokens
+
+
+class ProviderSimulator:
+    def __init__(self, config: SimulatorConfig | None = None, port: int = 0) -> None:
+        self.config = config or SimulatorConfig()
+        self.stats = SimulatorStats()
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.config.seed)
+        self._stopping = threading.Event()
+        self._bucket = (
+            _TokenBucket(self.config.rate_limit, self.config.burst)
+            if self.config.rate_limit
+            else None
+        )
+        handler = type("Handler", (_Handler,), {"simulator": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ProviderSimulator:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.stats = SimulatorStats()
+
+    def __enter__(self) -> ProviderSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- request handling ----------------------------------------------------------------------
+
+    def _admit(self) -> tuple[bool, dict[str, str]]:
+        """Rate-limit decision plus the ``x-ratelimit-*`` headers for it."""
+        now = time.monotonic()
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.start_times.append(now)
+            if self._bucket is None:
+                return True, {}
+            admitted, wait, left = self._bucket.take(now)
+            if admitted:
+                self.stats.admitted_times.append(now)
+        rate = self._bucket.rate
+        headers = {
+            "x-ratelimit-limit-requests": str(math.floor(rate * 60)),
+            "x-ratelimit-remaining-requests": str(math.floor(left)),
+            "x-ratelimit-reset-requests": f"{(self._bucket.capacity - left) / rate:.3f}s",
+        }
+        if not admitted:
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+        return admitted, headers
+
+    def _roll(self) -> str:
+        c = self.config
+        with self._lock:
+            r = self._rng.random()
+        for fault, rate in (
+            ("error", c.error_rate),
+            ("empty", c.empty_rate),
+            ("malformed", c.malformed_rate),
+            ("hang", c.hang_rate),
+        ):
+            if r < rate:
+                return fault
+            r -= rate
+        return "ok"
+
+    def _latency(self) -> float:
+        c = self.config
+        if c.latency_jitter <= 0:
+            return c.latency
+        with self._lock:
+            return max(0.0, c.latency + self._rng.uniform(-c.latency_jitter, c.latency_jitter))
+
+    def answer(self, request: dict[str, Any]) -> str:
+        if self.config.responder is not None:
+            custom = self.config.responder(request)
+            if custom is not None:
+                return custom
+        schema = _json_schema_of(request)
+        if schema is not None:
+            return orjson.dumps(sample_instance(schema)).decode()
+        text, images = _last_user_text(request)
+        suffix = f" [images: {images}]" if images else ""
+        return f"[sim] {text}{suffix}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    simulator: ProviderSimulator
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            models = sorted(self.simulator.config.models or {"sim/echo"})
+            self._send(
+                200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]}
+            )
+        else:
+            self._send(404, _error("not found", "not_found"))
+
+    def do_POST(self) -> None:
+        sim = self.simulator
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length)
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, _error(f"unknown endpoint {self.path}", "not_found"))
+            return
+        auth = self.headers.get("authorization", "")
+        with sim._lock:
+            sim.stats.auth_headers.append(auth)
+        admitted, limit_headers = sim._admit()
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self._count(400, None)
+            self._send(400, _error("request body is not JSON", "invalid_request_error"))
+            return
+        prompt, images = _last_user_text(request)
+        expected = sim.config.api_key
+        if expected is not None and auth != f"Bearer {expected}":
+            given = auth.removeprefix("Bearer ")
+            # Like some real providers, echo the key that was refused: clients must redact it.
+            self._count(401, prompt)
+            self._send(401, _error(f"Incorrect API key provided: {given}", "invalid_api_key"))
+            return
+        model = str(request.get("model", ""))
+        if sim.config.models is not None and model not in sim.config.models:
+            self._count(404, prompt)
+            self._send(404, _error(f"model '{model}' does not exist", "model_not_found"))
+            return
+        if not admitted:
+            self._count(429, prompt)
+            self._send(
+                429, _error("Rate limit exceeded: too many requests", "rate_limit"), limit_headers
+            )
+            return
+        with sim._lock:
+            sim.stats.in_flight += 1
+            sim.stats.max_in_flight = max(sim.stats.max_in_flight, sim.stats.in_flight)
+            sim.stats.images_received += images
+        try:
+            self._complete(request, prompt, limit_headers)
+        finally:
+            with sim._lock:
+                sim.stats.in_flight -= 1
+
+    def _complete(self, request: dict[str, Any], prompt: str, headers: dict[str, str]) -> None:
+        sim = self.simulator
+        fault = sim._roll()
+        if fault == "hang":
+            sim._stopping.wait(sim.config.hang_seconds)
+            self._count(200, prompt)
+            self.close_connection = True
+            return
+        delay = sim._latency()
+        if delay > 0:
+            time.sleep(delay)
+        if fault == "error":
+            self._count(500, prompt)
+            self._send(500, _error("simulated internal error", "server_error"), headers)
+            return
+        if fault == "malformed":
+            self._count(200, prompt)
+            self._send_raw(200, b'{"id": "chatcmpl-sim", "choices": [{"index": 0, "mess', headers)
+            return
+        try:
+            content = "" if fault == "empty" else sim.answer(request)
+        except Exception as error:  # a test's responder failed: tell the client, keep serving
+            self._count(500, prompt)
+            self._send(500, _error(f"responder failed: {error}", "server_error"), headers)
+            return
+        self._count(200, prompt, ok=fault == "ok")
+        self._send(200, _completion(request, content, sim.config.report_cost), headers)
+
+    def _count(self, status: int, prompt: str | None, ok: bool = False) -> None:
+        stats = self.simulator.stats
+        with self.simulator._lock:
+            stats.by_status[status] += 1
+            if prompt is not None:
+                stats.calls_by_prompt[prompt] += 1
+                if ok:
+                    stats.ok_by_prompt[prompt] += 1
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_raw(status, orjson.dumps(payload), headers)
+
+    def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+def _error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": kind}}
+
+
+def _last_user_text(request: dict[str, Any]) -> tuple[str, int]:
+    """Text of the last user message and how many valid images it carried."""
+    for message in reversed(request.get("messages") or []):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content, 0
+        texts, images = [], 0
+        for part in content or []:
+            if part.get("type") == "text":
+                texts.append(str(part.get("text", "")))
+            elif part.get("type") == "image_url":
+                url = str((part.get("image_url") or {}).get("url", ""))
+                images += _valid_image_url(url)
+        return "\n".join(texts), images
+    return "", 0
+
+
+def _valid_image_url(url: str) -> int:
+    if url.startswith(("http://", "https://")):
+        return 1
+    if url.startswith("data:image/") and ";base64," in url:
+        try:
+            base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+            return 1
+        except ValueError:
+            return 0
+    return 0
+
+
+def _json_schema_of(request: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = request.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else {}
+    return None
+
+
+def _completion(request: dict[str, Any], content: str, report_cost: bool) -> dict[str, Any]:
+    prompt_chars = len(orjson.dumps(request.get("messages") or []))
+    prompt_tokens = max(1, prompt_chars // 4)
+    completion_tokens = max(1, len(content) // 4) if content else 0
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if report_cost:
+        usage["cost"] = (
+            prompt_tokens * PRICE_PER_MILLION[0] + completion_tokens * PRICE_PER_MILLION[1]
+        ) / 1e6
+    return {
+        "id": "chatcmpl-sim",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model") or "sim/echo",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }

@@ -1,0 +1,203 @@
+"""Tasks: what one LLM call is for, how to ask it and how to read its answer.
+
+The executor treats every task alike: ``build_messages`` -> call -> ``parse_response``. A parse
+failure is retryable (a new sample may parse); ``should_retry`` lets a task narrow or widen that.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import mimetypes
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import BaseModel
+
+from aita.errors import is_retryable
+from aita.services.llm.base import LLMMessage
+
+__all__ = [
+    "BatchableLLMTask",
+    "LLMTask",
+    "SimpleLLMTask",
+    "VisionLLMTask",
+    "image_to_data_url",
+    "json_schema_response_format",
+    "stable_hash",
+]
+
+
+class LLMTask(ABC):
+    """One unit of LLM work.
+
+    Optional hooks: ``dependencies`` (ids of tasks whose results this one needs; the executor puts
+    them in ``dependency_results`` before ``build_messages``), ``response_model`` (a pydantic
+    model sent as a JSON-schema response format and validated on the way back) and
+    ``fallback(error)`` (a result to use when every retry failed, reported as a fallback).
+    """
+
+    dependencies: Sequence[str] = ()
+    response_model: ClassVar[type[BaseModel] | None] = None
+    dependency_results: Mapping[str, Any] = {}
+
+    @property
+    @abstractmethod
+    def task_id(self) -> str: ...
+
+    @abstractmethod
+    def build_messages(self) -> list[LLMMessage]: ...
+
+    def parse_response(self, response_text: str) -> Any:
+        if self.response_model is not None:
+            return self.response_model.model_validate_json(response_text)
+        return response_text
+
+    def get_llm_params(self) -> dict[str, Any]:
+        return {}
+
+    def should_retry(self, error: Exception, retry_count: int) -> bool:
+        """Whether this error is worth another attempt; the executor caps the count."""
+        return is_retryable(error)
+
+    def fallback(self, error: Exception) -> Any:
+        raise NotImplementedError
+
+    @property
+    def has_fallback(self) -> bool:
+        return type(self).fallback is not LLMTask.fallback
+
+    def request_params(self) -> dict[str, Any]:
+        """``get_llm_params`` plus the response format implied by ``response_model``."""
+        params = dict(self.get_llm_params())
+        if self.response_model is not None and "response_format" not in params:
+            params["response_format"] = json_schema_response_format(self.response_model)
+        return params
+
+    def fingerprint(self) -> str:
+        """Identifies the work, so a checkpoint of a different batch is never reused."""
+        return f"{type(self).__qualname__}:{self.task_id}"
+
+
+class SimpleLLMTask(LLMTask):
+    """A prompt in, text (or ``parse_fn(text)``) out."""
+
+    def __init__(
+        self,
+        task_id: str,
+        prompt: str,
+        system_prompt: str | None = None,
+        parse_fn: Callable[[str], Any] | None = None,
+        **llm_params: Any,
+    ) -> None:
+        self._task_id = task_id
+        self.prompt = prompt
+        self.system_prompt = system_prompt
+        self.parse_fn = parse_fn
+        self.llm_params = llm_params
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    def build_messages(self) -> list[LLMMessage]:
+        messages = []
+        if self.system_prompt:
+            messages.append(LLMMessage(role="system", content=self.system_prompt))
+        messages.append(LLMMessage(role="user", content=self.prompt))
+        return messages
+
+    def parse_response(self, response_text: str) -> Any:
+        if self.parse_fn is not None:
+            return self.parse_fn(response_text)
+        return super().parse_response(response_text)
+
+    def get_llm_params(self) -> dict[str, Any]:
+        return dict(self.llm_params)
+
+    def fingerprint(self) -> str:
+        content = stable_hash([self.system_prompt, self.prompt, self.llm_params])
+        return f"{super().fingerprint()}:{content}"
+
+
+class VisionLLMTask(LLMTask):
+    """Images plus a prompt. Local image paths are sent inline as base64 data URLs."""
+
+    image_detail: str | None = None
+
+    @abstractmethod
+    def get_image_urls(self) -> list[str]:
+        """http(s) URLs, ``data:`` URLs or local file paths."""
+
+    @abstractmethod
+    def get_prompt_text(self) -> str: ...
+
+    def get_system_prompt(self) -> str | None:
+        return None
+
+    def build_messages(self) -> list[LLMMessage]:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.get_prompt_text()}]
+        for url in self.get_image_urls():
+            image: dict[str, Any] = {"url": image_to_data_url(url)}
+            if self.image_detail:
+                image["detail"] = self.image_detail
+            parts.append({"type": "image_url", "image_url": image})
+        messages = []
+        system = self.get_system_prompt()
+        if system:
+            messages.append(LLMMessage(role="system", content=system))
+        messages.append(LLMMessage(role="user", content=parts))
+        return messages
+
+
+class BatchableLLMTask(LLMTask):
+    """A task that can share one call with compatible tasks.
+
+    ``combine_with(others)`` returns a task whose answer covers ``[self, *others]``;
+    ``split_batch_result(result)`` maps that answer back to ``{task_id: result}``.
+    A task missing from the split is retried on its own.
+    """
+
+    max_batch_size: int = 10
+
+    @abstractmethod
+    def can_batch_with(self, other: BatchableLLMTask) -> bool: ...
+
+    @abstractmethod
+    def combine_with(self, others: list[BatchableLLMTask]) -> BatchableLLMTask: ...
+
+    @abstractmethod
+    def split_batch_result(self, batch_result: Any) -> dict[str, Any]: ...
+
+
+def stable_hash(value: Any) -> str:
+    """A short digest of JSON-able content, the same in every process (unlike ``hash``)."""
+    content = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def image_to_data_url(url_or_path: str | Path) -> str:
+    """Return http(s) and data URLs unchanged; read a local file into a base64 data URL."""
+    text = str(url_or_path)
+    if text.startswith(("http://", "https://", "data:")):
+        return text
+    path = Path(text)
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if not mime.startswith("image/"):
+        raise ValueError(f"{path}: not an image file (type {mime})")
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"data:{mime};base64,{encoded}"
+
+
+def json_schema_response_format(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": model.__name__,
+            "schema": model.model_json_schema(),
+            "strict": True,
+        },
+    }

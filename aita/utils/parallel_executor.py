@@ -1,0 +1,591 @@
+"""Run a batch of LLM tasks on a thread pool: throttled, retried, checkpointed, in input order.
+
+One call reads top to bottom in ``_run_task``: wait for the limiter, call, parse, and on failure
+classify, retry after a backoff (a 429 pauses every worker) or record the failure. Each finished
+task is written to the checkpoint journal at once, so an interrupted batch resumes without
+redoing finished work and retries what failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from tqdm.auto import tqdm
+
+from aita.config import get_config
+from aita.errors import (
+    CheckpointError,
+    RateLimited,
+    ResponseParseError,
+    TaskGraphError,
+)
+from aita.services.llm.base import LLMClient, Usage
+from aita.utils.checkpoint import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
+from aita.utils.llm_tasks import LLMTask
+from aita.utils.pricing import cost_of
+from aita.utils.rate_limiter import RateLimiter
+from aita.utils.retry import Backoff, ExponentialBackoff, retry_delay
+
+__all__ = [
+    "BatchInterrupted",
+    "BatchResult",
+    "ExecutionMetrics",
+    "ParallelLLMExecutor",
+    "TaskResult",
+    "create_executor",
+]
+
+log = logging.getLogger("aita.executor")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+#: How long in-flight calls may take to finish after Ctrl-C before the batch is abandoned.
+INTERRUPT_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    success: bool
+    result: Any = None
+    raw_response: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    retry_count: int = 0
+    execution_time: float = 0.0
+    tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    model: str | None = None
+    used_fallback: bool = False
+    from_checkpoint: bool = False
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class ExecutionMetrics:
+    """Counts are tasks unless named otherwise; times in seconds; cost in USD.
+
+    Tokens and cost cover the calls made in this run (resumed tasks cost nothing again).
+    """
+
+    total_tasks: int = 0
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    retried_tasks: int = 0
+    total_retries: int = 0
+    resumed_tasks: int = 0
+    fallback_tasks: int = 0
+    requests: int = 0
+    rate_limited_responses: int = 0
+    rate_limit_wait_time: float = 0.0
+    wall_time: float = 0.0
+    throughput: float = 0.0
+    avg_task_time: float = 0.0
+    min_task_time: float = 0.0
+    max_task_time: float = 0.0
+    p50_latency: float = 0.0
+    p95_latency: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    total_cost: float = 0.0
+    cost_by_model: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    task_results: list[TaskResult]
+    metrics: ExecutionMetrics
+    checkpoint_path: Path | None = None
+
+    @property
+    def successful_results(self) -> list[TaskResult]:
+        return [r for r in self.task_results if r.success]
+
+    @property
+    def failed_results(self) -> list[TaskResult]:
+        return [r for r in self.task_results if not r.success]
+
+    @property
+    def success_rate(self) -> float:
+        """Percent of tasks that succeeded (100.0 for an empty batch)."""
+        if not self.task_results:
+            return 100.0
+        return 100.0 * len(self.successful_results) / len(self.task_results)
+
+    def get_result_by_id(self, task_id: str) -> TaskResult | None:
+        return next((r for r in self.task_results if r.task_id == task_id), None)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch: finished work is in the checkpoint; run again to resume."""
+
+    def __init__(self, message: str, checkpoint_name: str | None, checkpoint_path: Path | None):
+        super().__init__(message)
+        self.checkpoint_name = checkpoint_name
+        self.checkpoint_path = checkpoint_path
+
+
+class _Batch:
+    """The mutable state of one ``execute_batch`` call, shared by its workers."""
+
+    def __init__(
+        self,
+        tasks: list[LLMTask],
+        pending: list[int],
+        journal: CheckpointJournal | None,
+        progress: Any,
+        on_task_complete: Callable[[TaskResult], object] | None,
+        stop: threading.Event,
+    ) -> None:
+        self.tasks = tasks
+        self.results: list[TaskResult | None] = [None] * len(tasks)
+        self.journal = journal
+        self.progress = progress
+        self.on_task_complete = on_task_complete
+        self.stop = stop
+        self.lock = threading.Lock()
+        self._queue = iter(pending)
+        self.requests = 0
+        self.rate_limited = 0
+        self.limiter_wait = 0.0
+        self.succeeded = 0
+        self.failed = 0
+        self.retries = 0
+        self.cost = 0.0
+        self._postfix_at = 0.0
+
+    def next_index(self) -> int | None:
+        with self.lock:
+            return None if self.stop.is_set() else next(self._queue, None)
+
+    def count_attempt(self, waited: float, rate_limited: bool, retried: bool) -> None:
+        with self.lock:
+            self.requests += 1
+            self.limiter_wait += waited
+            self.rate_limited += rate_limited
+            self.retries += retried
+
+    def finish(self, index: int, result: TaskResult) -> None:
+        if self.journal is not None:
+            self.journal.append(_record_of(result))
+        with self.lock:
+            self.results[index] = result
+            if result.success:
+                self.succeeded += 1
+            else:
+                self.failed += 1
+            self.cost += result.cost
+            if self.progress is not None:
+                now = time.monotonic()
+                if now - self._postfix_at > 0.25:
+                    self._postfix_at = now
+                    self.progress.set_postfix_str(
+                        f"ok={self.succeeded} failed={self.failed} retries={self.retries} "
+                        f"cost=${self.cost:.4f}",
+                        refresh=False,
+                    )
+                self.progress.update(1)
+        if self.on_task_complete is not None:
+            try:
+                self.on_task_complete(result)
+            except Exception:
+                log.exception("on_task_complete failed for task %s", result.task_id)
+
+
+class ParallelLLMExecutor:
+    """Executes ``LLMTask``s concurrently against one client.
+
+    Unset arguments come from the settings (``get_config().parallel_execution``).
+    ``rate_limit`` is requests per second, None for unlimited. ``backoff`` is any callable
+    ``(attempt) -> seconds``; ``rate_limiter`` replaces the built-in token bucket.
+    """
+
+    def __init__(
+        self,
+        llm_client: LLMClient,
+        max_workers: int | None = None,
+        rate_limit: float | _Unset | None = UNSET,
+        enable_checkpointing: bool | None = None,
+        checkpoint_interval: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        max_retries: int | None = None,
+        show_progress: bool | None = None,
+        *,
+        backoff: Backoff | None = None,
+        rate_limiter: RateLimiter | None = None,
+        prices: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
+        defaults = get_config().parallel_execution
+        self.llm_client = llm_client
+        self.max_workers = max_workers if max_workers is not None else defaults.max_workers
+        if self.max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {self.max_workers}")
+        self.rate_limit = defaults.rate_limit_rps if isinstance(rate_limit, _Unset) else rate_limit
+        self.enable_checkpointing = (
+            enable_checkpointing
+            if enable_checkpointing is not None
+            else defaults.enable_checkpointing
+        )
+        self.checkpoint_interval = checkpoint_interval or defaults.checkpoint_interval
+        self.checkpoint_manager = CheckpointManager(checkpoint_dir or defaults.checkpoint_dir)
+        self.max_retries = max_retries if max_retries is not None else defaults.max_retries
+        self.show_progress = show_progress if show_progress is not None else defaults.show_progress
+        self.backoff: Backoff = backoff or ExponentialBackoff()
+        # Set on Ctrl-C: workers stop taking tasks and waits (limiter, backoff) end early.
+        self._stop = threading.Event()
+        self.rate_limiter = rate_limiter or RateLimiter(self.rate_limit, sleep=self._stop.wait)
+        self.prices = prices
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(max_workers={self.max_workers}, rate_limit={self.rate_limit}, "
+            f"max_retries={self.max_retries}, checkpointing={self.enable_checkpointing})"
+        )
+
+    # -- the batch -----------------------------------------------------------------------------
+
+    def execute_batch(
+        self,
+        tasks: Iterable[LLMTask],
+        checkpoint_name: str | None = None,
+        resume_from_checkpoint: bool = True,
+        on_task_complete: Callable[[TaskResult], object] | None = None,
+    ) -> BatchResult:
+        """Run every task; ``task_results`` come back in input order.
+
+        With checkpointing on, a batch under the same ``checkpoint_name`` (default: derived from
+        the tasks) resumes: succeeded tasks are re-parsed from the checkpoint, failed ones run
+        again. Ctrl-C raises ``BatchInterrupted`` after saving what finished.
+        """
+        task_list = list(tasks)
+        _check_unique_ids(task_list)
+        started = time.perf_counter()
+        fingerprint = _fingerprint(task_list)
+        name = checkpoint_name or f"batch_{fingerprint[:12]}"
+        checkpoint = self._open_checkpoint(
+            name, fingerprint, len(task_list), resume_from_checkpoint
+        )
+        resumed = self._resume(task_list, checkpoint)
+        pending = [i for i, task in enumerate(task_list) if task.task_id not in resumed]
+        journal = (
+            self.checkpoint_manager.start_journal(checkpoint, self.checkpoint_interval)
+            if checkpoint is not None
+            else None
+        )
+        progress = tqdm(
+            total=len(task_list),
+            initial=len(resumed),
+            desc=f"🚀 Executing {len(task_list)} tasks",
+            unit="task",
+            disable=not self.show_progress,
+            dynamic_ncols=True,
+            mininterval=0.2,
+            bar_format="{desc} {bar} {percentage:3.0f}% | {n_fmt}/{total_fmt} | "
+            "{elapsed} < {remaining}{postfix}",
+        )
+        self._stop.clear()
+        batch = _Batch(task_list, pending, journal, progress, on_task_complete, self._stop)
+        for index, task in enumerate(task_list):
+            if task.task_id in resumed:
+                batch.results[index] = resumed[task.task_id]
+        try:
+            self._run_workers(batch, min(self.max_workers, len(pending)))
+        except KeyboardInterrupt:
+            done = sum(r is not None for r in batch.results)
+            path = checkpoint.path if checkpoint is not None else None
+            where = f"; finished work saved to {path}" if path else ""
+            raise BatchInterrupted(
+                f"interrupted after {done}/{len(task_list)} tasks{where}; run the batch again "
+                f"with checkpoint_name={name!r} to resume",
+                name,
+                path,
+            ) from None
+        finally:
+            progress.close()
+            if journal is not None:
+                journal.close()
+        results = [r for r in batch.results if r is not None]
+        metrics = self._metrics(batch, results, time.perf_counter() - started)
+        return BatchResult(results, metrics, checkpoint.path if checkpoint is not None else None)
+
+    def _run_workers(self, batch: _Batch, count: int) -> None:
+        threads = [
+            threading.Thread(
+                target=self._worker, args=(batch,), name=f"aita-worker-{i}", daemon=True
+            )
+            for i in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            batch.stop.set()
+            deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            raise
+
+    def _worker(self, batch: _Batch) -> None:
+        while (index := batch.next_index()) is not None:
+            result = self._run_task(batch, batch.tasks[index])
+            if result is None:  # stopped mid-task: not finished, not recorded
+                return
+            batch.finish(index, result)
+
+    # -- one task: the retry loop ----------------------------------------------------------
+
+    def _run_task(self, batch: _Batch, task: LLMTask) -> TaskResult | None:
+        started = time.perf_counter()
+        usage = _UsageTotal()
+        try:
+            messages = task.build_messages()
+            params = task.request_params()
+        except Exception as error:  # a bug in the task, not the provider: no retry
+            return self._failure(task, error, 0, started, usage)
+        attempt = 0
+        while True:
+            waited = self.rate_limiter.acquire()
+            if batch.stop.is_set():
+                return None
+            try:
+                response = self.llm_client.complete(messages, **params)
+                usage.add(response.model, response.usage, self.prices)
+                try:
+                    value = task.parse_response(response.content)
+                except Exception as error:
+                    raise ResponseParseError(f"could not parse the response: {error}") from error
+            except Exception as error:
+                limited = isinstance(error, RateLimited)
+                delay = retry_delay(error, attempt, self.backoff)
+                if limited:
+                    self.rate_limiter.pause(delay)  # every worker waits, not just this one
+                retry = attempt < self.max_retries and task.should_retry(error, attempt)
+                batch.count_attempt(waited, limited, retry)
+                if not retry:
+                    return self._failure(task, error, attempt, started, usage)
+                attempt += 1
+                if batch.stop.wait(0.0 if limited else delay):
+                    return None
+                continue
+            batch.count_attempt(waited, False, False)
+            return TaskResult(
+                task_id=task.task_id,
+                success=True,
+                result=value,
+                raw_response=response.content,
+                retry_count=attempt,
+                execution_time=time.perf_counter() - started,
+                model=response.model,
+                **usage.fields(),
+            )
+
+    def _failure(
+        self, task: LLMTask, error: Exception, attempt: int, started: float, usage: _UsageTotal
+    ) -> TaskResult:
+        result = TaskResult(
+            task_id=task.task_id,
+            success=False,
+            error=str(error) or type(error).__name__,
+            error_type=type(error).__name__,
+            retry_count=attempt,
+            execution_time=time.perf_counter() - started,
+            model=usage.model,
+            exception=error,
+            **usage.fields(),
+        )
+        if task.has_fallback:
+            try:
+                result.result = task.fallback(error)
+            except Exception as fallback_error:
+                log.warning("fallback of task %s failed: %s", task.task_id, fallback_error)
+            else:
+                result.success = True
+                result.used_fallback = True
+        return result
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _open_checkpoint(
+        self, name: str, fingerprint: str, total: int, resume: bool
+    ) -> Checkpoint | None:
+        if not self.enable_checkpointing:
+            return None
+        manager = self.checkpoint_manager
+        latest = manager.find_latest_checkpoint(name) if resume else None
+        if latest is not None:
+            try:
+                previous = manager.load(latest)
+            except CheckpointError as error:
+                log.warning("%s; starting fresh", error)
+            else:
+                if previous.fingerprint == fingerprint:
+                    return previous
+                log.warning(
+                    "%s holds a different batch under the name %r; starting fresh", latest, name
+                )
+        return Checkpoint(name=name, fingerprint=fingerprint, total_tasks=total)
+
+    def _resume(self, tasks: list[LLMTask], checkpoint: Checkpoint | None) -> dict[str, TaskResult]:
+        """Results of tasks that succeeded before, re-parsed by their own ``parse_response``."""
+        if checkpoint is None or not checkpoint.records:
+            return {}
+        resumed: dict[str, TaskResult] = {}
+        for task in tasks:
+            record = checkpoint.records.get(task.task_id)
+            if record is None or not record.succeeded or record.raw_response is None:
+                continue
+            try:
+                value = task.parse_response(record.raw_response)
+            except Exception as error:
+                log.warning(
+                    "task %s: checkpointed answer no longer parses (%s); rerunning",
+                    task.task_id,
+                    error,
+                )
+                continue
+            usage = Usage.from_dict(record.usage)
+            resumed[task.task_id] = TaskResult(
+                task_id=task.task_id,
+                success=True,
+                result=value,
+                raw_response=record.raw_response,
+                retry_count=record.retry_count,
+                execution_time=record.execution_time,
+                tokens=usage.total_tokens,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost=usage.cost or 0.0,
+                model=record.model,
+                from_checkpoint=True,
+            )
+        return resumed
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def _metrics(self, batch: _Batch, results: list[TaskResult], wall: float) -> ExecutionMetrics:
+        fresh = [r for r in results if not r.from_checkpoint]
+        times = sorted(r.execution_time for r in fresh)
+        cost_by_model: dict[str, float] = {}
+        for r in fresh:
+            if r.model:
+                cost_by_model[r.model] = cost_by_model.get(r.model, 0.0) + r.cost
+        return ExecutionMetrics(
+            total_tasks=len(batch.tasks),
+            completed_tasks=sum(r.success for r in results),
+            failed_tasks=sum(not r.success for r in results),
+            retried_tasks=sum(r.retry_count > 0 for r in fresh),
+            total_retries=batch.retries,
+            resumed_tasks=len(results) - len(fresh),
+            fallback_tasks=sum(r.used_fallback for r in results),
+            requests=batch.requests,
+            rate_limited_responses=batch.rate_limited,
+            rate_limit_wait_time=batch.limiter_wait,
+            wall_time=wall,
+            throughput=len(fresh) / wall if wall > 0 else 0.0,
+            avg_task_time=statistics.fmean(times) if times else 0.0,
+            min_task_time=times[0] if times else 0.0,
+            max_task_time=times[-1] if times else 0.0,
+            p50_latency=_percentile(times, 0.50),
+            p95_latency=_percentile(times, 0.95),
+            prompt_tokens=sum(r.prompt_tokens for r in fresh),
+            completion_tokens=sum(r.completion_tokens for r in fresh),
+            total_tokens=sum(r.tokens for r in fresh),
+            total_cost=sum(r.cost for r in fresh),
+            cost_by_model=cost_by_model,
+        )
+
+
+class _UsageTotal:
+    """Tokens and cost of every attempt of one task (a response that failed to parse still cost)."""
+
+    __slots__ = ("completion", "cost", "model", "prompt")
+
+    def __init__(self) -> None:
+        self.prompt = 0
+        self.completion = 0
+        self.cost = 0.0
+        self.model: str | None = None
+
+    def add(
+        self, model: str, usage: Usage, prices: Mapping[str, tuple[float, float]] | None
+    ) -> None:
+        self.model = model
+        self.prompt += usage.prompt_tokens
+        self.completion += usage.completion_tokens
+        self.cost += cost_of(model, usage, prices)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "tokens": self.prompt + self.completion,
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "cost": self.cost,
+        }
+
+
+def _record_of(result: TaskResult) -> TaskRecord:
+    """What the checkpoint keeps; a fallback counts as failed, so a resume tries it again."""
+    succeeded = result.success and not result.used_fallback
+    return TaskRecord(
+        task_id=result.task_id,
+        succeeded=succeeded,
+        raw_response=result.raw_response if succeeded else None,
+        usage={
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.tokens,
+            "cost": result.cost,
+        },
+        model=result.model,
+        error=None if succeeded else result.error,
+        error_type=None if succeeded else result.error_type,
+        retry_count=result.retry_count,
+        execution_time=result.execution_time,
+    )
+
+
+def _check_unique_ids(tasks: list[LLMTask]) -> None:
+    seen: set[str] = set()
+    duplicates = sorted({t.task_id for t in tasks if t.task_id in seen or seen.add(t.task_id)})  # type: ignore[func-returns-value]
+    if duplicates:
+        shown = ", ".join(duplicates[:5]) + (" ..." if len(duplicates) > 5 else "")
+        raise TaskGraphError(f"duplicate task ids: {shown}")
+
+
+def _fingerprint(tasks: list[LLMTask]) -> str:
+    digest = hashlib.sha256()
+    for task in tasks:
+        digest.update(task.fingerprint().encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def create_executor(llm_client: LLMClient, **kwargs: Any) -> ParallelLLMExecutor:
+    """An executor with settings from the config, overridden by ``kwargs``."""
+    return ParallelLLMExecutor(llm_client, **kwargs)

@@ -1,0 +1,60 @@
+"""Shared fixtures: an isolated environment and the provider simulator on an ephemeral port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from aita.config import get_config
+from aita.services.llm.openrouter import OpenAICompatibleClient, create_openrouter_client
+from aita.simulator import ProviderSimulator, SimulatorConfig
+
+TEST_KEY = "sk-test-key-not-secret"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Run every test in its own folder with no AITA_* settings from the outside world."""
+    for name in list(os.environ):
+        if name.startswith("AITA_") or name == "OPENROUTER_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AITA_SHOW_PROGRESS", "false")
+    monkeypatch.chdir(tmp_path)
+    get_config.cache_clear()
+    yield tmp_path
+    get_config.cache_clear()
+
+
+SimulatorFactory = Callable[..., ProviderSimulator]
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorFactory]:
+    """``simulator(rate_limit=..., latency=...)`` starts a simulator that stops after the test."""
+    started: list[ProviderSimulator] = []
+
+    def start(**config: object) -> ProviderSimulator:
+        sim = ProviderSimulator(SimulatorConfig(**config)).start()  # type: ignore[arg-type]
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(simulator: SimulatorFactory) -> ProviderSimulator:
+    return simulator()
+
+
+def client_for(sim: ProviderSimulator, **kwargs: object) -> OpenAICompatibleClient:
+    return create_openrouter_client(api_key=TEST_KEY, base_url=sim.base_url, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(sim: ProviderSimulator) -> OpenAICompatibleClient:
+    return client_for(sim, timeout=5)

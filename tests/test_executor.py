@@ -1,0 +1,346 @@
+"""The executor over real HTTP to the simulator: order, retries, 429s, resume, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from aita.errors import RateLimited, TaskGraphError
+from aita.services.llm.base import LLMMessage, LLMResponse, Usage
+from aita.utils.checkpoint import CheckpointManager
+from aita.utils.llm_tasks import LLMTask, SimpleLLMTask
+from aita.utils.parallel_executor import BatchInterrupted, ParallelLLMExecutor, TaskResult
+from aita.utils.retry import ExponentialBackoff
+from tests.conftest import SimulatorFactory, client_for
+
+FAST_BACKOFF = ExponentialBackoff(initial=0.01, maximum=0.1)
+
+
+def executor_for(client: Any, **kwargs: Any) -> ParallelLLMExecutor:
+    options: dict[str, Any] = {
+        "max_workers": 8,
+        "rate_limit": None,
+        "checkpoint_dir": "checkpoints",
+        "show_progress": False,
+        "backoff": FAST_BACKOFF,
+    }
+    options.update(kwargs)
+    return ParallelLLMExecutor(client, **options)
+
+
+def questions(n: int, prefix: str = "question") -> list[SimpleLLMTask]:
+    return [SimpleLLMTask(f"q{i:04d}", f"{prefix} {i}") for i in range(n)]
+
+
+def assert_own_answers_in_order(results: list[TaskResult], prefix: str = "question") -> None:
+    assert [r.task_id for r in results] == [f"q{i:04d}" for i in range(len(results))]
+    assert all(r.success for r in results), [r.error for r in results if not r.success][:3]
+    assert [r.result for r in results] == [f"[sim] {prefix} {i}" for i in range(len(results))]
+
+
+@pytest.mark.slow
+def test_240_tasks_at_the_providers_limit_with_500s(simulator: SimulatorFactory) -> None:
+    sim = simulator(rate_limit=20, latency=0.05, error_rate=0.10)
+    executor = executor_for(client_for(sim), max_workers=12, rate_limit=20, max_retries=8)
+    result = executor.execute_batch(questions(240))
+    assert_own_answers_in_order(result.task_results)
+    assert sim.stats.by_status[500] > 0  # faults really happened and were retried
+    assert sim.stats.rate_limited < 0.05 * sim.stats.requests
+    assert result.metrics.requests == sim.stats.requests
+
+
+def test_results_come_back_in_input_order_despite_mixed_latency(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = simulator(latency=0.02, latency_jitter=0.02)
+    result = executor_for(client_for(sim)).execute_batch(questions(60))
+    assert_own_answers_in_order(result.task_results)
+    assert sim.stats.max_in_flight > 1
+
+
+def test_resume_retries_failed_tasks_and_skips_finished_ones(simulator: SimulatorFactory) -> None:
+    flaky = simulator(error_rate=0.5)
+    first = executor_for(client_for(flaky), max_retries=0).execute_batch(
+        questions(40), checkpoint_name="exam"
+    )
+    failed = len(first.failed_results)
+    assert 0 < failed < 40
+    healthy = simulator()
+    second = executor_for(client_for(healthy)).execute_batch(questions(40), checkpoint_name="exam")
+    assert_own_answers_in_order(second.task_results)
+    assert healthy.stats.requests == failed
+    assert second.metrics.resumed_tasks == 40 - failed
+    assert second.checkpoint_path == first.checkpoint_path
+
+
+def test_checkpoint_of_a_different_batch_is_not_reused(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = simulator()
+    first = executor_for(client_for(sim)).execute_batch(questions(5), checkpoint_name="exam")
+    with caplog.at_level(logging.WARNING):
+        second = executor_for(client_for(sim)).execute_batch(
+            questions(5, prefix="other"), checkpoint_name="exam"
+        )
+    assert_own_answers_in_order(second.task_results, prefix="other")
+    assert "different batch" in caplog.text
+    assert second.checkpoint_path != first.checkpoint_path
+    assert sim.stats.requests == 10
+
+
+def test_corrupt_checkpoint_warns_and_starts_fresh(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = simulator()
+    executor = executor_for(client_for(sim))
+    first = executor.execute_batch(questions(5), checkpoint_name="exam")
+    assert first.checkpoint_path is not None
+    first.checkpoint_path.write_bytes(b"\x00garbage")
+    with caplog.at_level(logging.WARNING):
+        second = executor.execute_batch(questions(5), checkpoint_name="exam")
+    assert_own_answers_in_order(second.task_results)
+    assert "not a readable aita checkpoint" in caplog.text
+
+
+def test_resume_false_ignores_the_checkpoint(simulator: SimulatorFactory) -> None:
+    sim = simulator()
+    executor = executor_for(client_for(sim))
+    executor.execute_batch(questions(5), checkpoint_name="exam")
+    executor.execute_batch(questions(5), checkpoint_name="exam", resume_from_checkpoint=False)
+    assert sim.stats.requests == 10
+
+
+class ScriptedClient:
+    """A user-supplied client (allowed by the client protocol) that records when calls start."""
+
+    def __init__(self, fail_first_with: Exception | None = None) -> None:
+        self.fail_first_with = fail_first_with
+        self.starts: list[float] = []
+        self.lock = threading.Lock()
+
+    def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        with self.lock:
+            self.starts.append(time.monotonic())
+            first = len(self.starts) == 1
+        if first and self.fail_first_with is not None:
+            raise self.fail_first_with
+        return LLMResponse(
+            content=f"ok {messages[-1].content}", usage=Usage(1, 1, 2), model="local"
+        )
+
+
+def test_429_pauses_every_worker() -> None:
+    client = ScriptedClient(
+        fail_first_with=RateLimited("slow down", status_code=429, retry_after=0.5)
+    )
+    result = executor_for(client, max_workers=4).execute_batch(questions(40))
+    assert all(r.success for r in result.task_results)
+    refused_at = client.starts[0]
+    during_pause = [t for t in client.starts[1:] if refused_at + 0.05 < t < refused_at + 0.45]
+    # At most the calls that had already passed the limiter when the 429 came back.
+    assert len(during_pause) <= 3
+    assert client.starts[-1] - refused_at >= 0.5
+    assert result.metrics.rate_limited_responses == 1
+
+
+def test_client_error_fails_at_once_with_the_providers_message(simulator: SimulatorFactory) -> None:
+    sim = simulator(models=frozenset({"real/model"}))
+    executor = executor_for(client_for(sim, model="no/such-model"), max_retries=5)
+    result = executor.execute_batch(questions(6))
+    assert not result.successful_results
+    assert sim.stats.requests == 6  # no retry storm
+    assert all("no/such-model" in (r.error or "") for r in result.failed_results)
+    assert {r.error_type for r in result.failed_results} == {"ModelNotFound"}
+
+
+def test_unparseable_output_is_retried(simulator: SimulatorFactory) -> None:
+    seen: Counter[str] = Counter()
+
+    def first_answer_is_garbage(request: dict[str, Any]) -> str:
+        prompt = request["messages"][-1]["content"]
+        seen[prompt] += 1
+        return "not json" if seen[prompt] == 1 else json.dumps({"prompt": prompt})
+
+    sim = simulator(responder=first_answer_is_garbage)
+    tasks = [SimpleLLMTask(f"t{i}", f"p{i}", parse_fn=json.loads) for i in range(5)]
+    result = executor_for(client_for(sim)).execute_batch(tasks)
+    assert [r.result for r in result.task_results] == [{"prompt": f"p{i}"} for i in range(5)]
+    assert all(r.retry_count == 1 for r in result.task_results)
+
+
+def test_empty_and_malformed_bodies_are_retried(simulator: SimulatorFactory) -> None:
+    sim = simulator(empty_rate=0.2, malformed_rate=0.2)
+    result = executor_for(client_for(sim), max_retries=10).execute_batch(questions(50))
+    assert_own_answers_in_order(result.task_results)
+    assert result.metrics.total_retries > 0
+
+
+def test_request_past_the_timeout_is_retried_then_reported(simulator: SimulatorFactory) -> None:
+    sim = simulator(hang_rate=1.0, hang_seconds=5)
+    result = executor_for(client_for(sim, timeout=0.2), max_retries=1).execute_batch(questions(2))
+    assert [r.error_type for r in result.task_results] == ["ProviderTimeout"] * 2
+    assert all(r.retry_count == 1 for r in result.task_results)
+
+
+class Summary(BaseModel):
+    title: str
+    points: list[str]
+
+
+class SummaryTask(LLMTask):
+    response_model: ClassVar[type[BaseModel] | None] = Summary
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    @property
+    def task_id(self) -> str:
+        return f"summary_{self.n}"
+
+    def build_messages(self) -> list[LLMMessage]:
+        return [LLMMessage(role="user", content=f"Summarise section {self.n}")]
+
+
+def test_response_model_is_sent_as_schema_and_validated(simulator: SimulatorFactory) -> None:
+    sim = simulator()
+    result = executor_for(client_for(sim)).execute_batch([SummaryTask(i) for i in range(3)])
+    assert all(isinstance(r.result, Summary) for r in result.task_results)
+
+
+class FallbackTask(SummaryTask):
+    def fallback(self, error: Exception) -> Summary:
+        return Summary(title="needs review", points=[str(error)])
+
+
+def test_fallback_is_used_and_reported_after_retries(simulator: SimulatorFactory) -> None:
+    sim = simulator(error_rate=1.0)
+    executor = executor_for(client_for(sim), max_retries=1)
+    result = executor.execute_batch([FallbackTask(1)], checkpoint_name="fb")
+    [task_result] = result.task_results
+    assert task_result.success and task_result.used_fallback
+    assert task_result.result.title == "needs review"
+    assert result.metrics.fallback_tasks == 1
+    # The checkpoint keeps it as failed, so a resume tries the real call again.
+    assert result.checkpoint_path is not None
+    assert (
+        CheckpointManager("checkpoints").load(result.checkpoint_path).records["summary_1"].succeeded
+        is False
+    )
+
+
+def test_duplicate_task_ids_are_refused_before_any_call(simulator: SimulatorFactory) -> None:
+    sim = simulator()
+    tasks = [SimpleLLMTask("same", "a"), SimpleLLMTask("same", "b")]
+    with pytest.raises(TaskGraphError, match="same"):
+        executor_for(client_for(sim)).execute_batch(tasks)
+    assert sim.stats.requests == 0
+
+
+def test_each_finished_task_is_reported_as_it_finishes(simulator: SimulatorFactory) -> None:
+    sim = simulator()
+    finished: list[str] = []
+    executor_for(client_for(sim)).execute_batch(
+        questions(10), on_task_complete=lambda r: finished.append(r.task_id)
+    )
+    assert sorted(finished) == [f"q{i:04d}" for i in range(10)]
+
+
+def test_metrics_count_tokens_cost_and_latency(simulator: SimulatorFactory) -> None:
+    sim = simulator(latency=0.01)
+    result = executor_for(client_for(sim)).execute_batch(questions(20))
+    m = result.metrics
+    assert (m.total_tasks, m.completed_tasks, m.failed_tasks) == (20, 20, 0)
+    assert m.total_tokens == m.prompt_tokens + m.completion_tokens > 0
+    assert (
+        m.total_cost == pytest.approx(sum(r.cost for r in result.task_results)) and m.total_cost > 0
+    )
+    assert 0.01 <= m.min_task_time <= m.p50_latency <= m.p95_latency <= m.max_task_time
+    assert m.throughput > 0 and m.requests == 20
+    assert result.success_rate == 100.0
+    assert result.get_result_by_id("q0003") is result.task_results[3]
+
+
+def test_cost_comes_from_the_price_table_when_the_provider_gives_none(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = simulator(report_cost=False)
+    result = executor_for(client_for(sim, model="openai/gpt-4o-mini")).execute_batch(questions(1))
+    [r] = result.task_results
+    assert r.cost == pytest.approx((r.prompt_tokens * 0.15 + r.completion_tokens * 0.60) / 1e6)
+    assert result.metrics.cost_by_model == {"openai/gpt-4o-mini": pytest.approx(r.cost)}
+
+
+def test_settings_supply_the_executors_defaults(
+    monkeypatch: pytest.MonkeyPatch, simulator: SimulatorFactory
+) -> None:
+    monkeypatch.setenv("AITA_MAX_WORKERS", "3")
+    monkeypatch.setenv("AITA_RATE_LIMIT_RPS", "40")
+    monkeypatch.setenv("AITA_ENABLE_CHECKPOINTING", "false")
+    from aita.config import get_config
+
+    get_config.cache_clear()
+    executor = ParallelLLMExecutor(client_for(simulator()))
+    assert (executor.max_workers, executor.rate_limit, executor.enable_checkpointing) == (
+        3,
+        40.0,
+        False,
+    )
+    assert executor.execute_batch(questions(2)).checkpoint_path is None
+
+
+def test_ctrl_c_saves_finished_work_and_the_rerun_finishes(simulator: SimulatorFactory) -> None:
+    sim = simulator(latency=0.05)
+    executor = executor_for(client_for(sim), max_workers=4)
+    finished = Counter[str]()
+
+    def press_ctrl_c_after_20(result: TaskResult) -> None:
+        finished["n"] += 1
+        if finished["n"] == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(BatchInterrupted) as caught:
+        executor.execute_batch(
+            questions(200), checkpoint_name="long", on_task_complete=press_ctrl_c_after_20
+        )
+    assert "checkpoint_name='long'" in str(caught.value)
+    path = caught.value.checkpoint_path
+    assert path is not None
+    saved = CheckpointManager("checkpoints").load(path).succeeded
+    assert 0 < len(saved) < 200
+    before = sim.stats.requests
+    result = executor.execute_batch(questions(200), checkpoint_name="long")
+    assert_own_answers_in_order(result.task_results)
+    assert sim.stats.requests - before <= 200 - len(saved)
+
+
+def test_the_batch_never_writes_the_api_key(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    sentinel = "sk-or-v1-SENTINEL0123456789abcdef"
+    sim = simulator(api_key="sk-or-v1-the-real-key")  # refuses ours and echoes it back
+    from aita.services.llm.openrouter import create_openrouter_client
+
+    client = create_openrouter_client(api_key=sentinel, base_url=sim.base_url)
+    with caplog.at_level(logging.DEBUG):
+        result = ParallelLLMExecutor(
+            client,
+            max_workers=2,
+            rate_limit=None,
+            show_progress=False,
+            checkpoint_dir="checkpoints",
+        ).execute_batch(questions(3), checkpoint_name="secret")
+    assert sim.stats.by_status[401] == 3
+    assert all(r.error_type == "AuthenticationFailed" for r in result.task_results)
+    texts = [caplog.text, repr(client), repr(result)]
+    texts += [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [t for t in texts if sentinel in t]
