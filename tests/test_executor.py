@@ -301,12 +301,14 @@ def test_settings_supply_the_executors_defaults(
 def test_ctrl_c_saves_finished_work_and_the_rerun_finishes(simulator: SimulatorFactory) -> None:
     sim = simulator(latency=0.05)
     executor = executor_for(client_for(sim), max_workers=4)
-    finished = Counter[str]()
+    finished: list[str] = []
+    lock = threading.Lock()
 
     def press_ctrl_c_after_20(result: TaskResult) -> None:
-        finished["n"] += 1
-        if finished["n"] == 20:
-            os.kill(os.getpid(), signal.SIGINT)
+        with lock:
+            finished.append(result.task_id)
+            if len(finished) == 20:
+                os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(BatchInterrupted) as caught:
         executor.execute_batch(

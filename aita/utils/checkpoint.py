@@ -117,10 +117,12 @@ class CheckpointJournal:
         self._lock = threading.Lock()
 
     def append(self, record: TaskRecord) -> None:
+        """Write one finished task. After ``close`` this drops the record: a worker abandoned at
+        Ctrl-C may finish late, and its task simply runs again on resume."""
         line = json_line(record.to_json())
         with self._lock:
             if self._fd < 0:
-                raise CheckpointError(f"{self.path}: journal is closed")
+                return
             os.write(self._fd, line)  # one syscall: a kill cannot split it
             self._unsynced += 1
             if self._unsynced >= self._fsync_interval:

@@ -340,8 +340,11 @@ class ParallelLLMExecutor:
         except KeyboardInterrupt:
             batch.stop.set()
             deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
-            for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
+            try:
+                for thread in threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: stop waiting for in-flight calls
             raise
 
     def _worker(self, batch: _Batch) -> None:
