@@ -103,9 +103,16 @@ class ModelNotFound(BadRequest):
 
 
 class ResponseParseError(AitaError):
-    """The task could not parse or validate the model's output; a new sample may parse."""
+    """The task could not parse or validate the model's output; a new sample may parse.
+
+    ``raw_response`` is the output that failed, so a retry can tell the model what was wrong.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, raw_response: str | None = None) -> None:
+        super().__init__(message)
+        self.raw_response = raw_response
 
 
 class DependencyFailed(AitaError):

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel
 
-from aita.errors import is_retryable
+from aita.errors import ResponseParseError, is_retryable
 from aita.services.llm.base import LLMMessage
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "image_to_data_url",
     "json_schema_response_format",
     "stable_hash",
+    "with_correction",
 ]
 
 
@@ -63,6 +64,13 @@ class LLMTask(ABC):
         """Whether this error is worth another attempt; the executor caps the count."""
         return is_retryable(error)
 
+    def revise_messages(self, messages: list[LLMMessage], error: Exception) -> list[LLMMessage]:
+        """The messages for the next attempt after ``error``; by default the same ones.
+
+        Override to tell the model what was wrong (see ``with_correction``).
+        """
+        return messages
+
     def fallback(self, error: Exception) -> Any:
         raise NotImplementedError
 
@@ -83,7 +91,11 @@ class LLMTask(ABC):
 
 
 class SimpleLLMTask(LLMTask):
-    """A prompt in, text (or ``parse_fn(text)``) out."""
+    """A prompt in, text (or ``parse_fn(text)``) out.
+
+    With ``dependencies``, the results of those tasks are appended to the prompt, each under
+    its task id.
+    """
 
     def __init__(
         self,
@@ -91,12 +103,14 @@ class SimpleLLMTask(LLMTask):
         prompt: str,
         system_prompt: str | None = None,
         parse_fn: Callable[[str], Any] | None = None,
+        dependencies: Sequence[str] = (),
         **llm_params: Any,
     ) -> None:
         self._task_id = task_id
         self.prompt = prompt
         self.system_prompt = system_prompt
         self.parse_fn = parse_fn
+        self.dependencies = tuple(dependencies)
         self.llm_params = llm_params
 
     @property
@@ -107,7 +121,11 @@ class SimpleLLMTask(LLMTask):
         messages = []
         if self.system_prompt:
             messages.append(LLMMessage(role="system", content=self.system_prompt))
-        messages.append(LLMMessage(role="user", content=self.prompt))
+        prompt = self.prompt
+        if self.dependency_results:
+            earlier = "\n\n".join(f"[{k}]\n{v}" for k, v in self.dependency_results.items())
+            prompt = f"{prompt}\n\nResults of the tasks this one depends on:\n{earlier}"
+        messages.append(LLMMessage(role="user", content=prompt))
         return messages
 
     def parse_response(self, response_text: str) -> Any:
@@ -119,7 +137,7 @@ class SimpleLLMTask(LLMTask):
         return dict(self.llm_params)
 
     def fingerprint(self) -> str:
-        content = stable_hash([self.system_prompt, self.prompt, self.llm_params])
+        content = stable_hash([self.system_prompt, self.prompt, self.dependencies, self.llm_params])
         return f"{super().fingerprint()}:{content}"
 
 
@@ -171,6 +189,21 @@ class BatchableLLMTask(LLMTask):
 
     @abstractmethod
     def split_batch_result(self, batch_result: Any) -> dict[str, Any]: ...
+
+
+def with_correction(messages: list[LLMMessage], error: Exception) -> list[LLMMessage]:
+    """``messages`` plus the rejected answer and why it was rejected, for output that failed
+    validation; unchanged for any other error."""
+    if not isinstance(error, ResponseParseError) or error.raw_response is None:
+        return messages
+    return [
+        *messages,
+        LLMMessage(role="assistant", content=error.raw_response),
+        LLMMessage(
+            role="user",
+            content=f"That answer was rejected: {error}. Answer again, fixing exactly this.",
+        ),
+    ]
 
 
 def stable_hash(value: Any) -> str:

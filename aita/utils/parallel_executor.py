@@ -13,6 +13,7 @@ import logging
 import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,9 @@ from tqdm.auto import tqdm
 from aita.config import get_config
 from aita.errors import (
     CheckpointError,
+    DependencyFailed,
     RateLimited,
     ResponseParseError,
-    TaskGraphError,
 )
 from aita.services.llm.base import LLMClient, Usage
 from aita.utils.checkpoint import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
@@ -33,6 +34,7 @@ from aita.utils.llm_tasks import LLMTask
 from aita.utils.pricing import cost_of
 from aita.utils.rate_limiter import RateLimiter
 from aita.utils.retry import Backoff, ExponentialBackoff, retry_delay
+from aita.utils.task_graph import TaskGraph
 
 __all__ = [
     "BatchInterrupted",
@@ -143,25 +145,43 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 class _Batch:
-    """The mutable state of one ``execute_batch`` call, shared by its workers."""
+    """The mutable state of one ``execute_batch`` call, shared by its workers.
+
+    Tasks wait in ``ready`` (input order) once every dependency has succeeded; a task whose
+    dependency failed is recorded as skipped, and so are the tasks that need it.
+    """
 
     def __init__(
         self,
         tasks: list[LLMTask],
-        pending: list[int],
+        graph: TaskGraph,
+        results: list[TaskResult | None],
         journal: CheckpointJournal | None,
         progress: Any,
         on_task_complete: Callable[[TaskResult], object] | None,
         stop: threading.Event,
     ) -> None:
         self.tasks = tasks
-        self.results: list[TaskResult | None] = [None] * len(tasks)
+        self.graph = graph
+        self.results = results
         self.journal = journal
         self.progress = progress
         self.on_task_complete = on_task_complete
         self.stop = stop
         self.lock = threading.Lock()
-        self._queue = iter(pending)
+        self.changed = threading.Condition(self.lock)
+        self.waiting_on: dict[int, int] = {}
+        ready = []
+        for i, result in enumerate(results):
+            if result is not None:
+                continue
+            unmet = sum(not _succeeded(results[d]) for d in graph.requires.get(i, ()))
+            if unmet:
+                self.waiting_on[i] = unmet
+            else:
+                ready.append(i)
+        self.ready = deque(ready)
+        self.in_flight = 0
         self.requests = 0
         self.rate_limited = 0
         self.limiter_wait = 0.0
@@ -171,9 +191,34 @@ class _Batch:
         self.cost = 0.0
         self._postfix_at = 0.0
 
+    @property
+    def pending(self) -> int:
+        return len(self.ready) + len(self.waiting_on)
+
     def next_index(self) -> int | None:
+        """The next task to run, waiting while only blocked tasks are left; None when done."""
+        with self.changed:
+            while not self.stop.is_set():
+                if self.ready:
+                    self.in_flight += 1
+                    return self.ready.popleft()
+                if self.in_flight == 0:
+                    return None  # nothing running could unblock what is left
+                self.changed.wait()
+            return None
+
+    def request_stop(self) -> None:
+        with self.changed:
+            self.stop.set()
+            self.changed.notify_all()
+
+    def dependency_results(self, index: int) -> dict[str, Any]:
         with self.lock:
-            return None if self.stop.is_set() else next(self._queue, None)
+            return {
+                self.tasks[d].task_id: result.result
+                for d in self.graph.requires.get(index, ())
+                if (result := self.results[d]) is not None
+            }
 
     def count_attempt(self, waited: float, rate_limited: bool, retried: bool) -> None:
         with self.lock:
@@ -183,30 +228,71 @@ class _Batch:
             self.retries += retried
 
     def finish(self, index: int, result: TaskResult) -> None:
+        """Record a finished task, then release (or skip) the tasks that wait for it."""
+        self._journal(result)
+        finished = [(index, result)]
+        with self.changed:
+            self.in_flight -= 1
+            if result.success:
+                for d in self.graph.dependents.get(index, ()):
+                    if d in self.waiting_on:
+                        self.waiting_on[d] -= 1
+                        if self.waiting_on[d] == 0:
+                            del self.waiting_on[d]
+                            self.ready.append(d)
+            else:
+                for d in self.graph.descendants(index):
+                    if self.waiting_on.pop(d, None) is not None:
+                        finished.append((d, _skipped(self.tasks[d], result.task_id)))
+            for i, item in finished:
+                self._store(i, item)
+            self.changed.notify_all()
+        for _, item in finished[1:]:
+            self._journal(item)
+        if self.on_task_complete is not None:
+            for _, item in finished:
+                try:
+                    self.on_task_complete(item)
+                except Exception:
+                    log.exception("on_task_complete failed for task %s", item.task_id)
+
+    def _journal(self, result: TaskResult) -> None:
         if self.journal is not None:
             self.journal.append(_record_of(result))
-        with self.lock:
-            self.results[index] = result
-            if result.success:
-                self.succeeded += 1
-            else:
-                self.failed += 1
-            self.cost += result.cost
-            if self.progress is not None:
-                now = time.monotonic()
-                if now - self._postfix_at > 0.25:
-                    self._postfix_at = now
-                    self.progress.set_postfix_str(
-                        f"ok={self.succeeded} failed={self.failed} retries={self.retries} "
-                        f"cost=${self.cost:.4f}",
-                        refresh=False,
-                    )
-                self.progress.update(1)
-        if self.on_task_complete is not None:
-            try:
-                self.on_task_complete(result)
-            except Exception:
-                log.exception("on_task_complete failed for task %s", result.task_id)
+
+    def _store(self, index: int, result: TaskResult) -> None:
+        """Under the lock: the result, the counters and the progress bar."""
+        self.results[index] = result
+        if result.success:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        self.cost += result.cost
+        if self.progress is not None:
+            now = time.monotonic()
+            if now - self._postfix_at > 0.25:
+                self._postfix_at = now
+                self.progress.set_postfix_str(
+                    f"ok={self.succeeded} failed={self.failed} retries={self.retries} "
+                    f"cost=${self.cost:.4f}",
+                    refresh=False,
+                )
+            self.progress.update(1)
+
+
+def _succeeded(result: TaskResult | None) -> bool:
+    return result is not None and result.success
+
+
+def _skipped(task: LLMTask, failed_dependency: str) -> TaskResult:
+    error = DependencyFailed(f"skipped: dependency {failed_dependency!r} did not succeed")
+    return TaskResult(
+        task_id=task.task_id,
+        success=False,
+        error=str(error),
+        error_type=type(error).__name__,
+        exception=error,
+    )
 
 
 class ParallelLLMExecutor:
@@ -275,7 +361,7 @@ class ParallelLLMExecutor:
         again. Ctrl-C raises ``BatchInterrupted`` after saving what finished.
         """
         task_list = list(tasks)
-        _check_unique_ids(task_list)
+        graph = TaskGraph.build(task_list)
         started = time.perf_counter()
         fingerprint = _fingerprint(task_list)
         name = checkpoint_name or f"batch_{fingerprint[:12]}"
@@ -283,7 +369,7 @@ class ParallelLLMExecutor:
             name, fingerprint, len(task_list), resume_from_checkpoint
         )
         resumed = self._resume(task_list, checkpoint)
-        pending = [i for i, task in enumerate(task_list) if task.task_id not in resumed]
+        results: list[TaskResult | None] = [resumed.get(task.task_id) for task in task_list]
         journal = (
             self.checkpoint_manager.start_journal(checkpoint, self.checkpoint_interval)
             if checkpoint is not None
@@ -301,12 +387,9 @@ class ParallelLLMExecutor:
             "{elapsed} < {remaining}{postfix}",
         )
         self._stop.clear()
-        batch = _Batch(task_list, pending, journal, progress, on_task_complete, self._stop)
-        for index, task in enumerate(task_list):
-            if task.task_id in resumed:
-                batch.results[index] = resumed[task.task_id]
+        batch = _Batch(task_list, graph, results, journal, progress, on_task_complete, self._stop)
         try:
-            self._run_workers(batch, min(self.max_workers, len(pending)))
+            self._run_workers(batch, min(self.max_workers, batch.pending))
         except KeyboardInterrupt:
             done = sum(r is not None for r in batch.results)
             path = checkpoint.path if checkpoint is not None else None
@@ -321,9 +404,9 @@ class ParallelLLMExecutor:
             progress.close()
             if journal is not None:
                 journal.close()
-        results = [r for r in batch.results if r is not None]
-        metrics = self._metrics(batch, results, time.perf_counter() - started)
-        return BatchResult(results, metrics, checkpoint.path if checkpoint is not None else None)
+        final = [r for r in batch.results if r is not None]
+        metrics = self._metrics(batch, final, time.perf_counter() - started)
+        return BatchResult(final, metrics, checkpoint.path if checkpoint is not None else None)
 
     def _run_workers(self, batch: _Batch, count: int) -> None:
         threads = [
@@ -338,7 +421,7 @@ class ParallelLLMExecutor:
             for thread in threads:
                 thread.join()
         except KeyboardInterrupt:
-            batch.stop.set()
+            batch.request_stop()
             deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
             try:
                 for thread in threads:
@@ -349,7 +432,10 @@ class ParallelLLMExecutor:
 
     def _worker(self, batch: _Batch) -> None:
         while (index := batch.next_index()) is not None:
-            result = self._run_task(batch, batch.tasks[index])
+            task = batch.tasks[index]
+            if task.dependencies:
+                task.dependency_results = batch.dependency_results(index)
+            result = self._run_task(batch, task)
             if result is None:  # stopped mid-task: not finished, not recorded
                 return
             batch.finish(index, result)
@@ -375,7 +461,9 @@ class ParallelLLMExecutor:
                 try:
                     value = task.parse_response(response.content)
                 except Exception as error:
-                    raise ResponseParseError(f"could not parse the response: {error}") from error
+                    raise ResponseParseError(
+                        f"could not parse the response: {error}", response.content
+                    ) from error
             except Exception as error:
                 limited = isinstance(error, RateLimited)
                 delay = retry_delay(error, attempt, self.backoff)
@@ -388,6 +476,7 @@ class ParallelLLMExecutor:
                 attempt += 1
                 if batch.stop.wait(0.0 if limited else delay):
                     return None
+                messages = task.revise_messages(messages, error)
                 continue
             batch.count_attempt(waited, False, False)
             return TaskResult(
@@ -564,14 +653,6 @@ def _record_of(result: TaskResult) -> TaskRecord:
         retry_count=result.retry_count,
         execution_time=result.execution_time,
     )
-
-
-def _check_unique_ids(tasks: list[LLMTask]) -> None:
-    seen: set[str] = set()
-    duplicates = sorted({t.task_id for t in tasks if t.task_id in seen or seen.add(t.task_id)})  # type: ignore[func-returns-value]
-    if duplicates:
-        shown = ", ".join(duplicates[:5]) + (" ..." if len(duplicates) > 5 else "")
-        raise TaskGraphError(f"duplicate task ids: {shown}")
 
 
 def _fingerprint(tasks: list[LLMTask]) -> str:
