@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     show_progress: bool = True
     max_retries: int = Field(default=3, ge=0, le=100)
     data_dir: Path = Path("data")
+    dry_run_latency: float = Field(default=0.05, ge=0, le=60)
 
     @field_validator("rate_limit_rps", mode="before")
     @classmethod
@@ -78,6 +79,8 @@ class AitaConfig:
     llm: LLMConfig
     parallel_execution: ParallelExecutionConfig
     data_dir: Path
+    #: seconds per simulated call in ``--dry-run`` (slow it down to watch the progress bars)
+    dry_run_latency: float = 0.05
 
 
 def _variable_name(field_name: str) -> str:
@@ -114,6 +117,7 @@ def load_config(**overrides: Any) -> AitaConfig:
             max_retries=settings.max_retries,
         ),
         data_dir=settings.data_dir,
+        dry_run_latency=settings.dry_run_latency,
     )
 
 

@@ -133,7 +133,7 @@ def test_local_image_goes_inline_as_a_data_url(simulator: SimulatorFactory, tmp_
 def test_non_image_file_is_refused(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("hi")
-    with pytest.raises(ValueError, match="not an image"):
+    with pytest.raises(ValueError, match="not a readable image"):
         image_to_data_url(notes)
 
 

@@ -87,6 +87,20 @@ class Checkpoint:
     records: dict[str, TaskRecord] = field(default_factory=dict)
     path: Path | None = None
     valid_bytes: int = 0
+    #: model -> {"cost", "prompt_tokens", "completion_tokens", "records"} over every record
+    #: written, superseded ones included: each stands for calls that were made and paid for.
+    spent: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add_spending(self, record: TaskRecord) -> None:
+        usage = record.usage or {}
+        totals = self.spent.setdefault(
+            record.model or "unknown",
+            {"cost": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "records": 0},
+        )
+        totals["cost"] += float(usage.get("cost") or 0.0)
+        totals["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+        totals["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+        totals["records"] += 1
 
     @property
     def succeeded(self) -> dict[str, TaskRecord]:
@@ -232,6 +246,7 @@ class CheckpointManager:
                 checkpoint.valid_bytes = offset
                 continue
             checkpoint.records[record.task_id] = record  # a later line supersedes an earlier one
+            checkpoint.add_spending(record)
             offset += len(line) + 1
             checkpoint.valid_bytes = offset
         if skipped:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import mimetypes
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +18,9 @@ from pydantic import BaseModel
 
 from aita.errors import ResponseParseError, is_retryable
 from aita.services.llm.base import LLMMessage
+
+#: What an image costs in prompt tokens, roughly, across vision models (for estimates only).
+IMAGE_TOKENS = 1000
 
 __all__ = [
     "BatchableLLMTask",
@@ -44,6 +46,8 @@ class LLMTask(ABC):
     dependencies: Sequence[str] = ()
     response_model: ClassVar[type[BaseModel] | None] = None
     dependency_results: Mapping[str, Any] = {}
+    #: A typical answer's length, for cost estimates before any call is made.
+    expected_output_tokens: ClassVar[int] = 500
 
     @property
     @abstractmethod
@@ -88,6 +92,18 @@ class LLMTask(ABC):
     def fingerprint(self) -> str:
         """Identifies the work, so a checkpoint of a different batch is never reused."""
         return f"{type(self).__qualname__}:{self.task_id}"
+
+    def estimated_prompt_tokens(self) -> int:
+        """A rough prompt size (4 characters a token, 1,000 tokens an image) for estimates."""
+        total = 0
+        for message in self.build_messages():
+            if isinstance(message.content, str):
+                total += len(message.content) // 4
+                continue
+            for part in message.content:
+                is_image = part.get("type") == "image_url"
+                total += IMAGE_TOKENS if is_image else len(str(part.get("text", ""))) // 4
+        return total
 
 
 class SimpleLLMTask(LLMTask):
@@ -156,6 +172,11 @@ class VisionLLMTask(LLMTask):
     def get_system_prompt(self) -> str | None:
         return None
 
+    def estimated_prompt_tokens(self) -> int:
+        """Without reading the images: they are only counted."""
+        text = self.get_prompt_text() + (self.get_system_prompt() or "")
+        return len(text) // 4 + IMAGE_TOKENS * len(self.get_image_urls())
+
     def build_messages(self) -> list[LLMMessage]:
         parts: list[dict[str, Any]] = [{"type": "text", "text": self.get_prompt_text()}]
         for url in self.get_image_urls():
@@ -213,16 +234,34 @@ def stable_hash(value: Any) -> str:
 
 
 def image_to_data_url(url_or_path: str | Path) -> str:
-    """Return http(s) and data URLs unchanged; read a local file into a base64 data URL."""
+    """Return http(s) and data URLs unchanged; read a local image into a base64 data URL.
+
+    The file's first bytes must be those of an image (PNG, JPEG, WebP, TIFF, GIF): a corrupt or
+    mislabelled file fails here, before any call is paid for.
+    """
     text = str(url_or_path)
     if text.startswith(("http://", "https://", "data:")):
         return text
     path = Path(text)
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    if not mime.startswith("image/"):
-        raise ValueError(f"{path}: not an image file (type {mime})")
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"data:{mime};base64,{encoded}"
+    data = path.read_bytes()
+    mime = _image_type(data)
+    if mime is None:
+        raise ValueError(f"{path.name}: not a readable image (PNG, JPEG, WebP, TIFF or GIF)")
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _image_type(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
 
 
 def json_schema_response_format(model: type[BaseModel]) -> dict[str, Any]:

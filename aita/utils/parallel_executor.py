@@ -272,12 +272,16 @@ class _Batch:
             now = time.monotonic()
             if now - self._postfix_at > 0.25:
                 self._postfix_at = now
-                self.progress.set_postfix_str(
-                    f"ok={self.succeeded} failed={self.failed} retries={self.retries} "
-                    f"cost=${self.cost:.4f}",
-                    refresh=False,
-                )
+                self.show_counts(refresh=False)
             self.progress.update(1)
+
+    def show_counts(self, refresh: bool = True) -> None:
+        if self.progress is not None:
+            self.progress.set_postfix_str(
+                f"ok={self.succeeded} failed={self.failed} retries={self.retries} "
+                f"cost=${self.cost:.4f}",
+                refresh=refresh,
+            )
 
 
 def _succeeded(result: TaskResult | None) -> bool:
@@ -401,6 +405,7 @@ class ParallelLLMExecutor:
                 path,
             ) from None
         finally:
+            batch.show_counts()
             progress.close()
             if journal is not None:
                 journal.close()

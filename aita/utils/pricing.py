@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from aita.services.llm.base import Usage
+
+if TYPE_CHECKING:
+    from aita.utils.llm_tasks import LLMTask
 
 #: USD per million (prompt, completion) tokens. Pass ``prices=`` to the executor to override.
 PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
@@ -32,3 +36,14 @@ def cost_of(
     if price is None:
         return 0.0
     return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000
+
+
+def estimate_cost(
+    tasks: Iterable[LLMTask], model: str, prices: Mapping[str, tuple[float, float]] | None = None
+) -> float:
+    """USD for one attempt of each task, from estimated prompt and typical answer sizes."""
+    total = 0.0
+    for task in tasks:
+        usage = Usage(task.estimated_prompt_tokens(), task.expected_output_tokens)
+        total += cost_of(model, usage, prices)
+    return total

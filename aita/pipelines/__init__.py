@@ -1,0 +1,1 @@
+"""Teaching-assistant pipelines: answer keys and rubrics, transcription, grading."""

@@ -1,0 +1,239 @@
+"""An assignment folder: loaded and validated once, with one place that builds result paths.
+
+    <data-dir>/<assignment>/
+        exam_spec.json              {exam_name, total_points, questions: [...]}
+        instructions.txt            optional, for answer keys and rubrics
+        question_instructions.json  optional {"1a": "..."}
+        user_rubrics.json           optional {"1a": {"criteria": [...]}}: used as-is
+        submissions/<student>/page_001.png ...
+        results/                    everything aita writes
+
+Every problem with these files is an ``AssignmentError``: one line naming the file and the
+problem, so the command line can exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from aita.errors import AitaError
+from aita.exam import ExamSpec, Rubric, RubricContent
+
+M = TypeVar("M", bound=BaseModel)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"})
+_PAGE_NUMBER = re.compile(r"(\d+)")
+
+
+class AssignmentError(AitaError):
+    """The assignment folder or one of its files is missing or malformed."""
+
+
+def safe_component(name: str) -> str:
+    """A file-name-safe form of an id or name; distinct names stay distinct.
+
+    Anything outside ``[A-Za-z0-9._-]`` becomes ``_`` and a short hash of the original is
+    appended, so ``../x`` cannot leave its folder and ``a/b`` cannot collide with ``a_b``.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:80]
+    if cleaned == name and cleaned:
+        return cleaned
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned or '_'}-{digest}"
+
+
+@dataclass(frozen=True)
+class ResultPaths:
+    """Where every output of an assignment goes (and nowhere else)."""
+
+    results: Path
+
+    @property
+    def answer_keys(self) -> Path:
+        return self.results / "answer_keys.json"
+
+    @property
+    def rubrics(self) -> Path:
+        return self.results / "rubrics.json"
+
+    def student_dir(self, student: str) -> Path:
+        return self.results / "transcriptions" / safe_component(student)
+
+    def page_transcription(self, student: str, page: int) -> Path:
+        return self.student_dir(student) / f"page_{page:03d}.json"
+
+    def student_answers(self, student: str) -> Path:
+        return self.student_dir(student) / "answers.json"
+
+    def student_grades(self, student: str) -> Path:
+        return self.results / "grades" / f"{safe_component(student)}.json"
+
+    @property
+    def grade_summary(self) -> Path:
+        return self.results / "grades" / "summary.json"
+
+
+@dataclass
+class Assignment:
+    root: Path
+    spec: ExamSpec
+    instructions: str | None = None
+    question_instructions: dict[str, str] = field(default_factory=dict)
+    user_rubrics: dict[str, Rubric] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def paths(self) -> ResultPaths:
+        return ResultPaths(self.root / "results")
+
+    @property
+    def submissions(self) -> Path:
+        return self.root / "submissions"
+
+    def students(self) -> list[str]:
+        if not self.submissions.is_dir():
+            return []
+        return sorted(p.name for p in self.submissions.iterdir() if p.is_dir())
+
+    def pages(self, student: str) -> list[tuple[int, Path]]:
+        """(page number, image) in page order; the number comes from the file name."""
+        folder = self.submissions / student
+        images = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        numbered = []
+        for position, image in enumerate(images, start=1):
+            match = _PAGE_NUMBER.search(image.stem)
+            numbered.append((int(match.group(1)) if match else position, image))
+        return sorted(numbered)
+
+    def select_students(self, student: str | None) -> list[str]:
+        students = self.students()
+        if student is None:
+            if not students:
+                raise AssignmentError(f"{self.submissions}: no student folders")
+            return students
+        if student not in students:
+            raise AssignmentError(
+                f"student {student!r} not found in {self.submissions} "
+                f"(found: {', '.join(students) or 'none'})"
+            )
+        return [student]
+
+
+def find_assignment(name: str, data_dir: Path) -> Path:
+    """``--assignment Midterm`` finds ``Midterm/`` or ``midterm/`` in the data dir (or a path)."""
+    direct = Path(name)
+    if direct.is_dir() and (direct / "exam_spec.json").exists():
+        return direct
+    candidate = data_dir / name
+    if candidate.is_dir():
+        return candidate
+    if data_dir.is_dir():
+        for child in sorted(data_dir.iterdir()):
+            if child.is_dir() and child.name.lower() == name.lower():
+                return child
+        found = ", ".join(sorted(p.name for p in data_dir.iterdir() if p.is_dir())) or "none"
+        raise AssignmentError(f"assignment {name!r} not found in {data_dir} (found: {found})")
+    raise AssignmentError(
+        f"assignment {name!r} not found: data dir {data_dir} does not exist "
+        "(set AITA_DATA_DIR or pass --data-dir)"
+    )
+
+
+def load_assignment(root: Path) -> Assignment:
+    spec_file = root / "exam_spec.json"
+    spec = _validated(ExamSpec, _read_json(spec_file), spec_file)
+    assignment = Assignment(root=root, spec=spec)
+    instructions = root / "instructions.txt"
+    if instructions.exists():
+        assignment.instructions = _read_text(instructions).strip() or None
+    ids = {q.question_id for q in spec.questions}
+    per_question = root / "question_instructions.json"
+    if per_question.exists():
+        data = _read_json(per_question)
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise AssignmentError(f"{per_question}: expected an object of question id -> text")
+        _known_ids(data, ids, per_question)
+        assignment.question_instructions = {str(k): v for k, v in data.items()}
+    rubrics_file = root / "user_rubrics.json"
+    if rubrics_file.exists():
+        assignment.user_rubrics = _user_rubrics(rubrics_file, spec)
+    return assignment
+
+
+def _user_rubrics(path: Path, spec: ExamSpec) -> dict[str, Rubric]:
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise AssignmentError(f"{path}: expected an object of question id -> rubric")
+    _known_ids(data, {q.question_id for q in spec.questions}, path)
+    rubrics = {}
+    for question_id, value in data.items():
+        body = {"criteria": value} if isinstance(value, list) else value
+        content = _validated(RubricContent, body, path, prefix=f"{question_id}.")
+        rubric = Rubric(
+            question_id=question_id,
+            total_points=spec.question(question_id).points,
+            criteria=content.criteria,
+            source="instructor",
+        )
+        problem = rubric.check_points()
+        if problem:
+            raise AssignmentError(f"{path}: {problem}")
+        rubrics[question_id] = rubric
+    return rubrics
+
+
+def _known_ids(data: dict[str, Any], ids: set[str], path: Path) -> None:
+    unknown = sorted(set(data) - ids)
+    if unknown:
+        raise AssignmentError(f"{path}: unknown question id(s): {', '.join(unknown)}")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AssignmentError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AssignmentError(f"{path}: cannot read ({error})") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise AssignmentError(f"{path}: file not found") from None
+    except OSError as error:
+        raise AssignmentError(f"{path}: cannot read ({error.strerror})") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise AssignmentError(
+            f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+
+
+def _validated(model: type[M], data: Any, path: Path, prefix: str = "") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+        ).lstrip(".")
+        where = f"{prefix}{where}".rstrip(".")
+        shown = f" (got {first['input']!r})" if first["type"] not in {"missing"} else ""
+        message = first["msg"].removeprefix("Value error, ")
+        location = f"{where}: " if where else ""
+        raise AssignmentError(f"{path}: {location}{message}{shown}"[:400]) from None

@@ -1,0 +1,122 @@
+"""What every pipeline command shares: the provider (real or simulated), the spend check and
+the executor run.
+
+``--dry-run`` starts the built-in simulator in-process and needs no key. Before a paid model is
+called, the number of calls and an estimated cost are shown; on a terminal the user confirms
+(``--yes`` skips), and when stdin is not a terminal the run goes on rather than block.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from aita.config import get_config
+from aita.errors import AitaError, ConfigError
+from aita.pipelines.assignment import safe_component
+from aita.pipelines.dry_run import dry_run_responder
+from aita.services.llm.openrouter import OpenAICompatibleClient, create_openrouter_client
+from aita.simulator import ProviderSimulator, SimulatorConfig
+from aita.utils.llm_tasks import LLMTask
+from aita.utils.parallel_executor import BatchResult, ParallelLLMExecutor, TaskResult
+from aita.utils.pricing import estimate_cost
+from aita.utils.retry import Backoff
+
+DRY_RUN_MODEL = "dry-run/simulator"
+
+
+class Declined(AitaError):
+    """The user answered no to the spend check; nothing was called."""
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    workers: int | None = None
+    rate_limit: float | None = None
+    reuse: bool = True
+    yes: bool = False
+    show_progress: bool | None = None
+    checkpoint_dir: Path | None = None
+    backoff: Backoff | None = None
+
+
+@contextmanager
+def open_client(options: RunOptions) -> Iterator[OpenAICompatibleClient]:
+    """The configured provider, or the simulator with pipeline-aware answers for a dry run."""
+    if not options.dry_run:
+        try:
+            client = create_openrouter_client()
+        except ConfigError as error:
+            raise ConfigError(f"{error}; or try --dry-run to use the built-in simulator") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    config = SimulatorConfig(
+        latency=get_config().dry_run_latency, report_cost=False, responder=dry_run_responder
+    )
+    with ProviderSimulator(config) as sim:
+        client = create_openrouter_client(
+            api_key="dry-run", base_url=sim.base_url, model=DRY_RUN_MODEL
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def check_spend(
+    tasks: Sequence[LLMTask],
+    client: OpenAICompatibleClient,
+    options: RunOptions,
+    stdin: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> None:
+    stdin = stdin or sys.stdin
+    stderr = stderr or sys.stderr
+    if options.dry_run or not tasks:
+        return
+    estimate = estimate_cost(tasks, client.model)
+    print(
+        f"about to make {len(tasks)} call(s) to {client.model} "
+        f"(estimated ${estimate:.4f} before retries)",
+        file=stderr,
+    )
+    if options.yes or not stdin.isatty():
+        return
+    print("continue? [y/N] ", end="", file=stderr, flush=True)
+    if stdin.readline().strip().lower() not in {"y", "yes"}:
+        raise Declined("cancelled; no calls were made")
+
+
+def run_batch(
+    tasks: Sequence[LLMTask],
+    client: OpenAICompatibleClient,
+    options: RunOptions,
+    checkpoint_name: str,
+    on_task_complete: Callable[[TaskResult], object] | None = None,
+) -> BatchResult:
+    """Run the batch. The result files are what a re-run resumes from; the checkpoint journal
+    records every call (answers, errors, usage) for ``aita checkpoints`` and ``aita costs``."""
+    check_spend(tasks, client, options)
+    defaults = get_config().parallel_execution
+    executor = ParallelLLMExecutor(
+        client,
+        max_workers=options.workers,
+        rate_limit=None if options.dry_run else (options.rate_limit or defaults.rate_limit_rps),
+        checkpoint_dir=options.checkpoint_dir,
+        show_progress=options.show_progress,
+        backoff=options.backoff,
+    )
+    return executor.execute_batch(
+        tasks,
+        checkpoint_name=safe_component(checkpoint_name),
+        resume_from_checkpoint=False,
+        on_task_complete=on_task_complete,
+    )

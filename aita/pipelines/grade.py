@@ -1,0 +1,170 @@
+"""``aita grade``: each transcribed answer against its rubric, then totals and a class summary.
+
+Grades go to ``results/grades/<student>.json`` as each finishes; ``summary.json`` holds every
+student's total and the class statistics (mean, median, spread, distribution by tenths).
+A blank answer scores 0 without a call, flagged for review.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aita.exam import AnswerKey, QuestionGrade, Rubric, StudentAnswer
+from aita.pipelines.assignment import Assignment, AssignmentError
+from aita.pipelines.execution import RunOptions, run_batch
+from aita.pipelines.result_files import ResultFile
+from aita.services.llm.openrouter import OpenAICompatibleClient
+from aita.utils.jsonio import write_json_atomic
+from aita.utils.llm_task_implementations import GradingTask, create_grading_tasks
+from aita.utils.parallel_executor import BatchResult, TaskResult
+
+
+@dataclass
+class GradeOutcome:
+    students: list[str]
+    summary: dict[str, Any]
+    batch: BatchResult | None = None
+    reused: int = 0
+    failed: list[TaskResult] = field(default_factory=list)
+
+
+def grade(
+    assignment: Assignment,
+    client: OpenAICompatibleClient,
+    options: RunOptions,
+    student: str | None = None,
+) -> GradeOutcome:
+    paths = assignment.paths
+    questions = assignment.spec.questions
+    rubrics = ResultFile(paths.rubrics, Rubric).records
+    missing = [q.question_id for q in questions if q.question_id not in rubrics]
+    if missing:
+        raise AssignmentError(
+            f"{paths.rubrics}: no rubric for question(s) {', '.join(missing)}; "
+            "run aita generate-rubric first"
+        )
+    keys = ResultFile(paths.answer_keys, AnswerKey).records
+    students = assignment.select_students(student)
+    files: dict[str, ResultFile[QuestionGrade]] = {}
+    tasks: list[GradingTask] = []
+    reused = 0
+    for name in students:
+        answers = _answers(assignment, name)
+        grades = files[name] = ResultFile(
+            paths.student_grades(name), QuestionGrade, fresh=not options.reuse
+        )
+        todo = [q for q in questions if grades.get(q.question_id) is None]
+        reused += len(questions) - len(todo)
+        for q in todo:
+            if not answers[q.question_id].text.strip():
+                grades.put(
+                    q.question_id, _blank(name, q.question_id, q.points, answers[q.question_id])
+                )
+        todo = [q for q in todo if answers[q.question_id].text.strip()]
+        tasks += create_grading_tasks(name, todo, rubrics, answers, keys)
+
+    def save(result: TaskResult) -> None:
+        if result.success and isinstance(result.result, QuestionGrade):
+            files[result.result.student].put(result.result.question_id, result.result)
+
+    outcome = GradeOutcome(students=students, summary={}, reused=reused)
+    if tasks:
+        outcome.batch = run_batch(tasks, client, options, f"{assignment.name}__grade", save)
+        outcome.failed = outcome.batch.failed_results
+    outcome.summary = write_summary(assignment)
+    return outcome
+
+
+def _answers(assignment: Assignment, student: str) -> dict[str, StudentAnswer]:
+    path = assignment.paths.student_answers(student)
+    if not path.exists():
+        raise AssignmentError(f"no transcription for {student!r}: run aita transcribe first")
+    try:
+        data = orjson.loads(path.read_bytes())
+        answers = {k: StudentAnswer.model_validate(v) for k, v in data.items()}
+    except (ValueError, AttributeError) as error:
+        raise AssignmentError(f"{path}: cannot read ({str(error).splitlines()[0]})") from None
+    for q in assignment.spec.questions:
+        answers.setdefault(q.question_id, StudentAnswer(question_id=q.question_id, text=""))
+    return answers
+
+
+def _blank(student: str, qid: str, points: float, answer: StudentAnswer) -> QuestionGrade:
+    return QuestionGrade(
+        student=student,
+        question_id=qid,
+        points_awarded=0.0,
+        max_points=points,
+        criterion_scores=[],
+        feedback="No answer was found on the scanned pages.",
+        needs_review=True,
+        review_reason=f"blank answer ({answer.notes or 'nothing transcribed'})",
+    )
+
+
+def write_summary(assignment: Assignment) -> dict[str, Any]:
+    """Totals for every student with grades so far, and the class statistics over them."""
+    paths = assignment.paths
+    questions = assignment.spec.questions
+    max_total = sum(q.points for q in questions)
+    students: dict[str, Any] = {}
+    for name in assignment.students():
+        if not paths.student_grades(name).exists():
+            continue
+        grades = ResultFile(paths.student_grades(name), QuestionGrade).records
+        total = sum(g.points_awarded for g in grades.values())
+        students[name] = {
+            "total": round(total, 3),
+            "max_total": max_total,
+            "percent": round(100 * total / max_total, 1) if max_total else 0.0,
+            "graded_questions": len(grades),
+            "complete": len(grades) == len(questions),
+            "needs_review": sorted(q for q, g in grades.items() if g.needs_review),
+        }
+    complete = [s["total"] for s in students.values() if s["complete"]]
+    summary = {
+        "exam_name": assignment.spec.exam_name,
+        "max_total": max_total,
+        "students": students,
+        "class": _class_statistics(complete, max_total),
+        "questions": _question_means(assignment, students),
+    }
+    write_json_atomic(paths.grade_summary, summary)
+    return summary
+
+
+def _class_statistics(totals: list[float], max_total: float) -> dict[str, Any]:
+    if not totals:
+        return {"count": 0}
+    bins = {f"{10 * i}-{10 * i + 9 if i < 9 else 100}%": 0 for i in range(10)}
+    for total in totals:
+        tenth = min(9, int(10 * total / max_total)) if max_total else 0
+        bins[list(bins)[tenth]] += 1
+    return {
+        "count": len(totals),
+        "mean": round(statistics.fmean(totals), 3),
+        "median": round(statistics.median(totals), 3),
+        "stdev": round(statistics.pstdev(totals), 3),
+        "min": min(totals),
+        "max": max(totals),
+        "distribution": bins,
+    }
+
+
+def _question_means(assignment: Assignment, students: dict[str, Any]) -> dict[str, Any]:
+    per_question: dict[str, list[float]] = {q.question_id: [] for q in assignment.spec.questions}
+    for name in students:
+        for qid, g in ResultFile(
+            assignment.paths.student_grades(name), QuestionGrade
+        ).records.items():
+            if qid in per_question:
+                per_question[qid].append(g.points_awarded)
+    return {
+        qid: {"mean": round(statistics.fmean(points), 3), "count": len(points)}
+        for qid, points in per_question.items()
+        if points
+    }

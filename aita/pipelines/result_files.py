@@ -1,0 +1,69 @@
+"""Result files written as tasks finish: a JSON object of id -> record, replaced atomically.
+
+Each ``put`` rewrites the file through a temporary file and a rename, so a crash leaves the
+previous complete version; the files hold tens of records, so the rewrite is cheap. A file that
+is not valid is reported and left untouched (nothing is overwritten without ``--force``).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from aita.pipelines.assignment import AssignmentError
+from aita.utils.jsonio import write_json_atomic
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ResultFile(Generic[M]):
+    def __init__(self, path: Path, model: type[M], *, fresh: bool = False) -> None:
+        """``fresh`` ignores what the file holds (``--force``): it is replaced on the first put."""
+        self.path = path
+        self.model = model
+        self._lock = threading.Lock()
+        self.records: dict[str, M] = {} if fresh else self._load()
+
+    def _load(self) -> dict[str, M]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = orjson.loads(self.path.read_bytes())
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            return {str(k): self.model.model_validate(v) for k, v in data.items()}
+        except (OSError, ValueError, ValidationError) as error:
+            reason = str(error).splitlines()[0]
+            raise AssignmentError(
+                f"{self.path}: cannot read earlier results ({reason}); "
+                "fix or remove the file, or run with --force"
+            ) from None
+
+    def put(self, key: str, record: M) -> None:
+        with self._lock:
+            self.records[key] = record
+            write_json_atomic(
+                self.path, {k: v.model_dump(mode="json") for k, v in self.records.items()}
+            )
+
+    def get(self, key: str) -> M | None:
+        return self.records.get(key)
+
+
+def read_model(path: Path, model: type[M]) -> M | None:
+    """One JSON document as ``model``; None when the file does not exist."""
+    if not path.exists():
+        return None
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0]
+        raise AssignmentError(f"{path}: cannot read ({reason}); remove it or use --force") from None
+
+
+def write_model(path: Path, record: BaseModel) -> None:
+    write_json_atomic(path, record.model_dump(mode="json"))
