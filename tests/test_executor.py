@@ -346,3 +346,47 @@ def test_the_batch_never_writes_the_api_key(
     texts = [caplog.text, repr(client), repr(result)]
     texts += [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
     assert not [t for t in texts if sentinel in t]
+
+
+class RefusingClient(ScriptedClient):
+    def __init__(self, refuse: str, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.seconds = seconds
+
+    def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        with self.lock:
+            self.starts.append(time.monotonic())
+        time.sleep(self.seconds)
+        if messages[-1].content == self.refuse:
+            from aita.errors import BadRequest
+
+            raise BadRequest("refused", status_code=400)
+        return LLMResponse(content="ok", usage=Usage(1, 1, 2), model="local")
+
+
+def test_fail_fast_cancels_what_has_not_started() -> None:
+    client = RefusingClient("question 2")
+    result = executor_for(client, max_workers=1).execute_batch(questions(10), fail_fast=True)
+    kinds = [r.error_type for r in result.task_results]
+    assert kinds == [None, None, "BadRequest"] + ["Cancelled"] * 7
+    assert len(client.starts) == 3
+    assert "fail_fast" in (result.task_results[5].error or "")
+
+
+def test_timeout_cancels_the_rest_and_returns_every_result() -> None:
+    client = RefusingClient("never", seconds=0.2)
+    result = executor_for(client, max_workers=2).execute_batch(questions(20), timeout=0.3)
+    assert len(result.task_results) == 20
+    cancelled = [r for r in result.task_results if r.error_type == "Cancelled"]
+    assert cancelled and len(client.starts) < 20
+    assert len(client.starts) + len(cancelled) == 20
+
+
+def test_on_task_start_is_called_once_per_task(simulator: SimulatorFactory) -> None:
+    sim = simulator()
+    started: list[str] = []
+    executor_for(client_for(sim)).execute_batch(
+        questions(5), on_task_start=lambda t: started.append(t.task_id)
+    )
+    assert sorted(started) == [f"q{i:04d}" for i in range(5)]

@@ -43,6 +43,8 @@ class TaskRecord:
     task_id: str
     succeeded: bool
     raw_response: str | None = None
+    #: the result itself, for a task answered inside a combined call (no response of its own)
+    value: Any = None
     usage: dict[str, Any] | None = None
     model: str | None = None
     error: str | None = None
@@ -51,7 +53,7 @@ class TaskRecord:
     execution_time: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "task_id": self.task_id,
             "ok": self.succeeded,
             "raw": self.raw_response,
@@ -62,6 +64,9 @@ class TaskRecord:
             "retries": self.retry_count,
             "time": round(self.execution_time, 4),
         }
+        if self.value is not None:
+            data["value"] = self.value
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskRecord:
@@ -69,6 +74,7 @@ class TaskRecord:
             task_id=str(data["task_id"]),
             succeeded=bool(data["ok"]),
             raw_response=data.get("raw"),
+            value=data.get("value"),
             usage=data.get("usage"),
             model=data.get("model"),
             error=data.get("error"),

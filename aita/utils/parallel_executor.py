@@ -13,28 +13,23 @@ import logging
 import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from tqdm.auto import tqdm
 
 from aita.config import get_config
-from aita.errors import (
-    CheckpointError,
-    DependencyFailed,
-    RateLimited,
-    ResponseParseError,
-)
+from aita.errors import CheckpointError, RateLimited, ResponseParseError
 from aita.services.llm.base import LLMClient, Usage
-from aita.utils.checkpoint import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
-from aita.utils.llm_tasks import LLMTask
+from aita.utils.checkpoint import Checkpoint, CheckpointManager
+from aita.utils.llm_tasks import BatchableLLMTask, LLMTask
 from aita.utils.pricing import cost_of
 from aita.utils.rate_limiter import RateLimiter
 from aita.utils.retry import Backoff, ExponentialBackoff, retry_delay
+from aita.utils.scheduler import BatchScheduler
 from aita.utils.task_graph import TaskGraph
+from aita.utils.task_results import BatchResult, ExecutionMetrics, TaskResult
 
 __all__ = [
     "BatchInterrupted",
@@ -59,82 +54,6 @@ UNSET: Final = _Unset()
 INTERRUPT_GRACE_SECONDS = 5.0
 
 
-@dataclass
-class TaskResult:
-    task_id: str
-    success: bool
-    result: Any = None
-    raw_response: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    retry_count: int = 0
-    execution_time: float = 0.0
-    tokens: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    model: str | None = None
-    used_fallback: bool = False
-    from_checkpoint: bool = False
-    exception: BaseException | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass
-class ExecutionMetrics:
-    """Counts are tasks unless named otherwise; times in seconds; cost in USD.
-
-    Tokens and cost cover the calls made in this run (resumed tasks cost nothing again).
-    """
-
-    total_tasks: int = 0
-    completed_tasks: int = 0
-    failed_tasks: int = 0
-    retried_tasks: int = 0
-    total_retries: int = 0
-    resumed_tasks: int = 0
-    fallback_tasks: int = 0
-    requests: int = 0
-    rate_limited_responses: int = 0
-    rate_limit_wait_time: float = 0.0
-    wall_time: float = 0.0
-    throughput: float = 0.0
-    avg_task_time: float = 0.0
-    min_task_time: float = 0.0
-    max_task_time: float = 0.0
-    p50_latency: float = 0.0
-    p95_latency: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    total_cost: float = 0.0
-    cost_by_model: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class BatchResult:
-    task_results: list[TaskResult]
-    metrics: ExecutionMetrics
-    checkpoint_path: Path | None = None
-
-    @property
-    def successful_results(self) -> list[TaskResult]:
-        return [r for r in self.task_results if r.success]
-
-    @property
-    def failed_results(self) -> list[TaskResult]:
-        return [r for r in self.task_results if not r.success]
-
-    @property
-    def success_rate(self) -> float:
-        """Percent of tasks that succeeded (100.0 for an empty batch)."""
-        if not self.task_results:
-            return 100.0
-        return 100.0 * len(self.successful_results) / len(self.task_results)
-
-    def get_result_by_id(self, task_id: str) -> TaskResult | None:
-        return next((r for r in self.task_results if r.task_id == task_id), None)
-
-
 class BatchInterrupted(KeyboardInterrupt):
     """Ctrl-C during a batch: finished work is in the checkpoint; run again to resume."""
 
@@ -144,167 +63,14 @@ class BatchInterrupted(KeyboardInterrupt):
         self.checkpoint_path = checkpoint_path
 
 
-class _Batch:
-    """The mutable state of one ``execute_batch`` call, shared by its workers.
-
-    Tasks wait in ``ready`` (input order) once every dependency has succeeded; a task whose
-    dependency failed is recorded as skipped, and so are the tasks that need it.
-    """
-
-    def __init__(
-        self,
-        tasks: list[LLMTask],
-        graph: TaskGraph,
-        results: list[TaskResult | None],
-        journal: CheckpointJournal | None,
-        progress: Any,
-        on_task_complete: Callable[[TaskResult], object] | None,
-        stop: threading.Event,
-    ) -> None:
-        self.tasks = tasks
-        self.graph = graph
-        self.results = results
-        self.journal = journal
-        self.progress = progress
-        self.on_task_complete = on_task_complete
-        self.stop = stop
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        self.waiting_on: dict[int, int] = {}
-        ready = []
-        for i, result in enumerate(results):
-            if result is not None:
-                continue
-            unmet = sum(not _succeeded(results[d]) for d in graph.requires.get(i, ()))
-            if unmet:
-                self.waiting_on[i] = unmet
-            else:
-                ready.append(i)
-        self.ready = deque(ready)
-        self.in_flight = 0
-        self.requests = 0
-        self.rate_limited = 0
-        self.limiter_wait = 0.0
-        self.succeeded = 0
-        self.failed = 0
-        self.retries = 0
-        self.cost = 0.0
-        self._postfix_at = 0.0
-
-    @property
-    def pending(self) -> int:
-        return len(self.ready) + len(self.waiting_on)
-
-    def next_index(self) -> int | None:
-        """The next task to run, waiting while only blocked tasks are left; None when done."""
-        with self.changed:
-            while not self.stop.is_set():
-                if self.ready:
-                    self.in_flight += 1
-                    return self.ready.popleft()
-                if self.in_flight == 0:
-                    return None  # nothing running could unblock what is left
-                self.changed.wait()
-            return None
-
-    def request_stop(self) -> None:
-        with self.changed:
-            self.stop.set()
-            self.changed.notify_all()
-
-    def dependency_results(self, index: int) -> dict[str, Any]:
-        with self.lock:
-            return {
-                self.tasks[d].task_id: result.result
-                for d in self.graph.requires.get(index, ())
-                if (result := self.results[d]) is not None
-            }
-
-    def count_attempt(self, waited: float, rate_limited: bool, retried: bool) -> None:
-        with self.lock:
-            self.requests += 1
-            self.limiter_wait += waited
-            self.rate_limited += rate_limited
-            self.retries += retried
-
-    def finish(self, index: int, result: TaskResult) -> None:
-        """Record a finished task, then release (or skip) the tasks that wait for it."""
-        self._journal(result)
-        finished = [(index, result)]
-        with self.changed:
-            self.in_flight -= 1
-            if result.success:
-                for d in self.graph.dependents.get(index, ()):
-                    if d in self.waiting_on:
-                        self.waiting_on[d] -= 1
-                        if self.waiting_on[d] == 0:
-                            del self.waiting_on[d]
-                            self.ready.append(d)
-            else:
-                for d in self.graph.descendants(index):
-                    if self.waiting_on.pop(d, None) is not None:
-                        finished.append((d, _skipped(self.tasks[d], result.task_id)))
-            for i, item in finished:
-                self._store(i, item)
-            self.changed.notify_all()
-        for _, item in finished[1:]:
-            self._journal(item)
-        if self.on_task_complete is not None:
-            for _, item in finished:
-                try:
-                    self.on_task_complete(item)
-                except Exception:
-                    log.exception("on_task_complete failed for task %s", item.task_id)
-
-    def _journal(self, result: TaskResult) -> None:
-        if self.journal is not None:
-            self.journal.append(_record_of(result))
-
-    def _store(self, index: int, result: TaskResult) -> None:
-        """Under the lock: the result, the counters and the progress bar."""
-        self.results[index] = result
-        if result.success:
-            self.succeeded += 1
-        else:
-            self.failed += 1
-        self.cost += result.cost
-        if self.progress is not None:
-            now = time.monotonic()
-            if now - self._postfix_at > 0.25:
-                self._postfix_at = now
-                self.show_counts(refresh=False)
-            self.progress.update(1)
-
-    def show_counts(self, refresh: bool = True) -> None:
-        if self.progress is not None:
-            self.progress.set_postfix_str(
-                f"ok={self.succeeded} failed={self.failed} retries={self.retries} "
-                f"cost=${self.cost:.4f}",
-                refresh=refresh,
-            )
-
-
-def _succeeded(result: TaskResult | None) -> bool:
-    return result is not None and result.success
-
-
-def _skipped(task: LLMTask, failed_dependency: str) -> TaskResult:
-    error = DependencyFailed(f"skipped: dependency {failed_dependency!r} did not succeed")
-    return TaskResult(
-        task_id=task.task_id,
-        success=False,
-        error=str(error),
-        error_type=type(error).__name__,
-        exception=error,
-    )
-
-
 class ParallelLLMExecutor:
     """Executes ``LLMTask``s concurrently against one client.
 
     Unset arguments come from the settings (``get_config().parallel_execution``).
     ``rate_limit`` is requests per second, None for unlimited. ``backoff`` is any callable
     ``(attempt) -> seconds``; ``rate_limiter`` replaces the built-in token bucket.
+    ``max_batch_size`` caps how many compatible ``BatchableLLMTask``s share one call (default:
+    the task's own ``max_batch_size``; 1 turns batching off).
     """
 
     def __init__(
@@ -321,6 +87,7 @@ class ParallelLLMExecutor:
         backoff: Backoff | None = None,
         rate_limiter: RateLimiter | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
+        max_batch_size: int | None = None,
     ) -> None:
         defaults = get_config().parallel_execution
         self.llm_client = llm_client
@@ -342,6 +109,8 @@ class ParallelLLMExecutor:
         self._stop = threading.Event()
         self.rate_limiter = rate_limiter or RateLimiter(self.rate_limit, sleep=self._stop.wait)
         self.prices = prices
+        self.max_batch_size = max_batch_size
+        self._on_task_start: Callable[[LLMTask], object] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -357,12 +126,19 @@ class ParallelLLMExecutor:
         checkpoint_name: str | None = None,
         resume_from_checkpoint: bool = True,
         on_task_complete: Callable[[TaskResult], object] | None = None,
+        *,
+        on_task_start: Callable[[LLMTask], object] | None = None,
+        fail_fast: bool = False,
+        timeout: float | None = None,
     ) -> BatchResult:
         """Run every task; ``task_results`` come back in input order.
 
         With checkpointing on, a batch under the same ``checkpoint_name`` (default: derived from
         the tasks) resumes: succeeded tasks are re-parsed from the checkpoint, failed ones run
         again. Ctrl-C raises ``BatchInterrupted`` after saving what finished.
+
+        ``fail_fast`` cancels every task not yet started once one fails; ``timeout`` (seconds)
+        does the same when the batch runs longer. Running calls finish either way.
         """
         task_list = list(tasks)
         graph = TaskGraph.build(task_list)
@@ -391,7 +167,15 @@ class ParallelLLMExecutor:
             "{elapsed} < {remaining}{postfix}",
         )
         self._stop.clear()
-        batch = _Batch(task_list, graph, results, journal, progress, on_task_complete, self._stop)
+        batch = BatchScheduler(
+            task_list, graph, results, journal, progress, on_task_complete, self._stop, fail_fast
+        )
+        self._on_task_start = on_task_start
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, batch.cancel, args=(f"cancelled: over {timeout:g}s",))
+            timer.daemon = True
+            timer.start()
         try:
             self._run_workers(batch, min(self.max_workers, batch.pending))
         except KeyboardInterrupt:
@@ -405,6 +189,8 @@ class ParallelLLMExecutor:
                 path,
             ) from None
         finally:
+            if timer is not None:
+                timer.cancel()
             batch.show_counts()
             progress.close()
             if journal is not None:
@@ -413,7 +199,7 @@ class ParallelLLMExecutor:
         metrics = self._metrics(batch, final, time.perf_counter() - started)
         return BatchResult(final, metrics, checkpoint.path if checkpoint is not None else None)
 
-    def _run_workers(self, batch: _Batch, count: int) -> None:
+    def _run_workers(self, batch: BatchScheduler, count: int) -> None:
         threads = [
             threading.Thread(
                 target=self._worker, args=(batch,), name=f"aita-worker-{i}", daemon=True
@@ -435,19 +221,79 @@ class ParallelLLMExecutor:
                 pass  # a second Ctrl-C: stop waiting for in-flight calls
             raise
 
-    def _worker(self, batch: _Batch) -> None:
+    def _worker(self, batch: BatchScheduler) -> None:
         while (index := batch.next_index()) is not None:
             task = batch.tasks[index]
+            partners = batch.take_batch_partners(index, self._batch_limit(task) - 1)
+            if partners:
+                if not self._run_combined(batch, [index, *partners]):
+                    return
+                continue
             if task.dependencies:
                 task.dependency_results = batch.dependency_results(index)
+            if self._on_task_start is not None:
+                self._on_task_start(task)
             result = self._run_task(batch, task)
             if result is None:  # stopped mid-task: not finished, not recorded
                 return
             batch.finish(index, result)
 
+    def _batch_limit(self, task: LLMTask) -> int:
+        if not isinstance(task, BatchableLLMTask):
+            return 1
+        return self.max_batch_size if self.max_batch_size is not None else task.max_batch_size
+
+    def _run_combined(self, batch: BatchScheduler, members: list[int]) -> bool:
+        """One call for several batchable tasks, split back; False if stopped by Ctrl-C.
+
+        A member missing from the split (or every member, if the combined call failed) goes
+        back to the queue to run on its own.
+        """
+        tasks = [batch.tasks[i] for i in members]
+        first = tasks[0]
+        assert isinstance(first, BatchableLLMTask)
+        if self._on_task_start is not None:
+            for task in tasks:
+                self._on_task_start(task)
+        combined = first.combine_with(tasks[1:])  # type: ignore[arg-type]
+        result = self._run_task(batch, combined)
+        if result is None:
+            return False
+        answers: dict[str, Any] = {}
+        if result.success and not result.used_fallback:
+            try:
+                answers = combined.split_batch_result(result.result)
+            except Exception as error:
+                log.warning("could not split the answer of %s: %s", combined.task_id, error)
+        share = 1 / len(members)
+        missing = []
+        for index, task in zip(members, tasks, strict=True):
+            if task.task_id not in answers:
+                missing.append(index)
+                continue
+            batch.finish(
+                index,
+                TaskResult(
+                    task_id=task.task_id,
+                    success=True,
+                    result=answers[task.task_id],
+                    retry_count=result.retry_count,
+                    execution_time=result.execution_time,
+                    tokens=round(result.tokens * share),
+                    prompt_tokens=round(result.prompt_tokens * share),
+                    completion_tokens=round(result.completion_tokens * share),
+                    cost=result.cost * share,
+                    model=result.model,
+                    batched=True,
+                ),
+            )
+        if missing:
+            batch.run_alone(missing)
+        return True
+
     # -- one task: the retry loop ----------------------------------------------------------
 
-    def _run_task(self, batch: _Batch, task: LLMTask) -> TaskResult | None:
+    def _run_task(self, batch: BatchScheduler, task: LLMTask) -> TaskResult | None:
         started = time.perf_counter()
         usage = _UsageTotal()
         try:
@@ -548,22 +394,28 @@ class ParallelLLMExecutor:
         resumed: dict[str, TaskResult] = {}
         for task in tasks:
             record = checkpoint.records.get(task.task_id)
-            if record is None or not record.succeeded or record.raw_response is None:
+            if record is None or not record.succeeded:
                 continue
-            try:
-                value = task.parse_response(record.raw_response)
-            except Exception as error:
-                log.warning(
-                    "task %s: checkpointed answer no longer parses (%s); rerunning",
-                    task.task_id,
-                    error,
-                )
-                continue
+            if record.raw_response is None:
+                if record.value is None:
+                    continue
+                value = record.value  # answered in a combined call: the stored result
+            else:
+                try:
+                    value = task.parse_response(record.raw_response)
+                except Exception as error:
+                    log.warning(
+                        "task %s: checkpointed answer no longer parses (%s); rerunning",
+                        task.task_id,
+                        error,
+                    )
+                    continue
             usage = Usage.from_dict(record.usage)
             resumed[task.task_id] = TaskResult(
                 task_id=task.task_id,
                 success=True,
                 result=value,
+                batched=record.raw_response is None,
                 raw_response=record.raw_response,
                 retry_count=record.retry_count,
                 execution_time=record.execution_time,
@@ -578,7 +430,9 @@ class ParallelLLMExecutor:
 
     # -- metrics -------------------------------------------------------------------------------
 
-    def _metrics(self, batch: _Batch, results: list[TaskResult], wall: float) -> ExecutionMetrics:
+    def _metrics(
+        self, batch: BatchScheduler, results: list[TaskResult], wall: float
+    ) -> ExecutionMetrics:
         fresh = [r for r in results if not r.from_checkpoint]
         times = sorted(r.execution_time for r in fresh)
         cost_by_model: dict[str, float] = {}
@@ -637,27 +491,6 @@ class _UsageTotal:
             "completion_tokens": self.completion,
             "cost": self.cost,
         }
-
-
-def _record_of(result: TaskResult) -> TaskRecord:
-    """What the checkpoint keeps; a fallback counts as failed, so a resume tries it again."""
-    succeeded = result.success and not result.used_fallback
-    return TaskRecord(
-        task_id=result.task_id,
-        succeeded=succeeded,
-        raw_response=result.raw_response if succeeded else None,
-        usage={
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.tokens,
-            "cost": result.cost,
-        },
-        model=result.model,
-        error=None if succeeded else result.error,
-        error_type=None if succeeded else result.error_type,
-        retry_count=result.retry_count,
-        execution_time=result.execution_time,
-    )
 
 
 def _fingerprint(tasks: list[LLMTask]) -> str:
