@@ -33,6 +33,7 @@ from aita.utils.parallel_executor import (
 )
 from aita.utils.rate_limiter import NoOpRateLimiter, RateLimiter
 from aita.utils.retry import ExponentialBackoff
+from aita.workflows.parallel_map import parallel_map_with_delay
 
 __version__ = "0.1.0"
 
@@ -80,4 +81,5 @@ __all__ = [
     "create_openrouter_client",
     "get_config",
     "load_config",
+    "parallel_map_with_delay",
 ]

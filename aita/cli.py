@@ -16,15 +16,18 @@ from pathlib import Path
 from aita.config import get_config
 from aita.errors import AitaError
 from aita.pipelines.assignment import Assignment, find_assignment, load_assignment
-from aita.pipelines.execution import Declined, RunOptions, open_client
+from aita.pipelines.execution import Declined, RunOptions, check_spend, open_client, run_batch
 from aita.pipelines.grade import grade
 from aita.pipelines.rubric import generate_rubrics
 from aita.pipelines.transcribe import transcribe
 from aita.services.llm.openrouter import create_openrouter_client
 from aita.simulator import ProviderSimulator, SimulatorConfig
 from aita.utils.checkpoint import CheckpointManager
-from aita.utils.llm_tasks import SimpleLLMTask
+from aita.utils.jsonio import write_json_atomic
+from aita.utils.llm_tasks import LLMTask, SimpleLLMTask
 from aita.utils.parallel_executor import BatchResult, ParallelLLMExecutor, TaskResult
+from aita.workflows.course import generate_course, safe_title
+from aita.workflows.yaml_pipeline import load_pipeline, run_pipeline, stage_tasks
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -64,10 +67,9 @@ def _verbose(parser: argparse.ArgumentParser, default: object = False) -> None:
     )
 
 
-def _pipeline_options() -> argparse.ArgumentParser:
+def _run_options() -> argparse.ArgumentParser:
+    """Options of every command that calls a model."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--assignment", required=True, help="assignment folder name (or path)")
-    common.add_argument("--data-dir", type=Path, help="where assignments live (AITA_DATA_DIR)")
     common.add_argument(
         "--dry-run", action="store_true", help="use the built-in simulator: no key, no cost"
     )
@@ -75,12 +77,19 @@ def _pipeline_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--rate-limit", type=_positive_float, help="requests per second (AITA_RATE_LIMIT_RPS)"
     )
+    common.add_argument("--yes", action="store_true", help="do not ask before paid calls")
+    _verbose(common, default=argparse.SUPPRESS)
+    return common
+
+
+def _assignment_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False, parents=[_run_options()])
+    common.add_argument("--assignment", required=True, help="assignment folder name (or path)")
+    common.add_argument("--data-dir", type=Path, help="where assignments live (AITA_DATA_DIR)")
     common.add_argument(
         "--no-resume", action="store_true", help="do not reuse results of earlier runs"
     )
     common.add_argument("--force", action="store_true", help="redo and overwrite every result")
-    common.add_argument("--yes", action="store_true", help="do not ask before paid calls")
-    _verbose(common, default=argparse.SUPPRESS)
     return common
 
 
@@ -103,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _verbose(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _pipeline_options()
+    common = _assignment_options()
 
     commands.add_parser(
         "generate-rubric",
@@ -117,6 +126,31 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, parents=[common], help=text, description=text)
         command.add_argument("--student", help="only this student (default: all)")
+
+    course = commands.add_parser(
+        "generate-course",
+        parents=[_run_options()],
+        help="a course from notes: outline, chapters in parallel, summary",
+        description="An outline call, then every chapter in parallel (each saved as soon as it "
+        "is done), then a course summary.",
+    )
+    course.add_argument("--content", type=Path, required=True, help="the notes (text/markdown)")
+    course.add_argument("--title", required=True, help="course title (also its folder name)")
+    course.add_argument("--output-dir", type=Path, default=Path("courses"))
+    course.add_argument("--chapters", type=_positive_int, default=8, help="at most this many")
+    course.add_argument("--instructions", help="extra instructions for every chapter")
+
+    run = commands.add_parser(
+        "run",
+        parents=[_run_options()],
+        help="run a YAML pipeline of LLM steps",
+        description="Run a YAML pipeline: steps in order, parallel groups together.",
+    )
+    run.add_argument("pipeline", type=Path, help="the pipeline YAML file")
+    run.add_argument("--input", default="", help="text for {{input}}")
+    run.add_argument(
+        "--output", type=Path, help="results JSON (default: <pipeline name>.results.json)"
+    )
 
     checkpoints = commands.add_parser("checkpoints", help="list, show or clean checkpoints")
     checkpoints.add_argument("action", choices=["list", "show", "clean"])
@@ -202,7 +236,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         dry_run=args.dry_run,
         workers=args.workers,
         rate_limit=args.rate_limit,
-        reuse=not (args.force or args.no_resume),
+        reuse=not (getattr(args, "force", False) or getattr(args, "no_resume", False)),
         yes=args.yes,
     )
 
@@ -276,6 +310,72 @@ def _grade(args: argparse.Namespace) -> int:
         )
     print(f"written to {assignment.paths.grade_summary.parent}")
     return _report(outcome.batch, outcome.failed)
+
+
+# -- workflows ---------------------------------------------------------------------------------
+
+
+def _generate_course(args: argparse.Namespace) -> int:
+    try:
+        content = args.content.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AitaError(f"{args.content}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AitaError(f"{args.content}: cannot read ({error})") from None
+    if not content.strip():
+        raise AitaError(f"{args.content}: the notes are empty")
+    options = _options(args)
+    with open_client(options) as client:
+
+        def run(
+            tasks: Sequence[LLMTask], name: str, done: Callable[[TaskResult], object] | None
+        ) -> BatchResult:
+            return run_batch(tasks, client, options, name, done)
+
+        outcome = generate_course(
+            content, args.title, args.output_dir, run, args.chapters, args.instructions
+        )
+    chapters = len(outcome.outline.chapters) if outcome.outline else 0
+    print(f"{len(outcome.chapter_files)}/{chapters} chapters written to {outcome.course_dir}")
+    for path in outcome.chapter_files:
+        print(f"  {path.name}")
+    if outcome.summary_file:
+        print(f"  {outcome.summary_file.name}")
+    calls = sum(b.metrics.requests for b in outcome.batches)
+    cost = sum(b.metrics.total_cost for b in outcome.batches)
+    print(f"calls: {calls}, cost: ${cost:.4f}")
+    return _report(None, outcome.failed)
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args.pipeline)
+    configured = get_config().pipeline_parallel_enabled
+    parallel = configured if configured is not None else bool(pipeline.settings.parallel)
+    options = _options(args)
+    with open_client(options) as client:
+        every_step = [t for stage in pipeline.stages for t in stage_tasks(pipeline, stage, {}, "")]
+        check_spend(every_step, client, options)
+        run = run_pipeline(
+            pipeline,
+            client,
+            args.input,
+            parallel=parallel,
+            report=lambda line: print(line, file=sys.stderr, flush=True),
+            max_workers=args.workers,
+            rate_limit=None if options.dry_run else args.rate_limit,
+        )
+    output = args.output or Path(f"{safe_title(pipeline.name)}.results.json")
+    write_json_atomic(output, run.to_json(args.input))
+    print(
+        f"{pipeline.name}: {sum(r.status == 'succeeded' for r in run.steps.values())}/"
+        f"{len(run.steps)} steps succeeded in {run.total_duration:.2f}s "
+        f"(sequential estimate {run.sequential_estimate:.2f}s, speedup {run.speedup:.2f}x)"
+    )
+    for name, record in run.steps.items():
+        if record.status != "succeeded":
+            print(f"{name}: {record.status}: {record.error}", file=sys.stderr)
+    print(f"results written to {output}")
+    return EXIT_OK if run.succeeded else EXIT_FAILED
 
 
 # -- checkpoints and costs ---------------------------------------------------------------------
@@ -431,6 +531,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate-rubric": _generate_rubric,
     "transcribe": _transcribe,
     "grade": _grade,
+    "generate-course": _generate_course,
+    "run": _run_pipeline,
     "checkpoints": _checkpoints,
     "costs": _costs,
     "demo": _demo,

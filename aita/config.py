@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=100)
     data_dir: Path = Path("data")
     dry_run_latency: float = Field(default=0.05, ge=0, le=60)
+    pipeline_parallel_enabled: bool | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PIPELINE_PARALLEL_ENABLED", "AITA_PIPELINE_PARALLEL_ENABLED"
+        ),
+    )
 
     @field_validator("rate_limit_rps", mode="before")
     @classmethod
@@ -81,11 +87,15 @@ class AitaConfig:
     data_dir: Path
     #: seconds per simulated call in ``--dry-run`` (slow it down to watch the progress bars)
     dry_run_latency: float = 0.05
+    #: ``PIPELINE_PARALLEL_ENABLED``: run YAML pipeline groups in parallel (None: as the file says)
+    pipeline_parallel_enabled: bool | None = None
 
 
 def _variable_name(field_name: str) -> str:
     if field_name == "api_key":
         return "OPENROUTER_API_KEY"
+    if field_name == "pipeline_parallel_enabled":
+        return "PIPELINE_PARALLEL_ENABLED"
     return f"AITA_{field_name.upper()}"
 
 
@@ -118,6 +128,7 @@ def load_config(**overrides: Any) -> AitaConfig:
         ),
         data_dir=settings.data_dir,
         dry_run_latency=settings.dry_run_latency,
+        pipeline_parallel_enabled=settings.pipeline_parallel_enabled,
     )
 
 

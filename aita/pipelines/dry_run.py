@@ -32,6 +32,12 @@ def dry_run_responder(request: dict[str, Any]) -> str | None:
         return _transcription(text, _image_digest(request))
     if name == "GradeContent":
         return _grade(text)
+    if name == "CourseOutline":
+        return _outline(text)
+    if name == "ChapterContent":
+        return _chapter(text)
+    if name == "CourseSummaryContent":
+        return orjson.dumps({"summary": "[dry run] what the course covers"}).decode()
     return None
 
 
@@ -109,3 +115,27 @@ def _grade(text: str) -> str:
         for n, points in _CRITERION.findall(text)
     ]
     return orjson.dumps({"scores": scores, "feedback": "[dry run] good work overall"}).decode()
+
+
+_HEADING = re.compile(r"^#{1,3} +(.+)$", re.MULTILINE)
+_CHAPTER = re.compile(r"^Chapter (\d+): (.+)$", re.MULTILINE)
+
+
+def _outline(text: str) -> str:
+    notes = text.split("Notes:", 1)[-1]
+    titles = [t.strip() for t in _HEADING.findall(notes)][:8] or ["Foundations", "Practice"]
+    chapters = [{"title": t, "focus": f"[dry run] the key ideas of {t}"} for t in titles]
+    return orjson.dumps({"chapters": chapters}).decode()
+
+
+def _chapter(text: str) -> str:
+    match = _CHAPTER.search(text)
+    title = match.group(2).strip() if match else "Chapter"
+    return orjson.dumps(
+        {
+            "title": title,
+            "summary": f"[dry run] a summary of {title}",
+            "explanation": f"[dry run] a thorough explanation of {title}",
+            "extension": f"[dry run] further reading on {title}",
+        }
+    ).decode()

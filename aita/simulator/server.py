@@ -16,8 +16,10 @@ Nagle's algorithm is off on every connection; otherwise small writes meet delaye
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -29,6 +31,8 @@ from typing import Any
 import orjson
 
 from aita.simulator.schema_sample import sample_instance
+
+log = logging.getLogger("aita.simulator")
 
 #: Custom reply for a request; None falls back to the default reply.
 Responder = Callable[[dict[str, Any]], str | None]
@@ -97,6 +101,18 @@ class _TokenBucket:
         return False, (1.0 - self.tokens) / self.rate, self.tokens
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (a killed or interrupted batch) is normal here."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, OSError)):
+            return
+        log.exception("simulator: error while serving %s", client_address)
+
+
 class ProviderSimulator:
     def __init__(self, config: SimulatorConfig | None = None, port: int = 0) -> None:
         self.config = config or SimulatorConfig()
@@ -110,9 +126,7 @@ class ProviderSimulator:
             else None
         )
         handler = type("Handler", (_Handler,), {"simulator": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
+        self._server = _QuietServer(("127.0.0.1", port), handler)
         self._thread: threading.Thread | None = None
 
     @property

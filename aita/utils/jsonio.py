@@ -1,4 +1,5 @@
-"""The one place aita turns data into JSON files: atomic whole-file writes and journal lines."""
+"""The one place aita writes result files: atomic whole-file writes (JSON or text) and journal
+lines."""
 
 from __future__ import annotations
 
@@ -31,11 +32,19 @@ def json_line(value: Any) -> bytes:
 
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write via a temporary file and rename: a crash leaves the old file or the new, never half."""
+    write_bytes_atomic(path, dumps(value, indent=True) + b"\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(dumps(value, indent=True) + b"\n")
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

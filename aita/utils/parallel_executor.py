@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from aita.config import get_config
 from aita.errors import CheckpointError, RateLimited, ResponseParseError
-from aita.services.llm.base import LLMClient, Usage
+from aita.services.llm.base import LLMClient, LLMMessage, LLMResponse, Usage
 from aita.utils.checkpoint import Checkpoint, CheckpointManager
 from aita.utils.llm_tasks import BatchableLLMTask, LLMTask
 from aita.utils.pricing import cost_of
@@ -307,8 +307,7 @@ class ParallelLLMExecutor:
             if batch.stop.is_set():
                 return None
             try:
-                response = self.llm_client.complete(messages, **params)
-                usage.add(response.model, response.usage, self.prices)
+                response = self._call(messages, params, usage)
                 try:
                     value = task.parse_response(response.content)
                 except Exception as error:
@@ -340,6 +339,17 @@ class ParallelLLMExecutor:
                 model=response.model,
                 **usage.fields(),
             )
+
+    def _call(
+        self, messages: list[LLMMessage], params: dict[str, Any], usage: _UsageTotal
+    ) -> LLMResponse:
+        started = time.perf_counter()
+        try:
+            response = self.llm_client.complete(messages, **params)
+        finally:
+            usage.call_time += time.perf_counter() - started
+        usage.add(response.model, response.usage, self.prices)
+        return response
 
     def _failure(
         self, task: LLMTask, error: Exception, attempt: int, started: float, usage: _UsageTotal
@@ -466,14 +476,16 @@ class ParallelLLMExecutor:
 
 
 class _UsageTotal:
-    """Tokens and cost of every attempt of one task (a response that failed to parse still cost)."""
+    """Tokens, cost and time in calls over every attempt of one task (a response that failed
+    to parse still cost)."""
 
-    __slots__ = ("completion", "cost", "model", "prompt")
+    __slots__ = ("call_time", "completion", "cost", "model", "prompt")
 
     def __init__(self) -> None:
         self.prompt = 0
         self.completion = 0
         self.cost = 0.0
+        self.call_time = 0.0
         self.model: str | None = None
 
     def add(
@@ -490,6 +502,7 @@ class _UsageTotal:
             "prompt_tokens": self.prompt,
             "completion_tokens": self.completion,
             "cost": self.cost,
+            "call_time": self.call_time,
         }
 
 

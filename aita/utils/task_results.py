@@ -16,7 +16,10 @@ class TaskResult:
     error: str | None = None
     error_type: str | None = None
     retry_count: int = 0
+    #: seconds from the task's first turn at the rate limiter to its end (backoffs included)
     execution_time: float = 0.0
+    #: seconds spent inside calls to the provider, over every attempt
+    call_time: float = 0.0
     tokens: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

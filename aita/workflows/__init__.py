@@ -1,0 +1,1 @@
+"""Generic workflows: ordered parallel map, course generation, YAML pipelines."""
