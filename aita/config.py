@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=120.0, gt=0)
     max_workers: int = Field(default=5, ge=1, le=1024)
     rate_limit_rps: float | None = Field(default=10.0, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
     enable_checkpointing: bool = True
     checkpoint_interval: int = Field(default=10, ge=1)
     checkpoint_dir: Path = Path("checkpoints")
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("rate_limit_rps", mode="before")
+    @field_validator("rate_limit_rps", "tokens_per_minute", mode="before")
     @classmethod
     def _unlimited_words(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in {"", "none", "off", "unlimited"}:
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
 class ParallelExecutionConfig:
     max_workers: int = 5
     rate_limit_rps: float | None = 10.0
+    tokens_per_minute: float | None = None
     enable_checkpointing: bool = True
     checkpoint_interval: int = 10
     checkpoint_dir: Path = Path("checkpoints")
@@ -120,6 +122,7 @@ def load_config(**overrides: Any) -> AitaConfig:
         parallel_execution=ParallelExecutionConfig(
             max_workers=settings.max_workers,
             rate_limit_rps=settings.rate_limit_rps,
+            tokens_per_minute=settings.tokens_per_minute,
             enable_checkpointing=settings.enable_checkpointing,
             checkpoint_interval=settings.checkpoint_interval,
             checkpoint_dir=settings.checkpoint_dir,

@@ -40,11 +40,14 @@ class ProviderError(AitaError):
         *,
         status_code: int | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.retry_after = retry_after
+        #: the provider's rate-limit headers (``x-ratelimit-*``, ``retry-after*``), if any
+        self.headers = headers or {}
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status_code})" if self.status_code is not None else ""

@@ -27,6 +27,7 @@ __all__ = [
     "LLMTask",
     "SimpleLLMTask",
     "VisionLLMTask",
+    "estimate_prompt_tokens",
     "image_to_data_url",
     "json_schema_response_format",
     "stable_hash",
@@ -94,16 +95,7 @@ class LLMTask(ABC):
         return f"{type(self).__qualname__}:{self.task_id}"
 
     def estimated_prompt_tokens(self) -> int:
-        """A rough prompt size (4 characters a token, 1,000 tokens an image) for estimates."""
-        total = 0
-        for message in self.build_messages():
-            if isinstance(message.content, str):
-                total += len(message.content) // 4
-                continue
-            for part in message.content:
-                is_image = part.get("type") == "image_url"
-                total += IMAGE_TOKENS if is_image else len(str(part.get("text", ""))) // 4
-        return total
+        return estimate_prompt_tokens(self.build_messages())
 
 
 class SimpleLLMTask(LLMTask):
@@ -210,6 +202,19 @@ class BatchableLLMTask(LLMTask):
 
     @abstractmethod
     def split_batch_result(self, batch_result: Any) -> dict[str, Any]: ...
+
+
+def estimate_prompt_tokens(messages: list[LLMMessage]) -> int:
+    """A rough prompt size for budgets and estimates: 4 characters a token, 1,000 an image."""
+    total = 0
+    for message in messages:
+        if isinstance(message.content, str):
+            total += len(message.content) // 4
+            continue
+        for part in message.content:
+            is_image = part.get("type") == "image_url"
+            total += IMAGE_TOKENS if is_image else len(str(part.get("text", ""))) // 4
+    return total
 
 
 def with_correction(messages: list[LLMMessage], error: Exception) -> list[LLMMessage]:

@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from aita.config import get_config
 from aita.errors import CheckpointError, RateLimited, ResponseParseError
 from aita.services.llm.base import LLMClient, LLMMessage, LLMResponse, Usage
+from aita.utils.adaptive_rate import AdaptiveRate
 from aita.utils.checkpoint import Checkpoint, CheckpointManager
-from aita.utils.llm_tasks import BatchableLLMTask, LLMTask
+from aita.utils.llm_tasks import BatchableLLMTask, LLMTask, estimate_prompt_tokens
 from aita.utils.pricing import cost_of
 from aita.utils.rate_limiter import RateLimiter
 from aita.utils.retry import Backoff, ExponentialBackoff, retry_delay
@@ -70,7 +71,9 @@ class ParallelLLMExecutor:
     ``rate_limit`` is requests per second, None for unlimited. ``backoff`` is any callable
     ``(attempt) -> seconds``; ``rate_limiter`` replaces the built-in token bucket.
     ``max_batch_size`` caps how many compatible ``BatchableLLMTask``s share one call (default:
-    the task's own ``max_batch_size``; 1 turns batching off).
+    the task's own ``max_batch_size``; 1 turns batching off). ``tokens_per_minute`` adds a token
+    budget: each call reserves an estimate and is corrected by the usage it reports.
+    ``adaptive_rate`` follows the provider's rate-limit headers and 429s (see ``adaptive_rate``).
     """
 
     def __init__(
@@ -88,6 +91,8 @@ class ParallelLLMExecutor:
         rate_limiter: RateLimiter | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
         max_batch_size: int | None = None,
+        tokens_per_minute: float | None = None,
+        adaptive_rate: bool = True,
     ) -> None:
         defaults = get_config().parallel_execution
         self.llm_client = llm_client
@@ -107,7 +112,14 @@ class ParallelLLMExecutor:
         self.backoff: Backoff = backoff or ExponentialBackoff()
         # Set on Ctrl-C: workers stop taking tasks and waits (limiter, backoff) end early.
         self._stop = threading.Event()
-        self.rate_limiter = rate_limiter or RateLimiter(self.rate_limit, sleep=self._stop.wait)
+        self.rate_limiter = rate_limiter or RateLimiter(
+            self.rate_limit,
+            tokens_per_minute=tokens_per_minute or defaults.tokens_per_minute,
+            sleep=self._wait,
+        )
+        self.rate_control = (
+            AdaptiveRate(self.rate_limiter, self.rate_limiter.rate) if adaptive_rate else None
+        )
         self.prices = prices
         self.max_batch_size = max_batch_size
         self._on_task_start: Callable[[LLMTask], object] | None = None
@@ -166,7 +178,8 @@ class ParallelLLMExecutor:
             bar_format="{desc} {bar} {percentage:3.0f}% | {n_fmt}/{total_fmt} | "
             "{elapsed} < {remaining}{postfix}",
         )
-        self._stop.clear()
+        # A fresh event per batch: workers abandoned by an interrupted batch stay stopped.
+        self._stop = threading.Event()
         batch = BatchScheduler(
             task_list, graph, results, journal, progress, on_task_complete, self._stop, fail_fast
         )
@@ -198,6 +211,10 @@ class ParallelLLMExecutor:
         final = [r for r in batch.results if r is not None]
         metrics = self._metrics(batch, final, time.perf_counter() - started)
         return BatchResult(final, metrics, checkpoint.path if checkpoint is not None else None)
+
+    def _wait(self, seconds: float) -> None:
+        """The limiter's sleep: ends early when the current batch is stopped."""
+        self._stop.wait(seconds)
 
     def _run_workers(self, batch: BatchScheduler, count: int) -> None:
         threads = [
@@ -302,12 +319,19 @@ class ParallelLLMExecutor:
         except Exception as error:  # a bug in the task, not the provider: no retry
             return self._failure(task, error, 0, started, usage)
         attempt = 0
+        estimate = (
+            _estimate_tokens(task, messages, params) if self.rate_limiter.tokens_per_minute else 0
+        )
         while True:
-            waited = self.rate_limiter.acquire()
+            waited = self.rate_limiter.acquire(estimate)
             if batch.stop.is_set():
                 return None
             try:
                 response = self._call(messages, params, usage)
+                if estimate and response.usage.total_tokens:
+                    self.rate_limiter.correct(response.usage.total_tokens - estimate)
+                if response.headers and self.rate_control is not None:
+                    self.rate_control.on_response(response.headers)
                 try:
                     value = task.parse_response(response.content)
                 except Exception as error:
@@ -317,7 +341,9 @@ class ParallelLLMExecutor:
             except Exception as error:
                 limited = isinstance(error, RateLimited)
                 delay = retry_delay(error, attempt, self.backoff)
-                if limited:
+                if limited and self.rate_control is not None:
+                    self.rate_control.on_rate_limited(error, delay)  # type: ignore[arg-type]
+                elif limited:
                     self.rate_limiter.pause(delay)  # every worker waits, not just this one
                 retry = attempt < self.max_retries and task.should_retry(error, attempt)
                 batch.count_attempt(waited, limited, retry)
@@ -504,6 +530,12 @@ class _UsageTotal:
             "cost": self.cost,
             "call_time": self.call_time,
         }
+
+
+def _estimate_tokens(task: LLMTask, messages: list[LLMMessage], params: dict[str, Any]) -> int:
+    """The prompt plus the answer's cap (or its typical size)."""
+    answer = params.get("max_tokens") or params.get("max_completion_tokens")
+    return estimate_prompt_tokens(messages) + int(answer or task.expected_output_tokens)
 
 
 def _fingerprint(tasks: list[LLMTask]) -> str:

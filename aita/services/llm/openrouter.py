@@ -123,7 +123,8 @@ def error_for_status(status: int, message: str, headers: dict[str, str]) -> Prov
         error_type = ModelNotFound
     else:
         error_type = BadRequest
-    return error_type(message, status_code=status, retry_after=wait)
+    limits = {k: v for k, v in headers.items() if k.startswith(("x-ratelimit-", "retry-after"))}
+    return error_type(message, status_code=status, retry_after=wait, headers=limits)
 
 
 def retry_after(headers: dict[str, str], now: float | None = None) -> float | None:

@@ -1,0 +1,88 @@
+"""Token budgets and adaptive rate control, with an injected clock; one end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+
+from aita.errors import RateLimited
+from aita.utils.adaptive_rate import DECREASE, RECOVERY_SECONDS, SAFETY, AdaptiveRate
+from aita.utils.rate_limiter import RateLimiter
+from tests.conftest import SimulatorFactory, client_for
+from tests.test_executor import assert_own_answers_in_order, executor_for, questions
+from tests.test_rate_limiter import FakeClock
+
+
+def tokens_in_window(starts: list[tuple[float, int]], window: float) -> int:
+    return max(sum(n for t2, n in starts if t <= t2 < t + window - 1e-9) for t, _ in starts)
+
+
+def test_token_budget_holds_per_minute() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=6000, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(300):
+        limiter.acquire(tokens=100)
+        starts.append((clock.now, 100))
+    assert tokens_in_window(starts, 60.0) <= 6000 + 100
+    assert 300 * 100 / clock.now >= 0.97 * 100  # sustains the budget: 100 tokens/s
+
+
+def test_unused_tokens_are_given_back() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=60_000, clock=clock, sleep=clock.sleep)
+    limiter.acquire(tokens=5000)
+    limiter.correct(tokens=-4000)  # the call used 1,000 of the 5,000 reserved
+    limiter.acquire(tokens=1000)
+    assert clock.now == pytest.approx(1.0)
+
+
+def test_provider_limit_header_caps_a_misconfigured_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    control.on_response({"x-ratelimit-limit-requests": "900"})
+    assert limiter.rate == pytest.approx(SAFETY * 15)
+
+
+def test_429_pauses_and_slows_once_then_recovers() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    refused = RateLimited("slow down", status_code=429, retry_after=0.5)
+    control.on_rate_limited(refused, 0.5)
+    control.on_rate_limited(refused, 0.5)  # a request that was already in flight
+    assert limiter.rate == pytest.approx(20 * DECREASE)
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.5)  # everyone waited out the retry-after
+    rates: list[float] = []
+    for _ in range(10):
+        clock.now += RECOVERY_SECONDS
+        control.on_response({"x-test": "1"})
+        rates.append(limiter.rate or 0.0)
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(20)
+
+
+def test_unlimited_client_learns_a_rate_from_a_429() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, None, clock=clock)
+    for _ in range(10):
+        clock.now += 0.1
+        control.on_response({"x-test": "1"})
+    control.on_rate_limited(RateLimited("no", status_code=429), 0.1)
+    assert limiter.rate is not None and limiter.rate < 10
+    for _ in range(10):
+        clock.now += RECOVERY_SECONDS
+        control.on_response({"x-test": "1"})
+    assert limiter.rate is None  # recovered: unlimited again
+
+
+@pytest.mark.slow
+def test_client_set_too_fast_still_finishes_every_task_without_hammering(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = simulator(rate_limit=15, latency=0.05)
+    executor = executor_for(client_for(sim), max_workers=12, rate_limit=30, max_retries=8)
+    result = executor.execute_batch(questions(90))
+    assert_own_answers_in_order(result.task_results)
+    assert sim.stats.requests <= 1.2 * 90
