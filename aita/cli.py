@@ -308,6 +308,7 @@ def _grade(args: argparse.Namespace) -> int:
             f"class ({stats['count']} complete): mean {stats['mean']:g}, "
             f"median {stats['median']:g}, min {stats['min']:g}, max {stats['max']:g}"
         )
+    print(f"{outcome.reused} grades reused from earlier runs")
     print(f"written to {assignment.paths.grade_summary.parent}")
     return _report(outcome.batch, outcome.failed)
 
@@ -330,7 +331,7 @@ def _generate_course(args: argparse.Namespace) -> int:
         def run(
             tasks: Sequence[LLMTask], name: str, done: Callable[[TaskResult], object] | None
         ) -> BatchResult:
-            return run_batch(tasks, client, options, name, done)
+            return run_batch(tasks, client, options, name, done, resume=True)
 
         outcome = generate_course(
             content, args.title, args.output_dir, run, args.chapters, args.instructions

@@ -1,26 +1,41 @@
-"""Benchmarks: aita beside a plain thread pool on the openai SDK, in one run, on loopback.
+"""Benchmarks: aita beside the usual alternatives, side by side in one run, on loopback.
 
-    python benchmarks/run.py          # full size: a table, and benchmarks/results/latest.json
-    python benchmarks/run.py --smoke  # tiny sizes, to keep the script working in CI
+    pip install -e '.[bench]'
+    python benchmarks/run.py           # full size: a table, and benchmarks/results/latest.json
+    python benchmarks/run.py --smoke   # tiny sizes, to keep the script working (CI)
 
-Every runner gets a fresh provider simulator with the same settings. "ideal" is the best any
-client could do: the task count over the server's rate, or the latency-bound time on N workers.
-Efficiency is ideal / actual. Nothing here is asserted; the figures go into the README.
+Scenarios (every runner gets a fresh provider simulator with the same settings):
+  a) latency-bound: 200 calls of 0.2 s, 10 workers, no limit (ideal 4.0 s)
+  b) at the limit: server and client at 25 requests/s, 300 calls of 0.1 s (ideal 12 s)
+  c) misconfigured: client set to 30/s, the server allows 15/s, 240 calls of 0.1 s (ideal 16 s)
+  d) overhead: an in-process zero-latency client, 2,000 and 20,000 tasks, checkpoints on
+  e) memory: peak RSS for 100,000 queued tasks, beyond the tasks themselves
+
+Alternatives on a-c: sequential calls; a ThreadPoolExecutor with the openai SDK's own retries;
+langchain_core's InMemoryRateLimiter with the SDK; aiolimiter with AsyncOpenAI. Runners whose
+package is missing are skipped (they are in the ``bench`` extra). "ideal" is the best any client
+could do; efficiency is ideal / wall time. Nothing is asserted: the figures go into the README.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import platform
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import openai
 
+from aita.services.llm.base import LLMMessage, LLMResponse, Usage
 from aita.services.llm.openrouter import create_openrouter_client
 from aita.simulator import ProviderSimulator, SimulatorConfig
 from aita.utils.jsonio import write_json_atomic
@@ -28,10 +43,13 @@ from aita.utils.llm_tasks import SimpleLLMTask
 from aita.utils.parallel_executor import ParallelLLMExecutor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+MODEL = "google/gemini-2.5-flash"
+SDK_RETRIES = 8
 
 
 @dataclass
 class Scenario:
+    key: str
     name: str
     tasks: int
     workers: int
@@ -52,76 +70,135 @@ class Row:
     requests_per_task: float
 
 
-Runner = Callable[[Scenario, str], tuple[int, int]]
+Runner = Callable[[Scenario, str], int]  # returns the number of tasks with their own answer
 
 
-def run_aita(scenario: Scenario, base_url: str) -> tuple[int, int]:
+def expected(i: int) -> str:
+    return f"[sim] task {i}"
+
+
+def run_aita(s: Scenario, base_url: str) -> int:
     client = create_openrouter_client(api_key="bench", base_url=base_url, timeout=30)
     executor = ParallelLLMExecutor(
         client,
-        max_workers=scenario.workers,
-        rate_limit=scenario.client_rate,
+        max_workers=s.workers,
+        rate_limit=s.client_rate,
         enable_checkpointing=False,
         show_progress=False,
-        max_retries=8,
+        max_retries=SDK_RETRIES,
     )
-    tasks = [SimpleLLMTask(f"t{i}", f"task {i}") for i in range(scenario.tasks)]
-    result = executor.execute_batch(tasks)
-    ok = sum(r.success and r.result == f"[sim] task {i}" for i, r in enumerate(result.task_results))
+    result = executor.execute_batch([SimpleLLMTask(f"t{i}", f"task {i}") for i in range(s.tasks)])
     client.close()
-    return ok, scenario.tasks - ok
+    return sum(r.success and r.result == expected(i) for i, r in enumerate(result.task_results))
 
 
-def run_thread_pool(scenario: Scenario, base_url: str) -> tuple[int, int]:
-    """What most scripts do: a ThreadPoolExecutor and the SDK's own retries (8, like aita's)."""
-    sdk = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=8, timeout=30)
+def _sdk_call(sdk: openai.OpenAI, i: int, before: Callable[[], object] | None = None) -> bool:
+    if before is not None:
+        before()
+    try:
+        response = sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"task {i}"}]
+        )
+    except openai.APIError:
+        return False
+    return response.choices[0].message.content == expected(i)
 
-    def call(i: int) -> bool:
-        try:
-            response = sdk.chat.completions.create(
-                model="google/gemini-2.5-flash",
-                messages=[{"role": "user", "content": f"task {i}"}],
-            )
-        except openai.APIError:
-            return False
-        return response.choices[0].message.content == f"[sim] task {i}"
 
-    with ThreadPoolExecutor(max_workers=scenario.workers) as pool:
-        ok = sum(pool.map(call, range(scenario.tasks)))
+def run_sequential(s: Scenario, base_url: str) -> int:
+    sdk = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=SDK_RETRIES, timeout=30)
+    ok = sum(_sdk_call(sdk, i) for i in range(s.tasks))
     sdk.close()
-    return ok, scenario.tasks - ok
+    return ok
 
 
-RUNNERS: dict[str, Runner] = {"aita": run_aita, "threadpool+sdk-retries": run_thread_pool}
+def run_thread_pool(s: Scenario, base_url: str) -> int:
+    """What most scripts do: a thread pool and the SDK's own retries."""
+    sdk = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=SDK_RETRIES, timeout=30)
+    with ThreadPoolExecutor(max_workers=s.workers) as pool:
+        ok = sum(pool.map(lambda i: _sdk_call(sdk, i), range(s.tasks)))
+    sdk.close()
+    return ok
+
+
+def run_langchain_limiter(s: Scenario, base_url: str) -> int:
+    from langchain_core.rate_limiters import InMemoryRateLimiter
+
+    limiter = InMemoryRateLimiter(
+        requests_per_second=s.client_rate or 1000.0, check_every_n_seconds=0.01, max_bucket_size=1
+    )
+    sdk = openai.OpenAI(api_key="bench", base_url=base_url, max_retries=SDK_RETRIES, timeout=30)
+    with ThreadPoolExecutor(max_workers=s.workers) as pool:
+        ok = sum(pool.map(lambda i: _sdk_call(sdk, i, limiter.acquire), range(s.tasks)))
+    sdk.close()
+    return ok
+
+
+def run_aiolimiter(s: Scenario, base_url: str) -> int:
+    from aiolimiter import AsyncLimiter
+
+    async def main() -> int:
+        limiter = AsyncLimiter(s.client_rate or 1000.0, 1.0)
+        gate = asyncio.Semaphore(s.workers)
+        sdk = openai.AsyncOpenAI(
+            api_key="bench", base_url=base_url, max_retries=SDK_RETRIES, timeout=30
+        )
+
+        async def call(i: int) -> bool:
+            async with gate, limiter:
+                try:
+                    response = await sdk.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": f"task {i}"}]
+                    )
+                except openai.APIError:
+                    return False
+            return response.choices[0].message.content == expected(i)
+
+        results = await asyncio.gather(*(call(i) for i in range(s.tasks)))
+        await sdk.close()
+        return sum(results)
+
+    return asyncio.run(main())
+
+
+RUNNERS: dict[str, Runner] = {
+    "aita": run_aita,
+    "sequential": run_sequential,
+    "threadpool + SDK retries": run_thread_pool,
+    "langchain InMemoryRateLimiter": run_langchain_limiter,
+    "aiolimiter + AsyncOpenAI": run_aiolimiter,
+}
+
+
+def available(name: str) -> bool:
+    module = {
+        "langchain InMemoryRateLimiter": "langchain_core",
+        "aiolimiter + AsyncOpenAI": "aiolimiter",
+    }
+    try:
+        if name in module:
+            __import__(module[name])
+    except ImportError:
+        return False
+    return True
 
 
 def scenarios(smoke: bool) -> list[Scenario]:
-    scale = 0.1 if smoke else 1.0
-    n_limit, n_latency = int(240 * scale), int(200 * scale)
+    k = 0.1 if smoke else 1.0
+    a, b, c = int(200 * k), int(300 * k), int(240 * k)
     return [
-        Scenario(
-            "at the limit, 10% 500s (20/s server, 20/s client, 12 workers)",
-            n_limit,
-            12,
-            SimulatorConfig(rate_limit=20, latency=0.05, error_rate=0.10),
-            20.0,
-            ideal=n_limit / 20,
-        ),
-        Scenario(
-            "latency-bound (0.2 s calls, 10 workers, no limit)",
-            n_latency,
-            10,
-            SimulatorConfig(latency=0.2),
-            None,
-            ideal=n_latency * 0.2 / 10,
-        ),
-    ]
+        Scenario("a", "a) latency-bound, 0.2 s calls, 10 workers", a, 10,
+                 SimulatorConfig(latency=0.2), None, ideal=a * 0.2 / 10),
+        Scenario("b", "b) at the limit, server and client 25/s", b, 10,
+                 SimulatorConfig(rate_limit=25, latency=0.1), 25.0, ideal=b / 25),
+        Scenario("c", "c) misconfigured, client 30/s, server 15/s", c, 10,
+                 SimulatorConfig(rate_limit=15, latency=0.1), 30.0, ideal=c / 15),
+    ]  # fmt: skip
 
 
 def measure(scenario: Scenario, runner_name: str, runner: Runner) -> Row:
     with ProviderSimulator(scenario.server) as sim:
         started = time.perf_counter()
-        ok, failed = runner(scenario, sim.base_url)
+        ok = runner(scenario, sim.base_url)
         wall = time.perf_counter() - started
         return Row(
             scenario=scenario.name,
@@ -129,33 +206,100 @@ def measure(scenario: Scenario, runner_name: str, runner: Runner) -> Row:
             wall=round(wall, 3),
             efficiency=round(scenario.ideal / wall, 3),
             succeeded=ok,
-            failed=failed,
+            failed=scenario.tasks - ok,
             rate_limited=sim.stats.rate_limited,
             requests_per_task=round(sim.stats.requests / scenario.tasks, 3),
         )
+
+
+class InstantClient:
+    def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        return LLMResponse(content="ok", usage=Usage(1, 1, 2), model="local")
+
+
+def overhead(count: int) -> dict[str, Any]:
+    """d) tasks/s through the whole engine (limiter, retries, journal) with no network."""
+    with tempfile.TemporaryDirectory() as folder:
+        executor = ParallelLLMExecutor(
+            InstantClient(), max_workers=8, rate_limit=None, checkpoint_dir=folder,
+            show_progress=False, enable_checkpointing=True,
+        )  # fmt: skip
+        tasks = [SimpleLLMTask(f"t{i}", f"p{i}") for i in range(count)]
+        started = time.perf_counter()
+        executor.execute_batch(tasks)
+        wall = time.perf_counter() - started
+    return {"tasks": count, "wall": round(wall, 3), "tasks_per_second": round(count / wall)}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def memory_child(count: int) -> None:
+    """e) run in a fresh process: peak RSS while the batch runs, beyond the built tasks."""
+    tasks = [SimpleLLMTask(f"t{i}", f"p{i}") for i in range(count)]
+    with_tasks = _rss_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        ParallelLLMExecutor(
+            InstantClient(), max_workers=8, rate_limit=None, checkpoint_dir=folder,
+            show_progress=False,
+        ).execute_batch(tasks)  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(max(0, peak - with_tasks) / count)
+
+
+def memory(count: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(count)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {"tasks": count, "bytes_per_task": round(float(done.stdout.strip()))}
+
+
+def warm_up() -> None:
+    """Pay the openai SDK's lazy imports and first-connection costs before anything is timed,
+    so whichever runner goes first is not charged for them."""
+    warm = Scenario("w", "warm-up", 2, 2, SimulatorConfig(), None, ideal=1.0)
+    with ProviderSimulator(warm.server) as sim:
+        for name, runner in RUNNERS.items():
+            if available(name):
+                runner(warm, sim.base_url)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
+    parser.add_argument("--only", help="scenario letters to run, e.g. 'ab' (default: all)")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rows = [
-        measure(scenario, name, runner)
-        for scenario in scenarios(args.smoke)
-        for name, runner in RUNNERS.items()
-    ]
-    header = (
-        f"{'scenario':<62} {'runner':<24} {'wall s':>7} {'eff.':>5} {'ok':>4} {'fail':>4} "
-        f"{'429s':>5} {'req/task':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r.scenario:<62} {r.runner:<24} {r.wall:>7.2f} {r.efficiency:>5.2f} {r.succeeded:>4} "
-            f"{r.failed:>4} {r.rate_limited:>5} {r.requests_per_task:>8.2f}"
-        )
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return 0
+    warm_up()
+    only = set(args.only or "abcde")
+    rows = []
+    for scenario in (s for s in scenarios(args.smoke) if s.key in only):
+        for name, runner in RUNNERS.items():
+            if not available(name):
+                print(f"skipped {name}: not installed (pip install -e '.[bench]')")
+                continue
+            rows.append(measure(scenario, name, runner))
+            r = rows[-1]
+            print(
+                f"{r.scenario:<46} {r.runner:<30} {r.wall:>7.2f}s {r.efficiency:>5.2f} "
+                f"ok={r.succeeded:<4} failed={r.failed:<4} 429s={r.rate_limited:<5} "
+                f"req/task={r.requests_per_task:.2f}",
+                flush=True,
+            )
+    small, large = (200, 2000) if args.smoke else (2000, 20000)
+    engine = [overhead(small), overhead(large)] if "d" in only else []
+    for e in engine:
+        print(f"d) overhead: {e['tasks']} tasks in {e['wall']}s = {e['tasks_per_second']} tasks/s")
+    mem = memory(10_000 if args.smoke else 100_000) if "e" in only else {}
+    if mem:
+        print(f"e) memory: {mem['bytes_per_task']} bytes per queued task ({mem['tasks']} tasks)")
     write_json_atomic(
         args.json,
         {
@@ -163,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "machine": platform.machine(),
             "rows": [asdict(r) for r in rows],
+            "overhead": engine,
+            "memory": mem,
         },
     )
     print(f"\nwritten to {args.json}")

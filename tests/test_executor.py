@@ -341,8 +341,8 @@ def test_the_batch_never_writes_the_api_key(
             show_progress=False,
             checkpoint_dir="checkpoints",
         ).execute_batch(questions(3), checkpoint_name="secret")
-    assert sim.stats.by_status[401] == 3
-    assert all(r.error_type == "AuthenticationFailed" for r in result.task_results)
+    assert 1 <= sim.stats.by_status[401] <= 2  # the calls in flight; the rest is cancelled
+    assert {r.error_type for r in result.task_results} <= {"AuthenticationFailed", "Cancelled"}
     texts = [caplog.text, repr(client), repr(result)]
     texts += [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
     assert not [t for t in texts if sentinel in t]

@@ -101,9 +101,11 @@ def run_batch(
     options: RunOptions,
     checkpoint_name: str,
     on_task_complete: Callable[[TaskResult], object] | None = None,
+    resume: bool = False,
 ) -> BatchResult:
-    """Run the batch. The result files are what a re-run resumes from; the checkpoint journal
-    records every call (answers, errors, usage) for ``aita checkpoints`` and ``aita costs``."""
+    """Run the batch. The assignment pipelines resume from their result files (``resume`` off);
+    the checkpoint journal records every call (answers, errors, usage) for ``aita checkpoints``
+    and ``aita costs``, and is what a ``resume`` run (course generation) continues."""
     check_spend(tasks, client, options)
     defaults = get_config().parallel_execution
     executor = ParallelLLMExecutor(
@@ -117,6 +119,6 @@ def run_batch(
     return executor.execute_batch(
         tasks,
         checkpoint_name=safe_component(checkpoint_name),
-        resume_from_checkpoint=False,
+        resume_from_checkpoint=resume,
         on_task_complete=on_task_complete,
     )

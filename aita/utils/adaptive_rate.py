@@ -49,7 +49,10 @@ class AdaptiveRate:
         self._last_cut = float("-inf")
         self._last_raise = float("-inf")
         self._recent: deque[float] = deque(maxlen=256)  # success times, to learn a rate from
-        self._peak = 0.0  # the observed rate when an unlimited client was first refused
+        self._peak = 0.0
+        self._last_change = float(
+            "-inf"
+        )  # the observed rate when an unlimited client was first refused
 
     @property
     def target(self) -> float | None:
@@ -64,21 +67,26 @@ class AdaptiveRate:
             current, target = self.limiter.rate, self.target
             quiet = now - max(self._last_cut, self._last_raise) >= RECOVERY_SECONDS
             if target is not None and (current is None or current > target):
-                self.limiter.set_rate(target)
+                self._set(target)
             elif current is not None and quiet and (target is None or current < target):
                 self._last_raise = now
                 if target is None:  # no limit was set: grow back, then lift the learned one
                     raised = current * (1 + 5 * INCREASE)
-                    self.limiter.set_rate(None if raised > 2 * self._peak else raised)
+                    self._set(None if raised > 2 * self._peak else raised)
                 else:
-                    self.limiter.set_rate(min(target, current + INCREASE * target))
+                    self._set(min(target, current + INCREASE * target))
 
-    def on_rate_limited(self, error: RateLimited, wait: float) -> None:
-        """Pause every worker for ``wait`` and slow down."""
+    def on_rate_limited(
+        self, error: RateLimited, wait: float, sent_at: float | None = None
+    ) -> None:
+        """Pause every worker for ``wait`` and slow down, unless the refused request was sent
+        before the rate last changed (it was refused for the old rate, already corrected)."""
         self.limiter.pause(wait)
         now = self._clock()
         with self._lock:
             self._read_limits(error.headers)
+            if sent_at is not None and sent_at < self._last_change:
+                return
             if now - self._last_cut < max(wait, 0.5):
                 return  # refusals of requests already in flight: one cut is enough
             self._last_cut = now
@@ -88,7 +96,11 @@ class AdaptiveRate:
                 if current is None:
                     return  # nothing to learn a rate from yet: the pause will do
                 self._peak = current
-            self.limiter.set_rate(max(0.1, current * DECREASE))
+            self._set(max(0.1, current * DECREASE))
+
+    def _set(self, rate: float | None) -> None:
+        self.limiter.set_rate(rate)
+        self._last_change = self._clock()
 
     def _read_limits(self, headers: Mapping[str, str]) -> None:
         limit = headers.get("x-ratelimit-limit-requests")

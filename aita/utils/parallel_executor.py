@@ -20,7 +20,7 @@ from typing import Any, Final
 from tqdm.auto import tqdm
 
 from aita.config import get_config
-from aita.errors import CheckpointError, RateLimited, ResponseParseError
+from aita.errors import AuthenticationFailed, CheckpointError, RateLimited, ResponseParseError
 from aita.services.llm.base import LLMClient, LLMMessage, LLMResponse, Usage
 from aita.utils.adaptive_rate import AdaptiveRate
 from aita.utils.checkpoint import Checkpoint, CheckpointManager
@@ -326,6 +326,7 @@ class ParallelLLMExecutor:
             waited = self.rate_limiter.acquire(estimate)
             if batch.stop.is_set():
                 return None
+            sent_at = time.monotonic()
             try:
                 response = self._call(messages, params, usage)
                 if estimate and response.usage.total_tokens:
@@ -342,12 +343,15 @@ class ParallelLLMExecutor:
                 limited = isinstance(error, RateLimited)
                 delay = retry_delay(error, attempt, self.backoff)
                 if limited and self.rate_control is not None:
-                    self.rate_control.on_rate_limited(error, delay)  # type: ignore[arg-type]
+                    self.rate_control.on_rate_limited(error, delay, sent_at)  # type: ignore[arg-type]
                 elif limited:
                     self.rate_limiter.pause(delay)  # every worker waits, not just this one
                 retry = attempt < self.max_retries and task.should_retry(error, attempt)
                 batch.count_attempt(waited, limited, retry)
                 if not retry:
+                    if isinstance(error, AuthenticationFailed):
+                        # Every other call would be refused the same way: no storm of 401s.
+                        batch.cancel(f"cancelled: the provider refused the API key ({error})")
                     return self._failure(task, error, attempt, started, usage)
                 attempt += 1
                 if batch.stop.wait(0.0 if limited else delay):

@@ -1,9 +1,11 @@
 """``aita generate-course``: an outline call, then every chapter in parallel, then a summary.
 
 Each chapter is written to ``<output-dir>/<title>/chapter_NN_<Chapter_Title>.md`` the moment it
-is done, so an interrupted run keeps what finished. The summary task depends on every chapter
-and starts when the last one is written. Titles, the user's or the model's, become file names
-only through ``safe_title``: nothing can be written outside the output directory.
+is done, so an interrupted run keeps what finished, and running the same command again resumes
+from the checkpoints (the same outline, only the missing chapters). The summary task depends on
+every chapter and starts when the last one is written. Titles, the user's or the model's,
+become file names only through ``safe_title``: nothing can be written outside the output
+directory.
 """
 
 from __future__ import annotations
@@ -226,6 +228,9 @@ def generate_course(
 
     summary = CourseSummaryTask(title, list(by_id))
     second = run([*chapters, summary], f"{safe_title(title)}__chapters", save)
+    for result in second.task_results:
+        if result.from_checkpoint:  # finished by an earlier, interrupted run
+            save(result)
     outcome.batches.append(second)
     outcome.failed = second.failed_results
     outcome.chapter_files.sort()
