@@ -257,6 +257,23 @@ def memory(count: int) -> dict[str, Any]:
     return {"tasks": count, "bytes_per_task": round(float(done.stdout.strip()))}
 
 
+def simulator_round_trip(calls: int = 200) -> dict[str, Any]:
+    """Checked first: the simulator must add no latency of its own (Nagle's algorithm with
+    delayed ACKs would add ~40 ms to every small response). Median of sequential calls with
+    zero simulated latency, through the SDK."""
+    with ProviderSimulator(SimulatorConfig(latency=0.0)) as sim:
+        sdk = openai.OpenAI(api_key="bench", base_url=sim.base_url, max_retries=0)
+        times = []
+        for i in range(calls):
+            started = time.perf_counter()
+            _sdk_call(sdk, i)
+            times.append(time.perf_counter() - started)
+        sdk.close()
+    times.sort()
+    return {"calls": calls, "median_ms": round(1000 * times[calls // 2], 2),
+            "p95_ms": round(1000 * times[int(calls * 0.95)], 2)}  # fmt: skip
+
+
 def warm_up() -> None:
     """Pay the openai SDK's lazy imports and first-connection costs before anything is timed,
     so whichever runner goes first is not charged for them."""
@@ -278,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(args.memory_child)
         return 0
     warm_up()
+    round_trip = simulator_round_trip()
+    print(
+        f"simulator round trip at zero latency: median {round_trip['median_ms']} ms, "
+        f"p95 {round_trip['p95_ms']} ms"
+    )
     only = set(args.only or "abcde")
     rows = []
     for scenario in (s for s in scenarios(args.smoke) if s.key in only):
@@ -306,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             "smoke": args.smoke,
             "python": sys.version.split()[0],
             "machine": platform.machine(),
+            "simulator_round_trip": round_trip,
             "rows": [asdict(r) for r in rows],
             "overhead": engine,
             "memory": mem,
