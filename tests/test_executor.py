@@ -180,7 +180,7 @@ def test_unparseable_output_is_retried(simulator: SimulatorFactory) -> None:
 
 def test_empty_and_malformed_bodies_are_retried(simulator: SimulatorFactory) -> None:
     sim = simulator(empty_rate=0.2, malformed_rate=0.2)
-    result = executor_for(client_for(sim), max_retries=10).execute_batch(questions(50))
+    result = executor_for(client_for(sim), max_retries=15).execute_batch(questions(50))
     assert_own_answers_in_order(result.task_results)
     assert result.metrics.total_retries > 0
 

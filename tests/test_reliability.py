@@ -49,7 +49,7 @@ def test_every_task_survives_500s_empty_and_malformed_bodies_and_hangs(
 def test_exhausted_retries_are_reported_per_task_and_the_rest_is_saved(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = simulator(error_rate=0.3)
+    sim = simulator(error_rate=0.5)  # a task fails both attempts with p = 0.25
     result = executor_for(client_for(sim), max_retries=1).execute_batch(
         questions(60), checkpoint_name="partial"
     )
