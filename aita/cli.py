@@ -209,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\naita: interrupted{detail}", file=sys.stderr)
         print(f"finished work is saved; resume with: {_command_line()}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into a pager or head that closed early
+        sys.stderr.close()
+        return EXIT_OK
     except Exception as error:
         if args.verbose:
             raise

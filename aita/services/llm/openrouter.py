@@ -59,6 +59,8 @@ class OpenAICompatibleClient:
             max_retries=0,
             default_headers=default_headers,
         )
+        # Resolve the SDK's lazily imported resources now, not inside the first timed call.
+        self._completions = self._sdk.chat.completions.with_raw_response
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
@@ -69,7 +71,7 @@ class OpenAICompatibleClient:
     def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
         model = params.pop("model", None) or self.model
         try:
-            raw = self._sdk.chat.completions.with_raw_response.create(
+            raw = self._completions.create(
                 model=model,
                 messages=[m.to_openai() for m in messages],  # type: ignore[misc]
                 extra_body=params or None,
