@@ -328,7 +328,7 @@ def test_ctrl_c_saves_finished_work_and_the_rerun_finishes(simulator: SimulatorF
 def test_the_batch_never_writes_the_api_key(
     simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    sentinel = "sk-or-v1-SENTINEL0123456789abcdef"
+    sentinel = "SENTINEL-API-KEY-0123456789abcdef"
     sim = simulator(api_key="sk-or-v1-the-real-key")  # refuses ours and echoes it back
     from aita.services.llm.openrouter import create_openrouter_client
 

@@ -194,7 +194,7 @@ def test_corrupt_results_file_is_reported_not_overwritten(
     assert rubrics.read_text() == "{ half a file"
 
 
-SENTINEL = "sk-or-v1-SENTINELabcdef0123456789"
+SENTINEL = "SENTINEL-API-KEY-abcdef0123456789"
 
 
 def test_the_key_never_reaches_output_logs_or_files(
