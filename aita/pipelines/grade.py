@@ -112,10 +112,14 @@ def write_summary(assignment: Assignment) -> dict[str, Any]:
     questions = assignment.spec.questions
     max_total = sum(q.points for q in questions)
     students: dict[str, Any] = {}
+    per_question: dict[str, list[float]] = {q.question_id: [] for q in questions}
     for name in assignment.students():
         if not paths.student_grades(name).exists():
             continue
         grades = ResultFile(paths.student_grades(name), QuestionGrade).records
+        for qid, g in grades.items():
+            if qid in per_question:
+                per_question[qid].append(g.points_awarded)
         total = sum(g.points_awarded for g in grades.values())
         students[name] = {
             "total": round(total, 3),
@@ -131,7 +135,11 @@ def write_summary(assignment: Assignment) -> dict[str, Any]:
         "max_total": max_total,
         "students": students,
         "class": _class_statistics(complete, max_total),
-        "questions": _question_means(assignment, students),
+        "questions": {
+            qid: {"mean": round(statistics.fmean(points), 3), "count": len(points)}
+            for qid, points in per_question.items()
+            if points
+        },
     }
     write_json_atomic(paths.grade_summary, summary)
     return summary
@@ -152,19 +160,4 @@ def _class_statistics(totals: list[float], max_total: float) -> dict[str, Any]:
         "min": min(totals),
         "max": max(totals),
         "distribution": bins,
-    }
-
-
-def _question_means(assignment: Assignment, students: dict[str, Any]) -> dict[str, Any]:
-    per_question: dict[str, list[float]] = {q.question_id: [] for q in assignment.spec.questions}
-    for name in students:
-        for qid, g in ResultFile(
-            assignment.paths.student_grades(name), QuestionGrade
-        ).records.items():
-            if qid in per_question:
-                per_question[qid].append(g.points_awarded)
-    return {
-        qid: {"mean": round(statistics.fmean(points), 3), "count": len(points)}
-        for qid, points in per_question.items()
-        if points
     }

@@ -68,12 +68,9 @@ class SimulatorStats:
     by_status: Counter[int] = field(default_factory=Counter)
     calls_by_prompt: Counter[str] = field(default_factory=Counter)
     ok_by_prompt: Counter[str] = field(default_factory=Counter)
-    start_times: list[float] = field(default_factory=list)
-    admitted_times: list[float] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     images_received: int = 0
-    auth_headers: list[str] = field(default_factory=list)
 
     @property
     def rate_limited(self) -> int:
@@ -169,12 +166,9 @@ class ProviderSimulator:
         now = time.monotonic()
         with self._lock:
             self.stats.requests += 1
-            self.stats.start_times.append(now)
             if self._bucket is None:
                 return True, {}
             admitted, wait, left = self._bucket.take(now)
-            if admitted:
-                self.stats.admitted_times.append(now)
         rate = self._bucket.rate
         headers = {
             "x-ratelimit-limit-requests": str(math.floor(rate * 60)),
@@ -246,8 +240,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error(f"unknown endpoint {self.path}", "not_found"))
             return
         auth = self.headers.get("authorization", "")
-        with sim._lock:
-            sim.stats.auth_headers.append(auth)
         admitted, limit_headers = sim._admit()
         try:
             request = orjson.loads(body)
