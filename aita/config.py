@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aita.errors import ConfigError
+from aita.errors import ConfigError, validation_problem
 
 DEFAULT_MODEL = "google/gemini-2.5-flash"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -106,12 +106,11 @@ def load_config(**overrides: Any) -> AitaConfig:
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
-        first = error.errors()[0]
-        field_name = str(first["loc"][0]) if first["loc"] else "?"
-        variable = _variable_name(field_name)
+        loc = error.errors()[0]["loc"]
+        field_name = str(loc[0]) if loc else "?"
         # Never echo the rejected value of the key; other values help the user.
-        shown = "" if field_name == "api_key" else f" (got {first.get('input')!r})"
-        raise ConfigError(f"{variable}: {first['msg']}{shown}") from None
+        _, problem = validation_problem(error, show_input=field_name != "api_key")
+        raise ConfigError(f"{_variable_name(field_name)}: {problem}") from None
     return AitaConfig(
         llm=LLMConfig(
             api_key=settings.api_key,

@@ -1,11 +1,14 @@
 """One error tree for aita.
 
-The executor decides what to retry by the *type* of an error, never by its message. Provider
-errors carry the provider's own message (with any secret redacted) and, where the server gave one,
-how long it asked us to wait.
+The retry policy (``aita.engine``) decides what to retry by the *type* of an error, never by
+its message. Provider errors carry the provider's own message (with any secret redacted) and,
+where the server gave one, how long it asked us to wait. ``validation_problem`` is the one place
+that turns a pydantic validation error into a line a user can act on.
 """
 
 from __future__ import annotations
+
+from pydantic import ValidationError
 
 
 class AitaError(Exception):
@@ -31,7 +34,6 @@ class ProviderError(AitaError):
     ``retry-after``), or None when it gave none.
     """
 
-    retryable = False
     label = "provider error"
 
     def __init__(
@@ -58,14 +60,12 @@ class RateLimited(ProviderError):
     """HTTP 429: the provider's rate limit was hit. Pauses dispatch for every worker."""
 
     label = "rate limited"
-    retryable = True
 
 
 class ProviderUnavailable(ProviderError):
     """5xx, 408, 409 or a broken connection: worth another try."""
 
     label = "provider unavailable"
-    retryable = True
 
 
 class ProviderTimeout(ProviderUnavailable):
@@ -78,7 +78,6 @@ class InvalidResponse(ProviderError):
     """The provider answered 2xx with a body that is not a usable completion."""
 
     label = "invalid response"
-    retryable = True
 
 
 class EmptyResponse(InvalidResponse):
@@ -111,8 +110,6 @@ class ResponseParseError(AitaError):
     ``raw_response`` is the output that failed, so a retry can tell the model what was wrong.
     """
 
-    retryable = True
-
     def __init__(self, message: str, raw_response: str | None = None) -> None:
         super().__init__(message)
         self.raw_response = raw_response
@@ -122,6 +119,22 @@ class DependencyFailed(AitaError):
     """A task was skipped because a task it depends on did not succeed."""
 
 
-def is_retryable(error: BaseException) -> bool:
-    """Whether another attempt could succeed, judged by the error's type alone."""
-    return bool(getattr(error, "retryable", False)) and isinstance(error, AitaError)
+class Cancelled(AitaError):
+    """A task that never started because its batch was cancelled (fail-fast or time limit)."""
+
+
+def validation_problem(error: ValidationError, *, show_input: bool = True) -> tuple[str, str]:
+    """The first problem of a pydantic error as (where, what).
+
+    ``where`` is a path such as ``questions[0].points`` (empty for the whole value); ``what`` is
+    the message, with the rejected value unless it was missing or ``show_input`` is off (a secret).
+    """
+    first = error.errors()[0]
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+    ).lstrip(".")
+    what = first["msg"].removeprefix("Value error, ")
+    if show_input and first["type"] != "missing":
+        shown = repr(first["input"])
+        what += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return where, what

@@ -36,12 +36,16 @@ from typing import Any
 
 import openai
 
-from aita.services.llm.base import LLMMessage, LLMResponse, Usage
-from aita.services.llm.openrouter import create_openrouter_client
+from aita.engine import (
+    LLMMessage,
+    LLMResponse,
+    ParallelLLMExecutor,
+    SimpleLLMTask,
+    Usage,
+    create_openrouter_client,
+)
+from aita.files import write_json_atomic
 from aita.simulator import ProviderSimulator, SimulatorConfig
-from aita.utils.jsonio import write_json_atomic
-from aita.utils.llm_tasks import SimpleLLMTask
-from aita.utils.parallel_executor import ParallelLLMExecutor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 MODEL = "google/gemini-2.5-flash"

@@ -8,11 +8,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from aita.services.llm.openrouter import create_openrouter_client
-from aita.utils.jsonio import write_json_atomic
-from aita.utils.llm_tasks import SimpleLLMTask
-from aita.utils.parallel_executor import ParallelLLMExecutor
-from aita.utils.retry import ExponentialBackoff
+from aita.engine import (
+    ExponentialBackoff,
+    ParallelLLMExecutor,
+    SimpleLLMTask,
+    create_openrouter_client,
+)
+from aita.files import write_json_atomic
 
 WORKERS = 8
 CHECKPOINT_INTERVAL = 10

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aita.config import get_config
-from aita.services.llm.openrouter import OpenAICompatibleClient, create_openrouter_client
+from aita.engine import OpenAICompatibleClient, create_openrouter_client
 from aita.simulator import ProviderSimulator, SimulatorConfig
 
 TEST_KEY = "sk-test-key-not-secret"

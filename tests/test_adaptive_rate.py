@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from aita.engine import AdaptiveRate, RateLimiter
 from aita.errors import RateLimited
-from aita.utils.adaptive_rate import DECREASE, RECOVERY_SECONDS, SAFETY, AdaptiveRate
-from aita.utils.rate_limiter import RateLimiter
 from tests.conftest import SimulatorFactory, client_for
 from tests.test_executor import assert_own_answers_in_order, executor_for, questions
 from tests.test_rate_limiter import FakeClock
@@ -41,7 +40,7 @@ def test_provider_limit_header_caps_a_misconfigured_rate() -> None:
     limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
     control = AdaptiveRate(limiter, 30, clock=clock)
     control.on_response({"x-ratelimit-limit-requests": "900"})
-    assert limiter.rate == pytest.approx(SAFETY * 15)
+    assert limiter.rate == pytest.approx(AdaptiveRate.SAFETY * 15)
 
 
 def test_429_pauses_and_slows_once_then_recovers() -> None:
@@ -51,12 +50,12 @@ def test_429_pauses_and_slows_once_then_recovers() -> None:
     refused = RateLimited("slow down", status_code=429, retry_after=0.5)
     control.on_rate_limited(refused, 0.5)
     control.on_rate_limited(refused, 0.5)  # a request that was already in flight
-    assert limiter.rate == pytest.approx(20 * DECREASE)
+    assert limiter.rate == pytest.approx(20 * AdaptiveRate.DECREASE)
     limiter.acquire()
     assert clock.now == pytest.approx(0.5)  # everyone waited out the retry-after
     rates: list[float] = []
     for _ in range(10):
-        clock.now += RECOVERY_SECONDS
+        clock.now += AdaptiveRate.RECOVERY_SECONDS
         control.on_response({"x-test": "1"})
         rates.append(limiter.rate or 0.0)
     assert rates == sorted(rates) and rates[-1] == pytest.approx(20)
@@ -72,7 +71,7 @@ def test_unlimited_client_learns_a_rate_from_a_429() -> None:
     control.on_rate_limited(RateLimited("no", status_code=429), 0.1)
     assert limiter.rate is not None and limiter.rate < 10
     for _ in range(10):
-        clock.now += RECOVERY_SECONDS
+        clock.now += AdaptiveRate.RECOVERY_SECONDS
         control.on_response({"x-test": "1"})
     assert limiter.rate is None  # recovered: unlimited again
 

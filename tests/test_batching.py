@@ -6,8 +6,7 @@ import json
 import re
 from typing import Any
 
-from aita.services.llm.base import LLMMessage
-from aita.utils.llm_tasks import BatchableLLMTask
+from aita.engine import BatchableLLMTask, LLMMessage
 from tests.conftest import SimulatorFactory, client_for
 from tests.test_executor import executor_for
 

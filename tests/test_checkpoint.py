@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aita.engine import Checkpoint, CheckpointManager, TaskRecord
 from aita.errors import CheckpointError
-from aita.utils.checkpoint import Checkpoint, CheckpointManager, TaskRecord
 
 
 def make_checkpoint(name: str = "job", n: int = 3) -> Checkpoint:

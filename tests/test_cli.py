@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
-from aita.utils.checkpoint import CheckpointManager
+from aita.engine import CheckpointManager
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "midterm"

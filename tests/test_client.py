@@ -9,6 +9,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from aita.engine import (
+    LLMMessage,
+    create_openrouter_client,
+    image_to_data_url,
+    json_schema_response_format,
+)
 from aita.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -19,9 +25,6 @@ from aita.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from aita.services.llm.base import LLMMessage
-from aita.services.llm.openrouter import create_openrouter_client
-from aita.utils.llm_tasks import image_to_data_url, json_schema_response_format
 from tests.conftest import TEST_KEY, SimulatorFactory, client_for
 
 HELLO = [LLMMessage(role="user", content="hello")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aita.utils.checkpoint import CheckpointManager
+from aita.engine import CheckpointManager
 from tests.batch_runner import CHECKPOINT_INTERVAL, WORKERS
 from tests.conftest import SimulatorFactory
 

@@ -15,12 +15,19 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
+from aita.engine import (
+    BatchInterrupted,
+    CheckpointManager,
+    ExponentialBackoff,
+    LLMMessage,
+    LLMResponse,
+    LLMTask,
+    ParallelLLMExecutor,
+    SimpleLLMTask,
+    TaskResult,
+    Usage,
+)
 from aita.errors import RateLimited, TaskGraphError
-from aita.services.llm.base import LLMMessage, LLMResponse, Usage
-from aita.utils.checkpoint import CheckpointManager
-from aita.utils.llm_tasks import LLMTask, SimpleLLMTask
-from aita.utils.parallel_executor import BatchInterrupted, ParallelLLMExecutor, TaskResult
-from aita.utils.retry import ExponentialBackoff
 from tests.conftest import SimulatorFactory, client_for
 
 FAST_BACKOFF = ExponentialBackoff(initial=0.01, maximum=0.1)
@@ -330,7 +337,7 @@ def test_the_batch_never_writes_the_api_key(
 ) -> None:
     sentinel = "SENTINEL-API-KEY-0123456789abcdef"
     sim = simulator(api_key="sk-or-v1-the-real-key")  # refuses ours and echoes it back
-    from aita.services.llm.openrouter import create_openrouter_client
+    from aita.engine import create_openrouter_client
 
     client = create_openrouter_client(api_key=sentinel, base_url=sim.base_url)
     with caplog.at_level(logging.DEBUG):

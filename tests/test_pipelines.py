@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aita.engine import ExponentialBackoff
 from aita.exam import (
     PageTranscription,
     Question,
@@ -19,12 +20,12 @@ from aita.exam import (
     RubricCriterion,
     StudentAnswer,
 )
-from aita.pipelines.assignment import ResultPaths, load_assignment, safe_component
+from aita.files import safe_filename
+from aita.pipelines.assignment import ResultPaths, load_assignment
 from aita.pipelines.execution import Declined, RunOptions, check_spend
 from aita.pipelines.rubric import generate_rubrics
+from aita.pipelines.tasks import GradingTask
 from aita.pipelines.transcribe import map_answers, split_by_markers
-from aita.utils.llm_task_implementations import GradingTask
-from aita.utils.retry import ExponentialBackoff
 from tests.conftest import SimulatorFactory, client_for
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "midterm"
@@ -197,7 +198,7 @@ def test_any_student_name_stays_inside_its_results_folder(name: str) -> None:
         paths.student_grades(name),
     ):
         assert path.resolve().is_relative_to(root)
-    assert safe_component(name) != safe_component(name + "x")
+    assert safe_filename(name, distinct=True) != safe_filename(name + "x", distinct=True)
 
 
 class FakeTty(io.StringIO):
@@ -208,7 +209,7 @@ class FakeTty(io.StringIO):
 def test_paid_run_asks_on_a_terminal_and_never_blocks_elsewhere(
     simulator: SimulatorFactory,
 ) -> None:
-    from aita.utils.llm_task_implementations import create_answer_key_tasks
+    from aita.pipelines.tasks import create_answer_key_tasks
 
     tasks = create_answer_key_tasks([{"question_id": "1", "question_text": "q", "points": 1}])
     client = client_for(simulator(), model="openai/gpt-4o")

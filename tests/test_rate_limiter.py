@@ -9,7 +9,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aita.utils.rate_limiter import NoOpRateLimiter, RateLimiter
+from aita.engine import NoOpRateLimiter, RateLimiter
 
 
 class FakeClock:

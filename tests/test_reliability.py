@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
-from aita.services.llm.openrouter import create_openrouter_client
-from aita.utils.checkpoint import CheckpointManager
-from aita.utils.parallel_executor import ParallelLLMExecutor
-from aita.utils.retry import ExponentialBackoff
+from aita.engine import (
+    CheckpointManager,
+    ExponentialBackoff,
+    ParallelLLMExecutor,
+    create_openrouter_client,
+)
 from tests.batch_runner import WORKERS
 from tests.conftest import SimulatorFactory, client_for
 from tests.test_crash_resume import start_runner

@@ -1,9 +1,16 @@
-"""Retry rules as tables: status -> error type -> decision; headers -> delay."""
+"""The retry policy as tables: status -> error type -> decision; headers -> delay."""
 
 from __future__ import annotations
 
 import pytest
 
+from aita.engine import (
+    ExponentialBackoff,
+    RetryPolicy,
+    error_for_status,
+    is_retryable,
+    retry_after,
+)
 from aita.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -14,10 +21,7 @@ from aita.errors import (
     ProviderUnavailable,
     RateLimited,
     ResponseParseError,
-    is_retryable,
 )
-from aita.services.llm.openrouter import error_for_status, retry_after
-from aita.utils.retry import MAX_RETRY_AFTER, ExponentialBackoff, retry_delay, should_retry
 
 
 @pytest.mark.parametrize(
@@ -78,12 +82,10 @@ def test_retry_after_headers(headers: dict[str, str], expected: float | None) ->
 
 
 def test_server_wait_wins_over_backoff_and_is_capped() -> None:
-    backoff = ExponentialBackoff(initial=1.0, jitter=0.0)
-    assert (
-        retry_delay(RateLimited("slow down", status_code=429, retry_after=1.5), 3, backoff) == 1.5
-    )
-    assert retry_delay(RateLimited("x", retry_after=10_000), 0, backoff) == MAX_RETRY_AFTER
-    assert retry_delay(ProviderUnavailable("x"), 3, backoff) == 8.0
+    policy = RetryPolicy(backoff=ExponentialBackoff(initial=1.0, jitter=0.0))
+    assert policy.delay(RateLimited("slow down", status_code=429, retry_after=1.5), 3) == 1.5
+    assert policy.delay(RateLimited("x", retry_after=10_000), 0) == policy.max_retry_after
+    assert policy.delay(ProviderUnavailable("x"), 3) == 8.0
 
 
 def test_backoff_grows_caps_and_jitters_downward() -> None:
@@ -93,8 +95,25 @@ def test_backoff_grows_caps_and_jitters_downward() -> None:
     assert low(0) == 0.75
 
 
-def test_should_retry_respects_the_cap() -> None:
+def test_policy_respects_the_cap() -> None:
+    policy = RetryPolicy(max_retries=3)
     error = ProviderUnavailable("x")
-    assert should_retry(error, 2, max_retries=3)
-    assert not should_retry(error, 3, max_retries=3)
-    assert not should_retry(BadRequest("x"), 0, max_retries=3)
+    assert policy.decide(error, 2).retry
+    assert not policy.decide(error, 3).retry
+    assert not policy.decide(BadRequest("x"), 0).retry
+
+
+@pytest.mark.parametrize(
+    ("error", "pause_all", "stop_batch"),
+    [
+        (RateLimited("slow down", status_code=429, retry_after=0.5), True, False),
+        (ProviderUnavailable("down", status_code=503), False, False),
+        (AuthenticationFailed("bad key", status_code=401), False, True),
+        (BadRequest("no", status_code=400), False, False),
+    ],
+)
+def test_policy_says_who_waits_and_when_to_stop(
+    error: Exception, pause_all: bool, stop_batch: bool
+) -> None:
+    decision = RetryPolicy().decide(error, 0)
+    assert (decision.pause_all, decision.stop_batch) == (pause_all, stop_batch)

@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
+from aita.engine import LLMMessage, LLMResponse, ParallelLLMExecutor, SimpleLLMTask, Usage
 from aita.errors import TaskGraphError
-from aita.services.llm.base import LLMMessage, LLMResponse, Usage
-from aita.utils.llm_tasks import SimpleLLMTask
-from aita.utils.parallel_executor import ParallelLLMExecutor
 from tests.conftest import SimulatorFactory, client_for
 from tests.test_executor import executor_for
 

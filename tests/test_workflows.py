@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from aita.cli import main
+from aita.files import safe_filename
 from aita.pipelines.execution import RunOptions, run_batch
-from aita.workflows.course import generate_course, safe_title
+from aita.workflows.course import generate_course
 from aita.workflows.yaml_pipeline import PipelineError, load_pipeline, run_pipeline
 from tests.conftest import SimulatorFactory, client_for
 from tests.test_client import PNG_1PX
@@ -88,8 +89,8 @@ def test_chapter_titles_from_the_model_cannot_escape(
     ("title", "safe"),
     [("../x", "x"), ("", "untitled"), ("C++ & Go: 101", "C_Go_101"), ("..", "untitled")],
 )
-def test_safe_title(title: str, safe: str) -> None:
-    assert safe_title(title) == safe
+def test_titles_become_safe_file_names(title: str, safe: str) -> None:
+    assert safe_filename(title, limit=60, empty="untitled") == safe
 
 
 def test_missing_notes_file_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

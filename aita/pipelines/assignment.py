@@ -14,7 +14,6 @@ problem, so the command line can exit 2 without a traceback.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from aita.errors import AitaError
+from aita.errors import AitaError, validation_problem
 from aita.exam import ExamSpec, Rubric, RubricContent
+from aita.files import safe_filename
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -34,19 +34,6 @@ _PAGE_NUMBER = re.compile(r"(\d+)")
 
 class AssignmentError(AitaError):
     """The assignment folder or one of its files is missing or malformed."""
-
-
-def safe_component(name: str) -> str:
-    """A file-name-safe form of an id or name; distinct names stay distinct.
-
-    Anything outside ``[A-Za-z0-9._-]`` becomes ``_`` and a short hash of the original is
-    appended, so ``../x`` cannot leave its folder and ``a/b`` cannot collide with ``a_b``.
-    """
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:80]
-    if cleaned == name and cleaned:
-        return cleaned
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{cleaned or '_'}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -64,7 +51,7 @@ class ResultPaths:
         return self.results / "rubrics.json"
 
     def student_dir(self, student: str) -> Path:
-        return self.results / "transcriptions" / safe_component(student)
+        return self.results / "transcriptions" / safe_filename(student, distinct=True)
 
     def page_transcription(self, student: str, page: int) -> Path:
         return self.student_dir(student) / f"page_{page:03d}.json"
@@ -73,7 +60,7 @@ class ResultPaths:
         return self.student_dir(student) / "answers.json"
 
     def student_grades(self, student: str) -> Path:
-        return self.results / "grades" / f"{safe_component(student)}.json"
+        return self.results / "grades" / f"{safe_filename(student, distinct=True)}.json"
 
     @property
     def grade_summary(self) -> Path:
@@ -228,12 +215,7 @@ def _validated(model: type[M], data: Any, path: Path, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
-        ).lstrip(".")
+        where, problem = validation_problem(error)
         where = f"{prefix}{where}".rstrip(".")
-        shown = f" (got {first['input']!r})" if first["type"] not in {"missing"} else ""
-        message = first["msg"].removeprefix("Value error, ")
         location = f"{where}: " if where else ""
-        raise AssignmentError(f"{path}: {location}{message}{shown}"[:400]) from None
+        raise AssignmentError(f"{path}: {location}{problem}"[:400]) from None

@@ -13,18 +13,23 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from aita.config import get_config
+from aita.engine import (
+    Backoff,
+    BatchResult,
+    LLMTask,
+    OpenAICompatibleClient,
+    ParallelLLMExecutor,
+    TaskResult,
+    create_openrouter_client,
+    estimate_cost,
+)
 from aita.errors import AitaError, ConfigError
-from aita.pipelines.assignment import safe_component
 from aita.pipelines.dry_run import dry_run_responder
-from aita.services.llm.openrouter import OpenAICompatibleClient, create_openrouter_client
 from aita.simulator import ProviderSimulator, SimulatorConfig
-from aita.utils.llm_tasks import LLMTask
-from aita.utils.parallel_executor import BatchResult, ParallelLLMExecutor, TaskResult
-from aita.utils.pricing import estimate_cost
-from aita.utils.retry import Backoff
+from aita.terminal import confirm
 
 DRY_RUN_MODEL = "dry-run/simulator"
 
@@ -78,7 +83,6 @@ def check_spend(
     stdin: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> None:
-    stdin = stdin or sys.stdin
     stderr = stderr or sys.stderr
     if options.dry_run or not tasks:
         return
@@ -88,10 +92,9 @@ def check_spend(
         f"(estimated ${estimate:.4f} before retries)",
         file=stderr,
     )
-    if options.yes or not stdin.isatty():
-        return
-    print("continue? [y/N] ", end="", file=stderr, flush=True)
-    if stdin.readline().strip().lower() not in {"y", "yes"}:
+    if not options.yes and not confirm(
+        "continue?", when_not_a_terminal=True, stdin=stdin, stderr=stderr
+    ):
         raise Declined("cancelled; no calls were made")
 
 
@@ -107,18 +110,21 @@ def run_batch(
     the checkpoint journal records every call (answers, errors, usage) for ``aita checkpoints``
     and ``aita costs``, and is what a ``resume`` run (course generation) continues."""
     check_spend(tasks, client, options)
-    defaults = get_config().parallel_execution
+    # Unset, the rate comes from the settings; the simulator of a dry run has no limit.
+    limit: dict[str, Any] = {"rate_limit": None} if options.dry_run else {}
+    if options.rate_limit is not None and not options.dry_run:
+        limit["rate_limit"] = options.rate_limit
     executor = ParallelLLMExecutor(
         client,
         max_workers=options.workers,
-        rate_limit=None if options.dry_run else (options.rate_limit or defaults.rate_limit_rps),
+        **limit,
         checkpoint_dir=options.checkpoint_dir,
         show_progress=options.show_progress,
         backoff=options.backoff,
     )
     return executor.execute_batch(
         tasks,
-        checkpoint_name=safe_component(checkpoint_name),
+        checkpoint_name=checkpoint_name,
         resume_from_checkpoint=resume,
         on_task_complete=on_task_complete,
     )

@@ -13,14 +13,13 @@ from typing import Any
 
 import orjson
 
+from aita.engine import BatchResult, OpenAICompatibleClient, TaskResult
 from aita.exam import AnswerKey, QuestionGrade, Rubric, StudentAnswer
+from aita.files import write_json_atomic
 from aita.pipelines.assignment import Assignment, AssignmentError
 from aita.pipelines.execution import RunOptions, run_batch
 from aita.pipelines.result_files import ResultFile
-from aita.services.llm.openrouter import OpenAICompatibleClient
-from aita.utils.jsonio import write_json_atomic
-from aita.utils.llm_task_implementations import GradingTask, create_grading_tasks
-from aita.utils.parallel_executor import BatchResult, TaskResult
+from aita.pipelines.tasks import GradingTask, create_grading_tasks
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Generic, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from aita.files import write_json_atomic
 from aita.pipelines.assignment import AssignmentError
-from aita.utils.jsonio import write_json_atomic
 
 M = TypeVar("M", bound=BaseModel)
 

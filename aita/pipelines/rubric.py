@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aita.engine import BatchResult, LLMTask, OpenAICompatibleClient, TaskResult
 from aita.exam import AnswerKey, Rubric
 from aita.pipelines.assignment import Assignment
 from aita.pipelines.execution import RunOptions, run_batch
 from aita.pipelines.result_files import ResultFile
-from aita.services.llm.openrouter import OpenAICompatibleClient
-from aita.utils.llm_task_implementations import AnswerKeyTask, RubricTask
-from aita.utils.llm_tasks import LLMTask
-from aita.utils.parallel_executor import BatchResult, TaskResult
+from aita.pipelines.tasks import AnswerKeyTask, RubricTask
 
 
 @dataclass

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from aita.engine import BatchResult, OpenAICompatibleClient, TaskResult
 from aita.exam import PageTranscription, Question, StudentAnswer
+from aita.files import write_json_atomic
 from aita.pipelines.assignment import Assignment
 from aita.pipelines.execution import RunOptions, run_batch
 from aita.pipelines.result_files import read_model, write_model
-from aita.services.llm.openrouter import OpenAICompatibleClient
-from aita.utils.jsonio import write_json_atomic
-from aita.utils.llm_task_implementations import TranscriptionTask, create_transcription_tasks
-from aita.utils.parallel_executor import BatchResult, TaskResult
+from aita.pipelines.tasks import TranscriptionTask, create_transcription_tasks
 
 
 @dataclass

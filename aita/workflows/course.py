@@ -4,14 +4,12 @@ Each chapter is written to ``<output-dir>/<title>/chapter_NN_<Chapter_Title>.md`
 is done, so an interrupted run keeps what finished, and running the same command again resumes
 from the checkpoints (the same outline, only the missing chapters). The summary task depends on
 every chapter and starts when the last one is written. Titles, the user's or the model's,
-become file names only through ``safe_title``: nothing can be written outside the output
+become file names only through ``safe_filename``: nothing can be written outside the output
 directory.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +17,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
+from aita.engine import BatchResult, LLMMessage, LLMTask, TaskResult, stable_hash
 from aita.errors import AitaError
-from aita.services.llm.base import LLMMessage
-from aita.utils.jsonio import write_text_atomic
-from aita.utils.llm_tasks import LLMTask, stable_hash
-from aita.utils.parallel_executor import BatchResult, TaskResult
+from aita.files import safe_filename, write_text_atomic
 
 #: Runs a batch: (tasks, checkpoint name, on_task_complete) -> result. The CLI passes one bound
 #: to its client and options.
@@ -55,11 +51,8 @@ class CourseSummaryContent(BaseModel):
     summary: str
 
 
-def safe_title(text: str, limit: int = 60) -> str:
-    """Words of ``text`` joined by underscores: ASCII letters and digits only, never a path."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    words = re.findall(r"[A-Za-z0-9]+", ascii_text)
-    return "_".join(words)[:limit].strip("_") or "untitled"
+def _file_name(title: str) -> str:
+    return safe_filename(title, limit=60, empty="untitled")
 
 
 class OutlineTask(LLMTask):
@@ -174,7 +167,7 @@ class CourseOutcome:
 
 
 def course_directory(output_dir: Path, title: str) -> Path:
-    course_dir = output_dir / safe_title(title)
+    course_dir = output_dir / _file_name(title)
     if not course_dir.resolve().is_relative_to(output_dir.resolve()):  # belt and braces
         raise AitaError(f"course title {title!r} would leave {output_dir}")
     return course_dir
@@ -197,7 +190,11 @@ def generate_course(
 ) -> CourseOutcome:
     course_dir = course_directory(output_dir, title)
     outcome = CourseOutcome(course_dir=course_dir)
-    first = run([OutlineTask(content, title, max_chapters)], f"{safe_title(title)}__outline", None)
+    first = run(
+        [OutlineTask(content, title, max_chapters)],
+        f"{_file_name(title)}__outline",
+        None,
+    )
     outcome.batches.append(first)
     [outline_result] = first.task_results
     if not outline_result.success:
@@ -217,7 +214,7 @@ def generate_course(
             return
         task = by_id.get(result.task_id)
         if task is not None:
-            name = f"chapter_{task.number:02d}_{safe_title(task.chapter.title)}.md"
+            name = f"chapter_{task.number:02d}_{_file_name(task.chapter.title)}.md"
             path = course_dir / name
             write_text_atomic(path, chapter_markdown(task.number, result.result))
             outcome.chapter_files.append(path)
@@ -227,7 +224,7 @@ def generate_course(
             outcome.summary_file = path
 
     summary = CourseSummaryTask(title, list(by_id))
-    second = run([*chapters, summary], f"{safe_title(title)}__chapters", save)
+    second = run([*chapters, summary], f"{_file_name(title)}__chapters", save)
     for result in second.task_results:
         if result.from_checkpoint:  # finished by an earlier, interrupted run
             save(result)

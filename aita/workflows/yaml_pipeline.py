@@ -35,12 +35,18 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from aita.errors import AitaError, TaskGraphError
-from aita.services.llm.base import LLMClient, LLMMessage
-from aita.utils.llm_tasks import LLMTask, image_to_data_url, stable_hash
-from aita.utils.parallel_executor import ParallelLLMExecutor, TaskResult
-from aita.utils.rate_limiter import RateLimiter
-from aita.utils.task_graph import TaskGraph
+from aita.engine import (
+    LLMClient,
+    LLMMessage,
+    LLMTask,
+    ParallelLLMExecutor,
+    RateLimiter,
+    TaskGraph,
+    TaskResult,
+    image_to_data_url,
+    stable_hash,
+)
+from aita.errors import AitaError, TaskGraphError, validation_problem
 
 TEXT_TYPES = frozenset({"text", "llm", "chat", "text_generation", "text_to_text"})
 VISION_TYPES = frozenset({"vision", "image_to_text", "analyze_image"})
@@ -129,9 +135,6 @@ class Pipeline:
     base_dir: Path
     description: str = ""
 
-    def stage_of(self) -> dict[str, int]:
-        return {step.name: n for n, stage in enumerate(self.stages) for step in stage.steps}
-
 
 # -- loading -----------------------------------------------------------------------------------
 
@@ -191,10 +194,8 @@ def _validate(model: type[M], raw: Any, path: Path, where: str) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        field_name = ".".join(str(part) for part in first["loc"]) or "(value)"
-        message = first["msg"].removeprefix("Value error, ")
-        raise PipelineError(f"{path}: {where}: {field_name}: {message}") from None
+        field_name, problem = validation_problem(error)
+        raise PipelineError(f"{path}: {where}: {field_name or '(value)'}: {problem}") from None
 
 
 def _references(step: StepSpec) -> tuple[set[str], set[str]]:

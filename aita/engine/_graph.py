@@ -1,4 +1,4 @@
-"""Task dependencies: checked whole before any call, then used to release tasks as they unblock.
+"""The task graph: dependencies checked whole before any call, then used to release tasks.
 
 Only tasks that declare ``dependencies`` cost anything here, so a flat batch of 100,000 tasks
 carries no graph at all beyond the id index.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aita.engine._tasks import LLMTask
 from aita.errors import TaskGraphError
-from aita.utils.llm_tasks import LLMTask
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from aita.services.llm.base import Usage
+from aita.engine._client import Usage
 
 if TYPE_CHECKING:
-    from aita.utils.llm_tasks import LLMTask
+    from aita.engine._tasks import LLMTask
 
 #: USD per million (prompt, completion) tokens. Pass ``prices=`` to the executor to override.
 PRICES_PER_MILLION: dict[str, tuple[float, float]] = {

@@ -1,4 +1,4 @@
-"""Adaptive rate control: keep the limiter at or under the provider's real limit.
+"""Adaptive rate control: keeps the limiter at or under the provider's real limit.
 
 A configured rate can be wrong (another process shares the key, the plan changed, the provider
 is busy). This reads what the provider says and adjusts the limiter:
@@ -25,16 +25,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
+from aita.engine._limiter import RateLimiter
 from aita.errors import RateLimited
-from aita.utils.rate_limiter import RateLimiter
-
-SAFETY = 0.97
-DECREASE = 0.7
-INCREASE = 0.1
-RECOVERY_SECONDS = 2.0
 
 
 class AdaptiveRate:
+    """Adjusts a ``RateLimiter`` from the provider's headers and 429s (see the module)."""
+
+    #: the cap taken from ``x-ratelimit-limit-requests``, as a share of it
+    SAFETY = 0.97
+    #: the rate after a 429, as a share of the rate before it
+    DECREASE = 0.7
+    #: each step back up, as a share of the target rate
+    INCREASE = 0.1
+    #: seconds without a 429 (or a change) before the next step up
+    RECOVERY_SECONDS = 2.0
+
     def __init__(
         self,
         limiter: RateLimiter,
@@ -49,10 +55,8 @@ class AdaptiveRate:
         self._last_cut = float("-inf")
         self._last_raise = float("-inf")
         self._recent: deque[float] = deque(maxlen=256)  # success times, to learn a rate from
-        self._peak = 0.0
-        self._last_change = float(
-            "-inf"
-        )  # the observed rate when an unlimited client was first refused
+        self._peak = 0.0  # the observed rate when an unlimited client was first refused
+        self._last_change = float("-inf")
 
     @property
     def target(self) -> float | None:
@@ -65,16 +69,16 @@ class AdaptiveRate:
             self._recent.append(now)
             self._read_limits(headers)
             current, target = self.limiter.rate, self.target
-            quiet = now - max(self._last_cut, self._last_raise) >= RECOVERY_SECONDS
+            quiet = now - max(self._last_cut, self._last_raise) >= self.RECOVERY_SECONDS
             if target is not None and (current is None or current > target):
                 self._set(target)
             elif current is not None and quiet and (target is None or current < target):
                 self._last_raise = now
                 if target is None:  # no limit was set: grow back, then lift the learned one
-                    raised = current * (1 + 5 * INCREASE)
+                    raised = current * (1 + 5 * self.INCREASE)
                     self._set(None if raised > 2 * self._peak else raised)
                 else:
-                    self._set(min(target, current + INCREASE * target))
+                    self._set(min(target, current + self.INCREASE * target))
 
     def on_rate_limited(
         self, error: RateLimited, wait: float, sent_at: float | None = None
@@ -96,7 +100,7 @@ class AdaptiveRate:
                 if current is None:
                     return  # nothing to learn a rate from yet: the pause will do
                 self._peak = current
-            self._set(max(0.1, current * DECREASE))
+            self._set(max(0.1, current * self.DECREASE))
 
     def _set(self, rate: float | None) -> None:
         self.limiter.set_rate(rate)
@@ -106,7 +110,7 @@ class AdaptiveRate:
         limit = headers.get("x-ratelimit-limit-requests")
         if limit:
             with contextlib.suppress(ValueError):
-                self.provider_cap = SAFETY * float(limit) / 60.0
+                self.provider_cap = self.SAFETY * float(limit) / 60.0
 
     def _observed_rate(self, now: float) -> float | None:
         recent = [t for t in self._recent if now - t <= 2.0]

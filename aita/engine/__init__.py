@@ -1,0 +1,114 @@
+"""The engine: run many LLM tasks in parallel, throttled, retried, checkpointed.
+
+    from aita.engine import ParallelLLMExecutor, SimpleLLMTask, create_openrouter_client
+
+    executor = ParallelLLMExecutor(create_openrouter_client(), max_workers=10, rate_limit=15)
+    result = executor.execute_batch([SimpleLLMTask("q1", "Explain GCRA.")], checkpoint_name="x")
+
+Everything public is named here; the modules behind it are private and may change. Reading
+order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
+``_openai``) -> ``_retry`` -> ``_journal``.
+"""
+
+from aita.engine._adaptive import AdaptiveRate
+from aita.engine._client import LLMClient, LLMMessage, LLMResponse, Usage
+from aita.engine._executor import BatchInterrupted, ParallelLLMExecutor, create_executor
+from aita.engine._graph import TaskGraph
+from aita.engine._images import image_to_data_url
+from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
+from aita.engine._limiter import NoOpRateLimiter, RateLimiter
+from aita.engine._openai import (
+    OpenAICompatibleClient,
+    create_openrouter_client,
+    error_for_status,
+    retry_after,
+)
+from aita.engine._pricing import PRICES_PER_MILLION, cost_of, estimate_cost
+from aita.engine._results import BatchResult, ExecutionMetrics, TaskResult
+from aita.engine._retry import Backoff, Decision, ExponentialBackoff, RetryPolicy, is_retryable
+from aita.engine._structured import json_schema_response_format
+from aita.engine._tasks import (
+    BatchableLLMTask,
+    LLMTask,
+    SimpleLLMTask,
+    VisionLLMTask,
+    estimate_prompt_tokens,
+    stable_hash,
+    with_correction,
+)
+from aita.errors import (
+    AitaError,
+    AuthenticationFailed,
+    BadRequest,
+    Cancelled,
+    CheckpointError,
+    ConfigError,
+    DependencyFailed,
+    EmptyResponse,
+    InvalidResponse,
+    ModelNotFound,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    ResponseParseError,
+    TaskGraphError,
+)
+
+__all__ = [
+    "PRICES_PER_MILLION",
+    "AdaptiveRate",
+    "AitaError",
+    "AuthenticationFailed",
+    "Backoff",
+    "BadRequest",
+    "BatchInterrupted",
+    "BatchResult",
+    "BatchableLLMTask",
+    "Cancelled",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointJournal",
+    "CheckpointManager",
+    "ConfigError",
+    "Decision",
+    "DependencyFailed",
+    "EmptyResponse",
+    "ExecutionMetrics",
+    "ExponentialBackoff",
+    "InvalidResponse",
+    "LLMClient",
+    "LLMMessage",
+    "LLMResponse",
+    "LLMTask",
+    "ModelNotFound",
+    "NoOpRateLimiter",
+    "OpenAICompatibleClient",
+    "ParallelLLMExecutor",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RateLimiter",
+    "ResponseParseError",
+    "RetryPolicy",
+    "SimpleLLMTask",
+    "TaskGraph",
+    "TaskGraphError",
+    "TaskRecord",
+    "TaskResult",
+    "Usage",
+    "VisionLLMTask",
+    "cost_of",
+    "create_executor",
+    "create_openrouter_client",
+    "error_for_status",
+    "estimate_cost",
+    "estimate_prompt_tokens",
+    "image_to_data_url",
+    "is_retryable",
+    "json_schema_response_format",
+    "retry_after",
+    "stable_hash",
+    "with_correction",
+]

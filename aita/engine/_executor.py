@@ -1,0 +1,410 @@
+"""The executor: a batch of tasks on a thread pool, one result per task in input order.
+
+One task's life, top to bottom: ``execute_batch`` opens the checkpoint journal and starts the
+workers; a worker takes a job from the scheduler (``_scheduler``); ``_run_task`` waits for the
+limiter (``_limiter``), calls the client (``_client``), parses the answer, and on an error asks
+the retry policy (``_retry``) whether and when to try again; the finished task goes back to the
+scheduler, which writes it to the journal (``_journal``) and releases the tasks that waited for
+it. Ctrl-C stops dispatch, lets calls in flight finish briefly, and raises ``BatchInterrupted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from aita.config import get_config
+from aita.engine._adaptive import AdaptiveRate
+from aita.engine._client import LLMClient, LLMResponse
+from aita.engine._graph import TaskGraph
+from aita.engine._journal import Checkpoint, CheckpointManager, restore_batch
+from aita.engine._limiter import RateLimiter
+from aita.engine._progress import BatchProgress
+from aita.engine._results import BatchResult, TaskResult, TaskRun, batch_metrics, share_of
+from aita.engine._retry import Backoff, ExponentialBackoff, RetryPolicy
+from aita.engine._scheduler import BatchScheduler, Job, Outlet
+from aita.engine._tasks import BatchableLLMTask, LLMTask, estimate_prompt_tokens
+from aita.errors import RateLimited, ResponseParseError
+
+log = logging.getLogger("aita.executor")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+#: How long in-flight calls may take to finish after Ctrl-C before the batch is abandoned.
+INTERRUPT_GRACE_SECONDS = 5.0
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch: finished work is in the checkpoint; run again to resume."""
+
+    def __init__(self, message: str, checkpoint_name: str | None, checkpoint_path: Path | None):
+        super().__init__(message)
+        self.checkpoint_name = checkpoint_name
+        self.checkpoint_path = checkpoint_path
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """The executor's settings, resolved once: an argument left unset comes from the config."""
+
+    max_workers: int
+    rate_limit: float | None
+    tokens_per_minute: float | None
+    enable_checkpointing: bool
+    checkpoint_interval: int
+    checkpoint_dir: Path
+    max_retries: int
+    show_progress: bool
+
+    @classmethod
+    def resolve(
+        cls,
+        max_workers: int | None,
+        rate_limit: float | _Unset | None,
+        tokens_per_minute: float | None,
+        enable_checkpointing: bool | None,
+        checkpoint_interval: int | None,
+        checkpoint_dir: str | Path | None,
+        max_retries: int | None,
+        show_progress: bool | None,
+    ) -> ExecutorSettings:
+        config = get_config().parallel_execution
+        settings = cls(
+            max_workers=config.max_workers if max_workers is None else max_workers,
+            rate_limit=config.rate_limit_rps if isinstance(rate_limit, _Unset) else rate_limit,
+            tokens_per_minute=tokens_per_minute or config.tokens_per_minute,
+            enable_checkpointing=(
+                config.enable_checkpointing
+                if enable_checkpointing is None
+                else enable_checkpointing
+            ),
+            checkpoint_interval=checkpoint_interval or config.checkpoint_interval,
+            checkpoint_dir=Path(checkpoint_dir or config.checkpoint_dir),
+            max_retries=config.max_retries if max_retries is None else max_retries,
+            show_progress=config.show_progress if show_progress is None else show_progress,
+        )
+        if settings.max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {settings.max_workers}")
+        return settings
+
+
+class ParallelLLMExecutor:
+    """Executes ``LLMTask``s concurrently against one client.
+
+    Unset arguments come from the settings (``get_config().parallel_execution``).
+    ``rate_limit`` is requests per second, None for unlimited. ``retry_policy`` decides retries
+    (default: ``RetryPolicy(max_retries, backoff)``; ``backoff`` is any callable
+    ``(attempt) -> seconds``); ``rate_limiter`` replaces the built-in one. ``max_batch_size``
+    caps how many compatible ``BatchableLLMTask``s share one call (default: the task's own
+    ``max_batch_size``; 1 turns batching off). ``tokens_per_minute`` adds a token budget: each
+    call reserves an estimate and is corrected by the usage it reports. ``adaptive_rate``
+    follows the provider's rate-limit headers and 429s (see ``AdaptiveRate``).
+    """
+
+    def __init__(
+        self,
+        llm_client: LLMClient,
+        max_workers: int | None = None,
+        rate_limit: float | _Unset | None = UNSET,
+        enable_checkpointing: bool | None = None,
+        checkpoint_interval: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        max_retries: int | None = None,
+        show_progress: bool | None = None,
+        *,
+        backoff: Backoff | None = None,
+        retry_policy: RetryPolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
+        prices: Mapping[str, tuple[float, float]] | None = None,
+        max_batch_size: int | None = None,
+        tokens_per_minute: float | None = None,
+        adaptive_rate: bool = True,
+    ) -> None:
+        settings = ExecutorSettings.resolve(
+            max_workers,
+            rate_limit,
+            tokens_per_minute,
+            enable_checkpointing,
+            checkpoint_interval,
+            checkpoint_dir,
+            max_retries,
+            show_progress,
+        )
+        self.settings = settings
+        self.llm_client = llm_client
+        self.max_workers = settings.max_workers
+        self.rate_limit = settings.rate_limit
+        self.enable_checkpointing = settings.enable_checkpointing
+        self.checkpoint_manager = CheckpointManager(settings.checkpoint_dir)
+        self.retry_policy = retry_policy or RetryPolicy(
+            settings.max_retries, backoff or ExponentialBackoff()
+        )
+        self.max_retries = self.retry_policy.max_retries
+        # The current batch's stop event: waits at the limiter end early on Ctrl-C.
+        self._stop = threading.Event()
+        self.rate_limiter = rate_limiter or RateLimiter(
+            settings.rate_limit, tokens_per_minute=settings.tokens_per_minute, sleep=self._wait
+        )
+        self.rate_control = (
+            AdaptiveRate(self.rate_limiter, self.rate_limiter.rate) if adaptive_rate else None
+        )
+        self.prices = prices
+        self.max_batch_size = max_batch_size
+        self._on_task_start: Callable[[LLMTask], object] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(max_workers={self.max_workers}, rate_limit={self.rate_limit}, "
+            f"max_retries={self.max_retries}, checkpointing={self.enable_checkpointing})"
+        )
+
+    # -- the batch -----------------------------------------------------------------------------
+
+    def execute_batch(
+        self,
+        tasks: Iterable[LLMTask],
+        checkpoint_name: str | None = None,
+        resume_from_checkpoint: bool = True,
+        on_task_complete: Callable[[TaskResult], object] | None = None,
+        *,
+        on_task_start: Callable[[LLMTask], object] | None = None,
+        fail_fast: bool = False,
+        timeout: float | None = None,
+    ) -> BatchResult:
+        """Run every task; ``task_results`` come back in input order.
+
+        With checkpointing on, a batch under the same ``checkpoint_name`` (default: derived from
+        the tasks) resumes: succeeded tasks are re-parsed from the checkpoint, failed ones run
+        again. Ctrl-C raises ``BatchInterrupted`` after saving what finished.
+
+        ``fail_fast`` cancels every task not yet started once one fails; ``timeout`` (seconds)
+        does the same when the batch runs longer. Running calls finish either way.
+        """
+        task_list = list(tasks)
+        graph = TaskGraph.build(task_list)
+        started = time.perf_counter()
+        fingerprint = _fingerprint(task_list)
+        name = checkpoint_name or f"batch_{fingerprint[:12]}"
+        checkpoint: Checkpoint | None = None
+        resumed: dict[str, TaskResult] = {}
+        if self.enable_checkpointing:
+            checkpoint = self.checkpoint_manager.open_for_batch(
+                name, fingerprint, len(task_list), resume_from_checkpoint
+            )
+            resumed = restore_batch(task_list, checkpoint)
+        journal = (
+            self.checkpoint_manager.start_journal(checkpoint, self.settings.checkpoint_interval)
+            if checkpoint is not None
+            else None
+        )
+        progress = BatchProgress(len(task_list), len(resumed), self.settings.show_progress)
+        batch = BatchScheduler(
+            task_list,
+            graph,
+            [resumed.get(task.task_id) for task in task_list],
+            Outlet(journal, progress, on_task_complete),
+            fail_fast=fail_fast,
+            max_batch_size=self.max_batch_size,
+        )
+        # A fresh event per batch: workers abandoned by an interrupted batch stay stopped.
+        self._stop = batch.stop
+        self._on_task_start = on_task_start
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, batch.cancel, args=(f"cancelled: over {timeout:g}s",))
+            timer.daemon = True
+            timer.start()
+        try:
+            self._run_workers(batch, min(self.max_workers, batch.pending))
+        except KeyboardInterrupt:
+            done = sum(r is not None for r in batch.results)
+            path = checkpoint.path if checkpoint is not None else None
+            where = f"; finished work saved to {path}" if path else ""
+            raise BatchInterrupted(
+                f"interrupted after {done}/{len(task_list)} tasks{where}; run the batch again "
+                f"with checkpoint_name={name!r} to resume",
+                name,
+                path,
+            ) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            progress.close()
+            if journal is not None:
+                journal.close()
+        final = [r for r in batch.results if r is not None]
+        metrics = batch_metrics(
+            len(task_list), final, progress.counts, time.perf_counter() - started
+        )
+        return BatchResult(final, metrics, checkpoint.path if checkpoint is not None else None)
+
+    def _wait(self, seconds: float) -> None:
+        """The limiter's sleep: ends early when the current batch is stopped."""
+        self._stop.wait(seconds)
+
+    def _run_workers(self, batch: BatchScheduler, count: int) -> None:
+        threads = [
+            threading.Thread(
+                target=self._worker, args=(batch,), name=f"aita-worker-{i}", daemon=True
+            )
+            for i in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            batch.request_stop()
+            deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+            try:
+                for thread in threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: stop waiting for in-flight calls
+            raise
+
+    def _worker(self, batch: BatchScheduler) -> None:
+        while (job := batch.next_job()) is not None:
+            if self._on_task_start is not None:
+                for task in job.tasks:
+                    self._on_task_start(task)
+            if len(job.tasks) > 1:
+                if not self._run_combined(batch, job):
+                    return
+                continue
+            result = self._run_task(batch, job.tasks[0])
+            if result is None:  # stopped mid-task: not finished, not recorded
+                return
+            batch.finish(job.indices[0], result)
+
+    def _run_combined(self, batch: BatchScheduler, job: Job) -> bool:
+        """One call for several batchable tasks, split back; False if stopped by Ctrl-C.
+
+        A member missing from the split (or every member, if the combined call failed) goes
+        back to the queue to run on its own.
+        """
+        first = job.tasks[0]
+        assert isinstance(first, BatchableLLMTask)
+        combined = first.combine_with(job.tasks[1:])  # type: ignore[arg-type]
+        result = self._run_task(batch, combined)
+        if result is None:
+            return False
+        answers: dict[str, Any] = {}
+        if result.success and not result.used_fallback:
+            try:
+                answers = combined.split_batch_result(result.result)
+            except Exception as error:
+                log.warning("could not split the answer of %s: %s", combined.task_id, error)
+        missing = []
+        for index, task in zip(job.indices, job.tasks, strict=True):
+            if task.task_id in answers:
+                value = answers[task.task_id]
+                batch.finish(index, share_of(result, task.task_id, value, len(job.tasks)))
+            else:
+                missing.append(index)
+        if missing:
+            batch.run_alone(missing)
+        return True
+
+    # -- one task: the retry loop ----------------------------------------------------------
+
+    def _run_task(self, batch: BatchScheduler, task: LLMTask) -> TaskResult | None:
+        """Attempts until the task succeeds or the retry policy gives up; None if the batch was
+        stopped (Ctrl-C) in the meantime."""
+        run = TaskRun(task.task_id, self.prices)
+        try:
+            messages = task.build_messages()
+            params = task.request_params()
+        except Exception as error:  # a bug in the task, not the provider: no retry
+            return self._give_up(task, run, error, 0)
+        estimate = self._token_estimate(task, messages, params)
+        attempt = 0
+        while True:
+            waited = self.rate_limiter.acquire(estimate)
+            if batch.stop.is_set():
+                return None
+            sent_at = time.monotonic()
+            try:
+                response = run.call(self.llm_client, messages, params)
+                self._learn_from(response, estimate)
+                value = _parse(task, response)
+            except Exception as error:
+                decision = self.retry_policy.decide(error, attempt, task)
+                if decision.pause_all:  # every worker waits, not just this one
+                    self._pause_everyone(error, decision.delay, sent_at)
+                batch.outlet.progress.attempt(waited, decision.pause_all, decision.retry)
+                if not decision.retry:
+                    if decision.stop_batch:
+                        batch.cancel(f"cancelled: the provider refused the API key ({error})")
+                    return self._give_up(task, run, error, attempt)
+                attempt += 1
+                if batch.stop.wait(0.0 if decision.pause_all else decision.delay):
+                    return None
+                messages = task.revise_messages(messages, error)
+                continue
+            batch.outlet.progress.attempt(waited, False, False)
+            return run.succeeded(value, response, attempt)
+
+    def _token_estimate(self, task: LLMTask, messages: list[Any], params: dict[str, Any]) -> int:
+        """With a token budget: the prompt plus the answer's cap (or its typical size)."""
+        if not self.rate_limiter.tokens_per_minute:
+            return 0
+        answer = params.get("max_tokens") or params.get("max_completion_tokens")
+        return estimate_prompt_tokens(messages) + int(answer or task.expected_output_tokens)
+
+    def _learn_from(self, response: LLMResponse, estimate: int) -> None:
+        """The token budget gets the real usage back; rate control reads the limit headers."""
+        if estimate and response.usage.total_tokens:
+            self.rate_limiter.correct(response.usage.total_tokens - estimate)
+        if response.headers and self.rate_control is not None:
+            self.rate_control.on_response(response.headers)
+
+    def _pause_everyone(self, error: Exception, delay: float, sent_at: float) -> None:
+        if self.rate_control is not None and isinstance(error, RateLimited):
+            self.rate_control.on_rate_limited(error, delay, sent_at)
+        else:
+            self.rate_limiter.pause(delay)
+
+    def _give_up(self, task: LLMTask, run: TaskRun, error: Exception, attempt: int) -> TaskResult:
+        """The failed result, or the task's fallback if it has one."""
+        if task.has_fallback:
+            try:
+                return run.fell_back(error, attempt, task.fallback(error))
+            except Exception as fallback_error:
+                log.warning("fallback of task %s failed: %s", task.task_id, fallback_error)
+        return run.failed(error, attempt)
+
+
+def _parse(task: LLMTask, response: LLMResponse) -> Any:
+    try:
+        return task.parse_response(response.content)
+    except Exception as error:
+        raise ResponseParseError(
+            f"could not parse the response: {error}", response.content
+        ) from error
+
+
+def _fingerprint(tasks: list[LLMTask]) -> str:
+    digest = hashlib.sha256()
+    for task in tasks:
+        digest.update(task.fingerprint().encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def create_executor(llm_client: LLMClient, **kwargs: Any) -> ParallelLLMExecutor:
+    """An executor with settings from the config, overridden by ``kwargs``."""
+    return ParallelLLMExecutor(llm_client, **kwargs)

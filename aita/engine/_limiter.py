@@ -1,0 +1,124 @@
+"""The rate limiter: when each request may start, and optionally a tokens-per-minute budget.
+
+    limiter = RateLimiter(rate=20, tokens_per_minute=60_000)
+    waited = limiter.acquire(tokens=1_200)  # blocks exactly as long as needed, no polling
+    limiter.correct(tokens=-300)            # the call used 900: give the rest back
+    limiter.pause(2.5)                      # a 429 said "retry after 2.5 s": every caller waits
+
+Both limits are token buckets that hold no burst (the generic cell rate algorithm): each
+request reserves the next free slot ``1/rate`` after the previous one, and its tokens reserve
+``tokens / (tokens_per_minute / 60)`` seconds of the token budget. So no one-second window sees
+more than ``rate`` starts, a long run sustains the full rate, and idle time never banks a burst
+that a provider would refuse. Callers sleep until their own slot; a pause pushes every later
+slot back, and callers already asleep re-check when they wake.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], object]
+
+
+class RateLimiter:
+    """Spaces request starts ``1/rate`` apart (and tokens by the budget) for every thread.
+
+    ``clock`` and ``sleep`` are injectable, so tests run on a fake clock in microseconds.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_interval",
+        "_lock",
+        "_next_slot",
+        "_paused_until",
+        "_sleep",
+        "_token_rate",
+        "_tokens_free_at",
+        "rate",
+        "tokens_per_minute",
+    )
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        tokens_per_minute: float | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        """``rate`` in requests per second; None means unlimited (pauses still apply)."""
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be positive or None, got {rate}")
+        if tokens_per_minute is not None and tokens_per_minute <= 0:
+            raise ValueError(f"tokens_per_minute must be positive or None, got {tokens_per_minute}")
+        self.rate = rate
+        self._interval = 1.0 / rate if rate else 0.0
+        self.tokens_per_minute = tokens_per_minute
+        self._token_rate = tokens_per_minute / 60.0 if tokens_per_minute else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = float("-inf")
+        self._tokens_free_at = float("-inf")
+        self._paused_until = float("-inf")
+
+    def acquire(self, tokens: int = 0) -> float:
+        """Wait for the right to start one request of about ``tokens`` tokens (counted only with
+        ``tokens_per_minute``); returns the seconds spent waiting."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                slot = max(now, self._next_slot, self._paused_until, self._tokens_free_at)
+                self._next_slot = slot + self._interval
+                if self._token_rate and tokens:
+                    self._tokens_free_at = slot + tokens / self._token_rate
+                pause_seen = self._paused_until
+            delay = slot - now
+            if delay <= 0:
+                return waited
+            self._sleep(delay)
+            waited += delay
+            with self._lock:
+                # A pause imposed while we slept moves our slot behind it.
+                if self._paused_until <= pause_seen:
+                    return waited
+
+    def correct(self, tokens: int) -> None:
+        """Adjust the token budget by the difference between used and estimated tokens."""
+        if self._token_rate and tokens:
+            with self._lock:
+                self._tokens_free_at += tokens / self._token_rate
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller for ``seconds`` from now (a provider's ``retry-after``)."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+            self._next_slot = max(self._next_slot, self._paused_until)
+
+    def set_rate(self, rate: float | None) -> None:
+        """Change the request rate from now on (adaptive control)."""
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be positive or None, got {rate}")
+        with self._lock:
+            self.rate = rate
+            self._interval = 1.0 / rate if rate else 0.0
+
+    def __repr__(self) -> str:
+        extra = f", tokens_per_minute={self.tokens_per_minute}" if self.tokens_per_minute else ""
+        return f"{type(self).__name__}(rate={self.rate}{extra})"
+
+
+class NoOpRateLimiter(RateLimiter):
+    """No rate limit, but a provider's 429 still pauses every worker."""
+
+    __slots__ = ()
+
+    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+        super().__init__(None, clock=clock, sleep=sleep)

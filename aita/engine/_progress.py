@@ -1,0 +1,71 @@
+"""A batch's progress bar and the counters behind it, updated by every worker.
+
+The bar shows done/total, elapsed < remaining, and ok/failed/retries/cost; it redraws the counts
+at most four times a second, so a fast batch does not spend its time drawing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tqdm.auto import tqdm
+
+from aita.engine._results import AttemptCounts, TaskResult
+
+_BAR_FORMAT = (
+    "{desc} {bar} {percentage:3.0f}% | {n_fmt}/{total_fmt} | {elapsed} < {remaining}{postfix}"
+)
+
+
+class BatchProgress:
+    def __init__(self, total: int, done: int, show: bool) -> None:
+        self.counts = AttemptCounts()
+        self.succeeded = 0
+        self.failed = 0
+        self.cost = 0.0
+        self._lock = threading.Lock()
+        self._drawn_at = 0.0
+        self._bar = tqdm(
+            total=total,
+            initial=done,
+            desc=f"🚀 Executing {total} tasks",
+            unit="task",
+            disable=not show,
+            dynamic_ncols=True,
+            mininterval=0.2,
+            bar_format=_BAR_FORMAT,
+        )
+
+    def attempt(self, waited: float, rate_limited: bool, retried: bool) -> None:
+        """One call was made after ``waited`` seconds at the limiter."""
+        with self._lock:
+            self.counts.requests += 1
+            self.counts.limiter_wait += waited
+            self.counts.rate_limited += rate_limited
+            self.counts.retries += retried
+
+    def task_done(self, result: TaskResult) -> None:
+        with self._lock:
+            if result.success:
+                self.succeeded += 1
+            else:
+                self.failed += 1
+            self.cost += result.cost
+            now = time.monotonic()
+            if now - self._drawn_at > 0.25:
+                self._drawn_at = now
+                self._show_counts(refresh=False)
+            self._bar.update(1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._show_counts(refresh=True)
+            self._bar.close()
+
+    def _show_counts(self, refresh: bool) -> None:
+        self._bar.set_postfix_str(
+            f"ok={self.succeeded} failed={self.failed} retries={self.counts.retries} "
+            f"cost=${self.cost:.4f}",
+            refresh=refresh,
+        )

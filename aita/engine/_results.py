@@ -1,0 +1,283 @@
+"""What a batch returns, and the one place a ``TaskResult`` is made.
+
+``TaskRun`` follows one task through its attempts (tokens, cost and call time add up over every
+attempt: a response that failed to parse was still paid for) and makes its result; ``not_run``
+makes the result of a task that never ran (skipped, cancelled); ``share_of`` the result of one
+member of a combined call; ``restored`` the result of a task answered in an earlier run.
+``batch_metrics`` sums a finished batch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aita.engine._client import LLMClient, LLMMessage, LLMResponse, Usage
+from aita.engine._pricing import cost_of
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome. ``result`` is the parsed answer (or the fallback's, when
+    ``used_fallback``); tokens and cost cover every attempt; times are seconds."""
+
+    task_id: str
+    success: bool
+    result: Any = None
+    raw_response: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    retry_count: int = 0
+    #: seconds from the task's first turn at the rate limiter to its end (backoffs included)
+    execution_time: float = 0.0
+    #: seconds spent inside calls to the provider, over every attempt
+    call_time: float = 0.0
+    tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    model: str | None = None
+    used_fallback: bool = False
+    from_checkpoint: bool = False
+    #: answered as part of a combined call of ``BatchableLLMTask``s (``raw_response`` is None)
+    batched: bool = False
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class ExecutionMetrics:
+    """Counts are tasks unless named otherwise; times in seconds; cost in USD.
+
+    Tokens and cost cover the calls made in this run (resumed tasks cost nothing again).
+    """
+
+    total_tasks: int = 0
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    retried_tasks: int = 0
+    total_retries: int = 0
+    resumed_tasks: int = 0
+    fallback_tasks: int = 0
+    requests: int = 0
+    rate_limited_responses: int = 0
+    rate_limit_wait_time: float = 0.0
+    wall_time: float = 0.0
+    throughput: float = 0.0
+    avg_task_time: float = 0.0
+    min_task_time: float = 0.0
+    max_task_time: float = 0.0
+    p50_latency: float = 0.0
+    p95_latency: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    total_cost: float = 0.0
+    cost_by_model: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    """Every task's result in input order, the batch's metrics, and its checkpoint file."""
+
+    task_results: list[TaskResult]
+    metrics: ExecutionMetrics
+    checkpoint_path: Path | None = None
+
+    @property
+    def successful_results(self) -> list[TaskResult]:
+        return [r for r in self.task_results if r.success]
+
+    @property
+    def failed_results(self) -> list[TaskResult]:
+        return [r for r in self.task_results if not r.success]
+
+    @property
+    def success_rate(self) -> float:
+        """Percent of tasks that succeeded (100.0 for an empty batch)."""
+        if not self.task_results:
+            return 100.0
+        return 100.0 * len(self.successful_results) / len(self.task_results)
+
+    def get_result_by_id(self, task_id: str) -> TaskResult | None:
+        return next((r for r in self.task_results if r.task_id == task_id), None)
+
+
+class TaskRun:
+    """One task from its first turn at the rate limiter to its result."""
+
+    __slots__ = (
+        "_prices",
+        "_started",
+        "call_time",
+        "completion",
+        "cost",
+        "model",
+        "prompt",
+        "task_id",
+    )
+
+    def __init__(self, task_id: str, prices: Mapping[str, tuple[float, float]] | None) -> None:
+        self.task_id = task_id
+        self._prices = prices
+        self._started = time.perf_counter()
+        self.prompt = 0
+        self.completion = 0
+        self.cost = 0.0
+        self.call_time = 0.0
+        self.model: str | None = None
+
+    def call(
+        self, client: LLMClient, messages: list[LLMMessage], params: dict[str, Any]
+    ) -> LLMResponse:
+        """One attempt: its time and, if it answered, its tokens and cost are counted."""
+        started = time.perf_counter()
+        try:
+            response = client.complete(messages, **params)
+        finally:
+            self.call_time += time.perf_counter() - started
+        self.model = response.model
+        self.prompt += response.usage.prompt_tokens
+        self.completion += response.usage.completion_tokens
+        self.cost += cost_of(response.model, response.usage, self._prices)
+        return response
+
+    def succeeded(self, value: Any, response: LLMResponse, attempt: int) -> TaskResult:
+        return self._result(True, attempt, result=value, raw_response=response.content)
+
+    def failed(self, error: Exception, attempt: int) -> TaskResult:
+        return self._result(False, attempt, **_error_fields(error))
+
+    def fell_back(self, error: Exception, attempt: int, value: Any) -> TaskResult:
+        """Every attempt failed and the task's ``fallback`` gave ``value``: a success that
+        says so (``used_fallback``), still carrying the error."""
+        return self._result(True, attempt, result=value, used_fallback=True, **_error_fields(error))
+
+    def _result(self, success: bool, attempt: int, **fields: Any) -> TaskResult:
+        return TaskResult(
+            task_id=self.task_id,
+            success=success,
+            retry_count=attempt,
+            execution_time=time.perf_counter() - self._started,
+            call_time=self.call_time,
+            tokens=self.prompt + self.completion,
+            prompt_tokens=self.prompt,
+            completion_tokens=self.completion,
+            cost=self.cost,
+            model=self.model,
+            **fields,
+        )
+
+
+def not_run(task_id: str, error: Exception) -> TaskResult:
+    """A task that never started: skipped for a failed dependency, or cancelled."""
+    return TaskResult(task_id=task_id, success=False, **_error_fields(error))
+
+
+def _error_fields(error: Exception) -> dict[str, Any]:
+    return {
+        "error": str(error) or type(error).__name__,
+        "error_type": type(error).__name__,
+        "exception": error,
+    }
+
+
+def share_of(combined: TaskResult, task_id: str, value: Any, members: int) -> TaskResult:
+    """One member's result of a combined call: its answer and an equal share of the cost."""
+    share = 1 / members
+    return TaskResult(
+        task_id=task_id,
+        success=True,
+        result=value,
+        retry_count=combined.retry_count,
+        execution_time=combined.execution_time,
+        tokens=round(combined.tokens * share),
+        prompt_tokens=round(combined.prompt_tokens * share),
+        completion_tokens=round(combined.completion_tokens * share),
+        cost=combined.cost * share,
+        model=combined.model,
+        batched=True,
+    )
+
+
+def restored(
+    task_id: str,
+    value: Any,
+    *,
+    raw_response: str | None,
+    usage: Usage,
+    model: str | None,
+    retry_count: int,
+    execution_time: float,
+) -> TaskResult:
+    """A task answered by an earlier run (its answer re-parsed, or a combined call's value)."""
+    return TaskResult(
+        task_id=task_id,
+        success=True,
+        result=value,
+        batched=raw_response is None,
+        raw_response=raw_response,
+        retry_count=retry_count,
+        execution_time=execution_time,
+        tokens=usage.total_tokens,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost=usage.cost or 0.0,
+        model=model,
+        from_checkpoint=True,
+    )
+
+
+@dataclass
+class AttemptCounts:
+    """What the calls of a batch did, counted as they happen."""
+
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    limiter_wait: float = 0.0
+
+
+def batch_metrics(
+    total: int, results: list[TaskResult], counts: AttemptCounts, wall: float
+) -> ExecutionMetrics:
+    fresh = [r for r in results if not r.from_checkpoint]
+    times = sorted(r.execution_time for r in fresh)
+    cost_by_model: dict[str, float] = {}
+    for r in fresh:
+        if r.model:
+            cost_by_model[r.model] = cost_by_model.get(r.model, 0.0) + r.cost
+    return ExecutionMetrics(
+        total_tasks=total,
+        completed_tasks=sum(r.success for r in results),
+        failed_tasks=sum(not r.success for r in results),
+        retried_tasks=sum(r.retry_count > 0 for r in fresh),
+        total_retries=counts.retries,
+        resumed_tasks=len(results) - len(fresh),
+        fallback_tasks=sum(r.used_fallback for r in results),
+        requests=counts.requests,
+        rate_limited_responses=counts.rate_limited,
+        rate_limit_wait_time=counts.limiter_wait,
+        wall_time=wall,
+        throughput=len(fresh) / wall if wall > 0 else 0.0,
+        avg_task_time=statistics.fmean(times) if times else 0.0,
+        min_task_time=times[0] if times else 0.0,
+        max_task_time=times[-1] if times else 0.0,
+        p50_latency=_percentile(times, 0.50),
+        p95_latency=_percentile(times, 0.95),
+        prompt_tokens=sum(r.prompt_tokens for r in fresh),
+        completion_tokens=sum(r.completion_tokens for r in fresh),
+        total_tokens=sum(r.tokens for r in fresh),
+        total_cost=sum(r.cost for r in fresh),
+        cost_by_model=cost_by_model,
+    )
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]

@@ -1,0 +1,209 @@
+"""The scheduler: which task of a running batch goes next, and what happens when one ends.
+
+Tasks wait in ``ready`` (input order) once every dependency has succeeded; ``next_job`` hands a
+worker the next one (with compatible batchable tasks to share its call, and the results of its
+dependencies filled in). A finished task is journalled first, then stored, then releases the
+tasks waiting for it; a failed one skips them (and theirs) with the reason. ``cancel``
+(fail-fast, a time limit, a refused key) records everything not yet started as cancelled;
+``request_stop`` (Ctrl-C) just stops handing out work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aita.engine._graph import TaskGraph
+from aita.engine._journal import CheckpointJournal, record_of
+from aita.engine._progress import BatchProgress
+from aita.engine._results import TaskResult, not_run
+from aita.engine._tasks import BatchableLLMTask, LLMTask
+from aita.errors import Cancelled, DependencyFailed
+
+log = logging.getLogger("aita.executor")
+
+
+@dataclass
+class Outlet:
+    """Where a finished task goes: the journal, the progress bar and the caller's callback."""
+
+    journal: CheckpointJournal | None
+    progress: BatchProgress
+    on_task_complete: Callable[[TaskResult], object] | None = None
+
+    def journal_result(self, result: TaskResult) -> None:
+        if self.journal is not None:
+            self.journal.append(record_of(result))
+
+    def announce(self, result: TaskResult) -> None:
+        self.progress.task_done(result)
+        if self.on_task_complete is not None:
+            try:
+                self.on_task_complete(result)
+            except Exception:
+                log.exception("on_task_complete failed for task %s", result.task_id)
+
+
+@dataclass
+class Job:
+    """What a worker runs next: one task, or several batchable tasks that share one call."""
+
+    indices: list[int]
+    tasks: list[LLMTask]
+
+
+class BatchScheduler:
+    def __init__(
+        self,
+        tasks: list[LLMTask],
+        graph: TaskGraph,
+        results: list[TaskResult | None],
+        outlet: Outlet,
+        *,
+        fail_fast: bool = False,
+        max_batch_size: int | None = None,
+    ) -> None:
+        """``results`` holds the tasks already done (resumed); the rest are scheduled."""
+        self.tasks = tasks
+        self.graph = graph
+        self.results = results
+        self.outlet = outlet
+        self.fail_fast = fail_fast
+        self.max_batch_size = max_batch_size
+        #: set on Ctrl-C: no more work is handed out, and waits in workers end early
+        self.stop = threading.Event()
+        self._changed = threading.Condition(threading.Lock())
+        self._waiting_on: dict[int, int] = {}
+        self._solo: set[int] = set()  # batchable tasks to run alone from now on
+        self._cancelled = False
+        self._in_flight = 0
+        ready = []
+        for i, result in enumerate(results):
+            if result is not None:
+                continue
+            unmet = sum(not _succeeded(results[d]) for d in graph.requires.get(i, ()))
+            if unmet:
+                self._waiting_on[i] = unmet
+            else:
+                ready.append(i)
+        self._ready = deque(ready)
+
+    @property
+    def pending(self) -> int:
+        return len(self._ready) + len(self._waiting_on)
+
+    # -- handing out work ----------------------------------------------------------------------
+
+    def next_job(self) -> Job | None:
+        """The next task to run (waiting while only blocked tasks are left); None when done."""
+        with self._changed:
+            while not self.stop.is_set():
+                if self._ready:
+                    indices = [self._ready.popleft()]
+                    indices += self._take_partners(indices[0])
+                    self._in_flight += len(indices)
+                    break
+                if self._in_flight == 0:
+                    return None  # nothing running could unblock what is left
+                self._changed.wait()
+            else:
+                return None
+            dependencies = self._dependency_results(indices[0])
+        task = self.tasks[indices[0]]
+        if task.dependencies:
+            task.dependency_results = dependencies
+        return Job(indices, [self.tasks[i] for i in indices])
+
+    def _take_partners(self, index: int) -> list[int]:
+        """Under the lock: ready tasks that can share a call with task ``index``."""
+        first = self.tasks[index]
+        if not isinstance(first, BatchableLLMTask) or index in self._solo:
+            return []
+        limit = (self.max_batch_size or first.max_batch_size) - 1
+        partners: list[int] = []
+        scan = min(len(self._ready), 4 * limit)  # bounded: no quadratic scans of huge queues
+        for i in [self._ready[k] for k in range(scan)]:
+            other = self.tasks[i]
+            compatible = isinstance(other, BatchableLLMTask) and first.can_batch_with(other)
+            if compatible and i not in self._solo:
+                partners.append(i)
+                if len(partners) == limit:
+                    break
+        for i in partners:
+            self._ready.remove(i)
+        return partners
+
+    def _dependency_results(self, index: int) -> dict[str, object]:
+        return {
+            self.tasks[d].task_id: result.result
+            for d in self.graph.requires.get(index, ())
+            if (result := self.results[d]) is not None
+        }
+
+    def run_alone(self, indices: list[int]) -> None:
+        """Put tasks back to run on their own (they were missing from a combined answer)."""
+        with self._changed:
+            for i in indices:
+                self._solo.add(i)
+                self._in_flight -= 1
+                self._ready.appendleft(i)
+            self._changed.notify_all()
+
+    # -- ending work ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        with self._changed:
+            self.stop.set()
+            self._changed.notify_all()
+
+    def cancel(self, reason: str) -> None:
+        """Record every task not yet started as cancelled; running ones finish normally."""
+        with self._changed:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            doomed = sorted([*self._ready, *self._waiting_on])
+            self._ready.clear()
+            self._waiting_on.clear()
+            ended = [(i, not_run(self.tasks[i].task_id, Cancelled(reason))) for i in doomed]
+            for i, item in ended:
+                self.results[i] = item
+            self._changed.notify_all()
+        for _, item in ended:
+            self.outlet.journal_result(item)
+            self.outlet.announce(item)
+
+    def finish(self, index: int, result: TaskResult) -> None:
+        """Record a finished task, then release (or skip) the tasks that wait for it."""
+        self.outlet.journal_result(result)  # before any dependent can start
+        skipped: list[TaskResult] = []
+        with self._changed:
+            self._in_flight -= 1
+            self.results[index] = result
+            if result.success:
+                for d in self.graph.dependents.get(index, ()):
+                    if d in self._waiting_on:
+                        self._waiting_on[d] -= 1
+                        if self._waiting_on[d] == 0:
+                            del self._waiting_on[d]
+                            self._ready.append(d)
+            else:
+                reason = DependencyFailed(f"skipped: dependency {result.task_id!r} did not succeed")
+                for d in self.graph.descendants(index):
+                    if self._waiting_on.pop(d, None) is not None:
+                        self.results[d] = not_run(self.tasks[d].task_id, reason)
+                        skipped.append(self.results[d])  # type: ignore[arg-type]
+            self._changed.notify_all()
+        self.outlet.announce(result)
+        for item in skipped:
+            self.outlet.journal_result(item)
+            self.outlet.announce(item)
+        if self.fail_fast and not result.success:
+            self.cancel(f"cancelled: {result.task_id} failed and fail_fast is on")
+
+
+def _succeeded(result: TaskResult | None) -> bool:
+    return result is not None and result.success
