@@ -16,6 +16,7 @@ from aita.engine._executor import BatchInterrupted, ParallelLLMExecutor, create_
 from aita.engine._graph import TaskGraph
 from aita.engine._images import image_to_data_url
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
+from aita.engine._keys import client_model, request_key
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
 from aita.engine._openai import (
     OpenAICompatibleClient,
@@ -99,6 +100,7 @@ __all__ = [
     "TaskResult",
     "Usage",
     "VisionLLMTask",
+    "client_model",
     "cost_of",
     "create_executor",
     "create_openrouter_client",
@@ -108,6 +110,7 @@ __all__ = [
     "image_to_data_url",
     "is_retryable",
     "json_schema_response_format",
+    "request_key",
     "retry_after",
     "stable_hash",
     "with_correction",
