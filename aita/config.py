@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     show_progress: bool = True
     max_retries: int = Field(default=3, ge=0, le=100)
     data_dir: Path = Path("data")
+    spend_ledger: Path | None = Path("~/.aita/spend.jsonl")
     dry_run_latency: float = Field(default=0.05, ge=0, le=60)
     pipeline_parallel_enabled: bool | None = Field(
         default=None,
@@ -54,7 +55,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("rate_limit_rps", "tokens_per_minute", mode="before")
+    @field_validator("rate_limit_rps", "tokens_per_minute", "spend_ledger", mode="before")
     @classmethod
     def _unlimited_words(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in {"", "none", "off", "unlimited"}:
@@ -72,6 +73,8 @@ class ParallelExecutionConfig:
     checkpoint_dir: Path = Path("checkpoints")
     show_progress: bool = True
     max_retries: int = 3
+    #: one line per paid call, kept apart from checkpoints (None: not kept)
+    spend_ledger: Path | None = Path("~/.aita/spend.jsonl")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def load_config(**overrides: Any) -> AitaConfig:
             checkpoint_dir=settings.checkpoint_dir,
             show_progress=settings.show_progress,
             max_retries=settings.max_retries,
+            spend_ledger=settings.spend_ledger,
         ),
         data_dir=settings.data_dir,
         dry_run_latency=settings.dry_run_latency,

@@ -51,6 +51,17 @@ class ExamSpec(BaseModel):
         return next(q for q in self.questions if q.question_id == question_id)
 
 
+class Made(BaseModel):
+    """Provenance of a generated record (see ``aita.pipelines.provenance``)."""
+
+    #: the model that made it; None for what was made without a call (or by the instructor)
+    model: str | None = None
+    #: made by the provider simulator (``--dry-run``): never reused by a real run
+    simulated: bool = False
+    #: the request key of the call that made it: a re-run reuses the record only for the same
+    inputs_hash: str | None = None
+
+
 class AnswerKeyContent(BaseModel):
     correct_answer: str
     alternative_answers: list[str] = Field(default_factory=list)
@@ -59,7 +70,7 @@ class AnswerKeyContent(BaseModel):
     grading_notes: str = ""
 
 
-class AnswerKey(AnswerKeyContent):
+class AnswerKey(Made, AnswerKeyContent):
     question_id: str
 
 
@@ -73,7 +84,7 @@ class RubricContent(BaseModel):
     criteria: list[RubricCriterion] = Field(min_length=1)
 
 
-class Rubric(RubricContent):
+class Rubric(Made, RubricContent):
     question_id: str
     total_points: float
     source: Literal["generated", "instructor", "fallback"] = "generated"
@@ -97,7 +108,7 @@ class PageTranscriptionContent(BaseModel):
     notes: str = ""
 
 
-class PageTranscription(PageTranscriptionContent):
+class PageTranscription(Made, PageTranscriptionContent):
     student: str
     page: int
     image: str
@@ -129,7 +140,7 @@ class CriterionScore(BaseModel):
     comment: str = ""
 
 
-class QuestionGrade(BaseModel):
+class QuestionGrade(Made):
     student: str
     question_id: str
     points_awarded: float

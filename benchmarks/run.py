@@ -230,7 +230,7 @@ def overhead(count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         executor = ParallelLLMExecutor(
             InstantClient(), max_workers=8, rate_limit=None, checkpoint_dir=folder,
-            show_progress=False, enable_checkpointing=True,
+            show_progress=False, enable_checkpointing=True, spend_ledger=f"{folder}/spend.jsonl",
         )  # fmt: skip
         tasks = [SimpleLLMTask(f"t{i}", f"p{i}") for i in range(count)]
         started = time.perf_counter()
@@ -251,7 +251,7 @@ def memory_child(count: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         ParallelLLMExecutor(
             InstantClient(), max_workers=8, rate_limit=None, checkpoint_dir=folder,
-            show_progress=False,
+            show_progress=False, spend_ledger=f"{folder}/spend.jsonl",
         ).execute_batch(tasks)  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(max(0, peak - with_tasks) / count)

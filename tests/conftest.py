@@ -22,6 +22,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         if name.startswith("AITA_") or name == "OPENROUTER_API_KEY":
             monkeypatch.delenv(name)
     monkeypatch.setenv("AITA_SHOW_PROGRESS", "false")
+    monkeypatch.setenv("AITA_SPEND_LEDGER", str(tmp_path / "spend.jsonl"))
     monkeypatch.chdir(tmp_path)
     get_config.cache_clear()
     yield tmp_path

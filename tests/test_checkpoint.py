@@ -15,7 +15,7 @@ from aita.errors import CheckpointError
 
 
 def make_checkpoint(name: str = "job", n: int = 3) -> Checkpoint:
-    checkpoint = Checkpoint(name=name, fingerprint="f" * 64, total_tasks=n)
+    checkpoint = Checkpoint(name=name, runs=[n])
     for i in range(n):
         checkpoint.records[f"t{i}"] = TaskRecord(
             task_id=f"t{i}",
@@ -37,13 +37,13 @@ def test_save_then_load_round_trips(tmp_path: Path) -> None:
     assert path.name.startswith("job_") and path.name.endswith(".checkpoint.json")
     loaded = manager.load(path)
     assert loaded.records == original.records
-    assert (loaded.name, loaded.fingerprint, loaded.total_tasks) == ("job", "f" * 64, 3)
+    assert (loaded.name, loaded.runs, loaded.total_tasks) == ("job", [3], 3)
     assert set(loaded.succeeded) == {"t0", "t2"} and set(loaded.failed) == {"t1"}
 
 
 def test_a_later_record_supersedes_an_earlier_one(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
-    checkpoint = Checkpoint(name="job", fingerprint="x", total_tasks=1)
+    checkpoint = Checkpoint(name="job")
     with manager.start_journal(checkpoint) as journal:
         journal.append(TaskRecord("t0", succeeded=False, error="boom"))
         journal.append(TaskRecord("t0", succeeded=True, raw_response="fine"))
@@ -112,7 +112,7 @@ def test_two_checkpoints_in_one_second_do_not_collide(tmp_path: Path) -> None:
 @given(name=st.text(min_size=1, max_size=40))
 def test_any_name_stays_inside_the_checkpoint_folder(tmp_path: Path, name: str) -> None:
     manager = CheckpointManager(tmp_path / "cp")
-    path = manager.save(Checkpoint(name=name, fingerprint="x", total_tasks=0))
+    path = manager.save(Checkpoint(name=name))
     assert path.parent == tmp_path / "cp"
     assert manager.find_latest_checkpoint(name) is not None
     path.unlink()
@@ -144,7 +144,7 @@ json_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
 )
 def test_round_trip_of_arbitrary_records(tmp_path: Path, records: list[TaskRecord]) -> None:
     manager = CheckpointManager(tmp_path)
-    checkpoint = Checkpoint(name="prop", fingerprint="p", total_tasks=len(records))
+    checkpoint = Checkpoint(name="prop", runs=[len(records)])
     checkpoint.records = {r.task_id: r for r in records}
     path = manager.save(checkpoint)
     assert manager.load(path).records == checkpoint.records

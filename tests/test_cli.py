@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
+from aita.config import get_config
 from aita.engine import CheckpointManager
+from aita.pipelines.dry_run import dry_run_responder
+from tests.conftest import SimulatorFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "midterm"
@@ -50,7 +53,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def results(data_dir: Path) -> Path:
-    return data_dir / "midterm" / "results"
+    """Where a dry run writes: apart from real results."""
+    return data_dir / "midterm" / "results" / "dry-run"
 
 
 @pytest.mark.slow
@@ -201,7 +205,9 @@ def test_unreadable_page_fails_alone_and_the_rest_is_saved(
     assert len(list((results(data_dir) / "transcriptions").rglob("page_*.json"))) == 12
 
 
-def test_checkpoints_and_costs_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoints_list_show_and_clean(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(
         capsys,
         "generate-rubric",
@@ -212,18 +218,44 @@ def test_checkpoints_and_costs_commands(data_dir: Path, capsys: pytest.CaptureFi
         "--dry-run",
     )
     code, out, _ = run(capsys, "checkpoints", "list")
-    assert code == 0 and "midterm__generate-rubric" in out and "19 ok / 0 failed of 19" in out
-    code, out, _ = run(capsys, "checkpoints", "show", "midterm__generate-rubric")
+    assert code == 0 and "midterm__dry-run__generate-rubric" in out
+    assert "19 ok / 0 failed of 19" in out
+    code, out, _ = run(capsys, "checkpoints", "show", "midterm__dry-run__generate-rubric")
     assert code == 0 and "19 ok" in out
-    code, out, _ = run(capsys, "costs")
-    assert (
-        code == 0 and "generate-rubric" in out and "dry-run/simulator" in out and "total: $" in out
-    )
+    code, out, err = run(capsys, "checkpoints", "clean")  # stdin is not a terminal here
+    assert code == 1 and "--yes" in err
+    assert len(CheckpointManager("checkpoints").list_checkpoints()) == 1  # nothing deleted
     code, out, _ = run(capsys, "checkpoints", "clean", "--yes")
     assert code == 0 and "deleted 1 checkpoint(s)" in out
     assert CheckpointManager("checkpoints").list_checkpoints() == []
     code, _, err = run(capsys, "checkpoints", "show", "nothing-here")
     assert code == 2 and "no checkpoint named 'nothing-here'" in err
+
+
+def test_costs_keep_every_paid_call_after_cleaning_and_dry_runs_add_nothing(
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    simulator: SimulatorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    common = ["--data-dir", str(data_dir), "--assignment", "midterm"]
+    run(capsys, "generate-rubric", *common, "--dry-run")
+    code, out, _ = run(capsys, "costs")
+    assert code == 0 and "no paid calls recorded" in out
+    provider = simulator(announce=False, responder=dry_run_responder)  # stands in for a real one
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-test-not-secret")
+    monkeypatch.setenv("AITA_BASE_URL", provider.base_url)
+    monkeypatch.setenv("AITA_MODEL", "openai/gpt-4o-mini")
+    get_config.cache_clear()
+    code, _, err = run(capsys, "generate-rubric", *common, "--yes")
+    assert code == 0, err
+    code, before, _ = run(capsys, "costs")
+    assert code == 0 and f"({provider.stats.requests} calls;" in before
+    assert "generate-rubric" in before and "openai/gpt-4o-mini" in before and "total: $" in before
+    run(capsys, "checkpoints", "clean", "--yes")
+    run(capsys, "generate-rubric", *common, "--dry-run", "--force")
+    code, after, _ = run(capsys, "costs")
+    assert after == before
 
 
 def test_ctrl_c_during_generate_rubric_saves_and_the_rerun_redoes_only_the_rest(

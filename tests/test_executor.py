@@ -90,19 +90,18 @@ def test_resume_retries_failed_tasks_and_skips_finished_ones(simulator: Simulato
     assert second.checkpoint_path == first.checkpoint_path
 
 
-def test_checkpoint_of_a_different_batch_is_not_reused(
-    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+def test_a_changed_batch_continues_its_journal_and_reruns_only_changed_tasks(
+    simulator: SimulatorFactory,
 ) -> None:
     sim = simulator()
     first = executor_for(client_for(sim)).execute_batch(questions(5), checkpoint_name="exam")
-    with caplog.at_level(logging.WARNING):
-        second = executor_for(client_for(sim)).execute_batch(
-            questions(5, prefix="other"), checkpoint_name="exam"
-        )
+    second = executor_for(client_for(sim)).execute_batch(
+        questions(5, prefix="other"), checkpoint_name="exam"
+    )
     assert_own_answers_in_order(second.task_results, prefix="other")
-    assert "different batch" in caplog.text
-    assert second.checkpoint_path != first.checkpoint_path
-    assert sim.stats.requests == 10
+    assert second.checkpoint_path == first.checkpoint_path  # continued, not started fresh
+    assert sim.stats.requests == 10  # every prompt changed: every task ran again
+    assert (second.metrics.changed_tasks, second.metrics.resumed_tasks) == (5, 0)
 
 
 def test_corrupt_checkpoint_warns_and_starts_fresh(
@@ -117,6 +116,7 @@ def test_corrupt_checkpoint_warns_and_starts_fresh(
         second = executor.execute_batch(questions(5), checkpoint_name="exam")
     assert_own_answers_in_order(second.task_results)
     assert "not a readable aita checkpoint" in caplog.text
+    assert second.checkpoint_path != first.checkpoint_path  # the corrupt file is left alone
 
 
 def test_resume_false_ignores_the_checkpoint(simulator: SimulatorFactory) -> None:

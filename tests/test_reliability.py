@@ -130,7 +130,7 @@ def interrupt(args: list[str], ready: Callable[[], bool]) -> subprocess.Complete
 def test_ctrl_c_in_each_assignment_command_then_resume(tmp_path: Path, command: str) -> None:
     data = copy_example(tmp_path)
     common = ["--data-dir", str(data), "--assignment", "midterm", "--dry-run"]
-    results = data / "midterm" / "results"
+    results = data / "midterm" / "results" / "dry-run"
     if command == "grade":
         assert main(["generate-rubric", *common]) == 0
         assert main(["transcribe", *common]) == 0
@@ -186,7 +186,7 @@ def test_corrupt_results_file_is_reported_not_overwritten(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     data = copy_example(tmp_path)
-    rubrics = data / "midterm" / "results" / "rubrics.json"
+    rubrics = data / "midterm" / "results" / "dry-run" / "rubrics.json"
     rubrics.parent.mkdir(parents=True)
     rubrics.write_text("{ half a file")
     code = main(

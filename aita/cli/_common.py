@@ -90,13 +90,26 @@ def assignment_of(args: argparse.Namespace) -> Assignment:
     return load_assignment(find_assignment(args.assignment, data_dir))
 
 
+def cost_text(known: float, unpriced: int, simulated: int = 0) -> str:
+    """A cost that says what is not known: simulated calls cost nothing, unknown prices are
+    not shown as $0."""
+    if simulated and not unpriced and not known:
+        return "$0 (simulated)"
+    if not unpriced:
+        return f"${known:.4f}"
+    if not known:
+        return "price unknown"
+    return f"${known:.4f} + {unpriced} call(s) at an unknown price"
+
+
 def report(batch: BatchResult | None, failed: list[TaskResult]) -> int:
     """The end-of-run lines every command prints; the exit code they imply."""
     if batch is not None:
         m = batch.metrics
+        cost = cost_text(m.total_cost, m.unpriced_requests, m.simulated_requests)
         print(
             f"calls: {m.requests} ({m.total_retries} retries), tokens: {m.total_tokens}, "
-            f"cost: ${m.total_cost:.4f}, time: {m.wall_time:.1f}s"
+            f"cost: {cost}, time: {m.wall_time:.1f}s"
         )
     for result in failed[:20]:
         print(f"failed {result.task_id}: {result.error}", file=sys.stderr)

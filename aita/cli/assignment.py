@@ -56,7 +56,8 @@ def _generate_rubric(args: argparse.Namespace) -> int:
     )
     if outcome.flagged:
         print(f"review these rubrics: {', '.join(outcome.flagged)}")
-    print(f"written to {assignment.paths.answer_keys} and {assignment.paths.rubrics}")
+    paths = assignment.results_for(args.dry_run)
+    print(f"written to {paths.answer_keys} and {paths.rubrics}")
     return report(outcome.batch, outcome.failed)
 
 
@@ -69,7 +70,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     )
     for student, pages in outcome.incomplete.items():
         print(f"{student}: pages not transcribed: {', '.join(map(str, pages))}")
-    print(f"written to {assignment.paths.results / 'transcriptions'}")
+    print(f"written to {assignment.results_for(args.dry_run).results / 'transcriptions'}")
     return report(outcome.batch, outcome.failed)
 
 
@@ -88,5 +89,5 @@ def _grade(args: argparse.Namespace) -> int:
             f"median {stats['median']:g}, min {stats['min']:g}, max {stats['max']:g}"
         )
     print(f"{outcome.reused} grades reused from earlier runs")
-    print(f"written to {assignment.paths.grade_summary.parent}")
+    print(f"written to {assignment.results_for(args.dry_run).grade_summary.parent}")
     return report(outcome.batch, outcome.failed)

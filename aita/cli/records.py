@@ -1,14 +1,19 @@
-"""``aita checkpoints`` and ``aita costs``: what earlier runs recorded."""
+"""``aita checkpoints`` and ``aita costs``: what earlier runs recorded and what they spent.
+
+Costs come from the spend ledger, not from checkpoints: cleaning checkpoints loses no spend.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from aita.cli._common import EXIT_OK, add_verbose
+from aita.cli._common import EXIT_FAILED, EXIT_OK, add_verbose, cost_text
 from aita.config import get_config
-from aita.engine import CheckpointManager
+from aita.engine import CheckpointManager, SpendEntry, SpendLedger
 from aita.errors import AitaError
 from aita.terminal import confirm
 
@@ -27,8 +32,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_verbose(checkpoints, default=argparse.SUPPRESS)
     checkpoints.set_defaults(handler=_checkpoints)
 
-    costs = commands.add_parser("costs", help="what the recorded calls cost, by batch and model")
-    costs.add_argument("--checkpoint-dir", type=Path, help="default: AITA_CHECKPOINT_DIR")
+    costs = commands.add_parser(
+        "costs", help="what the paid calls cost, by operation, model and batch"
+    )
+    costs.add_argument("--ledger", type=Path, help="the spend ledger (AITA_SPEND_LEDGER)")
     add_verbose(costs, default=argparse.SUPPRESS)
     costs.set_defaults(handler=_costs)
 
@@ -63,10 +70,12 @@ def _checkpoints(args: argparse.Namespace) -> int:
     if not paths or (args.name and doomed <= 0):
         print("nothing to clean")
         return EXIT_OK
-    question = f"delete checkpoints in {manager.checkpoint_dir}?"
-    if not args.yes and not confirm(question, when_not_a_terminal=True):
-        print("nothing deleted")
-        return EXIT_OK
+    question = (
+        f"delete {doomed if args.name else len(paths)} checkpoint(s) in {manager.checkpoint_dir}?"
+    )
+    if not args.yes and not confirm(question, when_not_a_terminal=False):
+        print("nothing deleted (pass --yes to delete without a terminal)", file=sys.stderr)
+        return EXIT_FAILED
     removed = manager.cleanup(args.name, keep_latest=args.keep)
     print(f"deleted {len(removed)} checkpoint(s)")
     return EXIT_OK
@@ -85,38 +94,53 @@ def _checkpoint_line(manager: CheckpointManager, path: Path) -> str:
 
 
 def _costs(args: argparse.Namespace) -> int:
-    manager = _manager(args)
-    by_batch: dict[str, float] = {}
-    by_model: dict[str, list[float]] = {}
-    by_operation: dict[str, float] = {}
-    for path in manager.list_checkpoints():
-        try:
-            checkpoint = manager.load(path)
-        except AitaError as error:
-            log.warning("%s", error)
-            continue
-        operation = checkpoint.name.rsplit("__", 1)[-1] if "__" in checkpoint.name else "batch"
-        for model, spent in checkpoint.spent.items():
-            by_batch[checkpoint.name] = by_batch.get(checkpoint.name, 0.0) + spent["cost"]
-            by_operation[operation] = by_operation.get(operation, 0.0) + spent["cost"]
-            totals = by_model.setdefault(model, [0.0, 0.0, 0.0])
-            totals[0] += spent["cost"]
-            totals[1] += spent["prompt_tokens"]
-            totals[2] += spent["completion_tokens"]
-    if not by_batch:
-        print(f"no recorded calls in {manager.checkpoint_dir}")
+    path = args.ledger or get_config().parallel_execution.spend_ledger
+    if path is None:
+        raise AitaError("no spend ledger: AITA_SPEND_LEDGER is set to none")
+    ledger = SpendLedger(path)
+    by_operation: dict[str, Spend] = {}
+    by_model: dict[str, Spend] = {}
+    by_batch: dict[str, Spend] = {}
+    total = Spend()
+    for entry in ledger.entries():
+        for table, name in (
+            (by_operation, entry.operation),
+            (by_model, entry.model),
+            (by_batch, entry.batch),
+        ):
+            table.setdefault(name, Spend()).add(entry)
+        total.add(entry)
+    if not total.calls:
+        print(f"no paid calls recorded in {ledger.path}")
         return EXIT_OK
-    print("by operation:")
-    for name, cost in sorted(by_operation.items()):
-        print(f"  {name:<40} ${cost:.4f}")
-    print("by model:")
-    for model, (cost, prompt, completion) in sorted(by_model.items()):
-        print(
-            f"  {model:<40} ${cost:.4f}  "
-            f"({int(prompt)} prompt + {int(completion)} completion tokens)"
-        )
-    print("by batch:")
-    for name, cost in sorted(by_batch.items()):
-        print(f"  {name:<40} ${cost:.4f}")
-    print(f"total: ${sum(by_batch.values()):.4f}")
+    print(f"spend ledger: {ledger.path}")
+    for title, table in (("operation", by_operation), ("model", by_model), ("batch", by_batch)):
+        print(f"by {title}:")
+        for name, spend in sorted(table.items()):
+            print(f"  {name:<40} {spend.describe()}")
+    print(f"total: {total.describe()}")
     return EXIT_OK
+
+
+@dataclass
+class Spend:
+    """What a group of ledger entries cost; calls at an unknown price are counted, not priced."""
+
+    calls: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, entry: SpendEntry) -> None:
+        self.calls += 1
+        self.prompt_tokens += entry.prompt_tokens
+        self.completion_tokens += entry.completion_tokens
+        if entry.cost is None:
+            self.unpriced += 1
+        else:
+            self.cost += entry.cost
+
+    def describe(self) -> str:
+        tokens = f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
+        return f"{cost_text(self.cost, self.unpriced)} ({self.calls} calls; {tokens})"

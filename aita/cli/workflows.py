@@ -10,6 +10,7 @@ from pathlib import Path
 from aita.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    cost_text,
     options_of,
     positive_int,
     report,
@@ -68,7 +69,7 @@ def _generate_course(args: argparse.Namespace) -> int:
         def run(
             tasks: Sequence[LLMTask], name: str, done: Callable[[TaskResult], object] | None
         ) -> BatchResult:
-            return run_batch(tasks, client, options, name, done, resume=True)
+            return run_batch(tasks, client, options, name, done)
 
         outcome = generate_course(
             content, args.title, args.output_dir, run, args.chapters, args.instructions
@@ -79,9 +80,13 @@ def _generate_course(args: argparse.Namespace) -> int:
         print(f"  {path.name}")
     if outcome.summary_file:
         print(f"  {outcome.summary_file.name}")
-    calls = sum(b.metrics.requests for b in outcome.batches)
-    cost = sum(b.metrics.total_cost for b in outcome.batches)
-    print(f"calls: {calls}, cost: ${cost:.4f}")
+    metrics = [b.metrics for b in outcome.batches]
+    cost = cost_text(
+        sum(m.total_cost for m in metrics),
+        sum(m.unpriced_requests for m in metrics),
+        sum(m.simulated_requests for m in metrics),
+    )
+    print(f"calls: {sum(m.requests for m in metrics)}, cost: {cost}")
     return report(None, outcome.failed)
 
 

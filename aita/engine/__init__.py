@@ -11,12 +11,13 @@ order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client
 """
 
 from aita.engine._adaptive import AdaptiveRate
-from aita.engine._client import LLMClient, LLMMessage, LLMResponse, Usage
+from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import BatchInterrupted, ParallelLLMExecutor, create_executor
 from aita.engine._graph import TaskGraph
 from aita.engine._images import image_to_data_url
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
 from aita.engine._keys import client_model, request_key
+from aita.engine._ledger import SpendEntry, SpendLedger
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
 from aita.engine._openai import (
     OpenAICompatibleClient,
@@ -34,7 +35,6 @@ from aita.engine._tasks import (
     SimpleLLMTask,
     VisionLLMTask,
     estimate_prompt_tokens,
-    stable_hash,
     with_correction,
 )
 from aita.errors import (
@@ -58,6 +58,7 @@ from aita.errors import (
 
 __all__ = [
     "PRICES_PER_MILLION",
+    "SIMULATED_HEADER",
     "AdaptiveRate",
     "AitaError",
     "AuthenticationFailed",
@@ -94,6 +95,8 @@ __all__ = [
     "ResponseParseError",
     "RetryPolicy",
     "SimpleLLMTask",
+    "SpendEntry",
+    "SpendLedger",
     "TaskGraph",
     "TaskGraphError",
     "TaskRecord",
@@ -112,6 +115,5 @@ __all__ = [
     "json_schema_response_format",
     "request_key",
     "retry_after",
-    "stable_hash",
     "with_correction",
 ]

@@ -54,6 +54,10 @@ class Usage:
         )
 
 
+#: The header the provider simulator puts on every answer: it is never taken for a real model's.
+SIMULATED_HEADER = "x-aita-simulated"
+
+
 @dataclass(slots=True)
 class LLMResponse:
     """One completion: its text, usage, the model that answered and why it stopped."""
@@ -63,6 +67,11 @@ class LLMResponse:
     model: str = ""
     finish_reason: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def simulated(self) -> bool:
+        """Answered by aita's provider simulator (it says so in a header of every answer)."""
+        return self.headers.get(SIMULATED_HEADER) == "true"
 
 
 @runtime_checkable

@@ -10,20 +10,21 @@ it. Ctrl-C stops dispatch, lets calls in flight finish briefly, and raises ``Bat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from aita.config import get_config
 from aita.engine._adaptive import AdaptiveRate
-from aita.engine._client import LLMClient, LLMResponse
+from aita.engine._client import LLMClient, LLMMessage, LLMResponse
 from aita.engine._graph import TaskGraph
-from aita.engine._journal import Checkpoint, CheckpointManager, restore_batch
+from aita.engine._journal import Checkpoint, CheckpointManager
+from aita.engine._keys import client_model, request_key
+from aita.engine._ledger import SpendLedger
 from aita.engine._limiter import RateLimiter
 from aita.engine._progress import BatchProgress
 from aita.engine._results import BatchResult, TaskResult, TaskRun, batch_metrics, share_of
@@ -67,6 +68,7 @@ class ExecutorSettings:
     checkpoint_dir: Path
     max_retries: int
     show_progress: bool
+    spend_ledger: Path | None
 
     @classmethod
     def resolve(
@@ -79,6 +81,7 @@ class ExecutorSettings:
         checkpoint_dir: str | Path | None,
         max_retries: int | None,
         show_progress: bool | None,
+        spend_ledger: str | Path | _Unset | None,
     ) -> ExecutorSettings:
         config = get_config().parallel_execution
         settings = cls(
@@ -94,6 +97,13 @@ class ExecutorSettings:
             checkpoint_dir=Path(checkpoint_dir or config.checkpoint_dir),
             max_retries=config.max_retries if max_retries is None else max_retries,
             show_progress=config.show_progress if show_progress is None else show_progress,
+            spend_ledger=(
+                config.spend_ledger
+                if isinstance(spend_ledger, _Unset)
+                else Path(spend_ledger)
+                if spend_ledger is not None
+                else None
+            ),
         )
         if settings.max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {settings.max_workers}")
@@ -111,6 +121,8 @@ class ParallelLLMExecutor:
     ``max_batch_size``; 1 turns batching off). ``tokens_per_minute`` adds a token budget: each
     call reserves an estimate and is corrected by the usage it reports. ``adaptive_rate``
     follows the provider's rate-limit headers and 429s (see ``AdaptiveRate``).
+    ``spend_ledger`` is the file every paid call is written to (``AITA_SPEND_LEDGER``; None
+    keeps none).
     """
 
     def __init__(
@@ -131,6 +143,7 @@ class ParallelLLMExecutor:
         max_batch_size: int | None = None,
         tokens_per_minute: float | None = None,
         adaptive_rate: bool = True,
+        spend_ledger: str | Path | _Unset | None = UNSET,
     ) -> None:
         settings = ExecutorSettings.resolve(
             max_workers,
@@ -141,6 +154,7 @@ class ParallelLLMExecutor:
             checkpoint_dir,
             max_retries,
             show_progress,
+            spend_ledger,
         )
         self.settings = settings
         self.llm_client = llm_client
@@ -161,6 +175,7 @@ class ParallelLLMExecutor:
             AdaptiveRate(self.rate_limiter, self.rate_limiter.rate) if adaptive_rate else None
         )
         self.prices = prices
+        self.spend_ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
         self.max_batch_size = max_batch_size
         self._on_task_start: Callable[[LLMTask], object] | None = None
 
@@ -185,51 +200,56 @@ class ParallelLLMExecutor:
     ) -> BatchResult:
         """Run every task; ``task_results`` come back in input order.
 
-        With checkpointing on, a batch under the same ``checkpoint_name`` (default: derived from
-        the tasks) resumes: succeeded tasks are re-parsed from the checkpoint, failed ones run
-        again. Ctrl-C raises ``BatchInterrupted`` after saving what finished.
+        With checkpointing on, the journal of ``checkpoint_name`` (default: named after the
+        task classes) is continued: a task whose id and request key (model, messages,
+        parameters, ``version``) match a record that succeeded is answered from it, re-parsed by
+        its own ``parse_response``; new, changed and failed tasks run. Ctrl-C raises
+        ``BatchInterrupted`` after saving what finished.
 
-        ``fail_fast`` cancels every task not yet started once one fails; ``timeout`` (seconds)
-        does the same when the batch runs longer. Running calls finish either way.
+        ``on_task_complete`` sees every task's result as it ends, those answered from the
+        checkpoint (``from_checkpoint``) included. ``fail_fast`` cancels every task not yet
+        started once one fails; ``timeout`` (seconds) does the same when the batch runs longer.
+        Running calls finish either way.
         """
         task_list = list(tasks)
         graph = TaskGraph.build(task_list)
         started = time.perf_counter()
-        fingerprint = _fingerprint(task_list)
-        name = checkpoint_name or f"batch_{fingerprint[:12]}"
-        checkpoint: Checkpoint | None = None
-        resumed: dict[str, TaskResult] = {}
-        if self.enable_checkpointing:
-            checkpoint = self.checkpoint_manager.open_for_batch(
-                name, fingerprint, len(task_list), resume_from_checkpoint
-            )
-            resumed = restore_batch(task_list, checkpoint)
-        journal = (
-            self.checkpoint_manager.start_journal(checkpoint, self.settings.checkpoint_interval)
-            if checkpoint is not None
+        name = checkpoint_name or default_checkpoint_name(task_list)
+        checkpoint = (
+            self.checkpoint_manager.open_for_batch(name, resume_from_checkpoint)
+            if self.enable_checkpointing
             else None
         )
-        progress = BatchProgress(len(task_list), len(resumed), self.settings.show_progress)
-        batch = BatchScheduler(
+        journal = None
+        if checkpoint is not None:
+            journal = self.checkpoint_manager.start_journal(
+                checkpoint, self.settings.checkpoint_interval
+            )
+            journal.start_run(len(task_list))
+        progress = BatchProgress(len(task_list), 0, self.settings.show_progress)
+        scheduler = BatchScheduler(
             task_list,
             graph,
-            [resumed.get(task.task_id) for task in task_list],
+            [None] * len(task_list),
             Outlet(journal, progress, on_task_complete),
             fail_fast=fail_fast,
             max_batch_size=self.max_batch_size,
         )
+        batch = _Batch(name, scheduler, progress, checkpoint, client_model(self.llm_client))
         # A fresh event per batch: workers abandoned by an interrupted batch stay stopped.
-        self._stop = batch.stop
+        self._stop = scheduler.stop
         self._on_task_start = on_task_start
         timer = None
         if timeout is not None:
-            timer = threading.Timer(timeout, batch.cancel, args=(f"cancelled: over {timeout:g}s",))
+            timer = threading.Timer(
+                timeout, scheduler.cancel, args=(f"cancelled: over {timeout:g}s",)
+            )
             timer.daemon = True
             timer.start()
         try:
-            self._run_workers(batch, min(self.max_workers, batch.pending))
+            self._run_workers(batch, min(self.max_workers, scheduler.pending))
         except KeyboardInterrupt:
-            done = sum(r is not None for r in batch.results)
+            done = sum(r is not None for r in scheduler.results)
             path = checkpoint.path if checkpoint is not None else None
             where = f"; finished work saved to {path}" if path else ""
             raise BatchInterrupted(
@@ -244,7 +264,9 @@ class ParallelLLMExecutor:
             progress.close()
             if journal is not None:
                 journal.close()
-        final = [r for r in batch.results if r is not None]
+            if self.spend_ledger is not None:
+                self.spend_ledger.close()
+        final = [r for r in scheduler.results if r is not None]
         metrics = batch_metrics(
             len(task_list), final, progress.counts, time.perf_counter() - started
         )
@@ -254,7 +276,7 @@ class ParallelLLMExecutor:
         """The limiter's sleep: ends early when the current batch is stopped."""
         self._stop.wait(seconds)
 
-    def _run_workers(self, batch: BatchScheduler, count: int) -> None:
+    def _run_workers(self, batch: _Batch, count: int) -> None:
         threads = [
             threading.Thread(
                 target=self._worker, args=(batch,), name=f"aita-worker-{i}", daemon=True
@@ -267,7 +289,7 @@ class ParallelLLMExecutor:
             for thread in threads:
                 thread.join()
         except KeyboardInterrupt:
-            batch.request_stop()
+            batch.scheduler.request_stop()
             deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
             try:
                 for thread in threads:
@@ -276,8 +298,9 @@ class ParallelLLMExecutor:
                 pass  # a second Ctrl-C: stop waiting for in-flight calls
             raise
 
-    def _worker(self, batch: BatchScheduler) -> None:
-        while (job := batch.next_job()) is not None:
+    def _worker(self, batch: _Batch) -> None:
+        scheduler = batch.scheduler
+        while (job := scheduler.next_job()) is not None:
             if self._on_task_start is not None:
                 for task in job.tasks:
                     self._on_task_start(task)
@@ -288,18 +311,31 @@ class ParallelLLMExecutor:
             result = self._run_task(batch, job.tasks[0])
             if result is None:  # stopped mid-task: not finished, not recorded
                 return
-            batch.finish(job.indices[0], result)
+            scheduler.finish(job.indices[0], result)
 
-    def _run_combined(self, batch: BatchScheduler, job: Job) -> bool:
+    def _run_combined(self, batch: _Batch, job: Job) -> bool:
         """One call for several batchable tasks, split back; False if stopped by Ctrl-C.
 
-        A member missing from the split (or every member, if the combined call failed) goes
-        back to the queue to run on its own.
+        Members answered in an earlier run are finished from the journal first. A member missing
+        from the split (or every member, if the combined call failed) goes back to the queue to
+        run on its own.
         """
-        first = job.tasks[0]
+        scheduler = batch.scheduler
+        members: list[tuple[int, LLMTask, str | None]] = []
+        for index, task in zip(job.indices, job.tasks, strict=True):
+            key = self._key_of(batch, task)
+            earlier = batch.earlier_answer(task, key) if key is not None else None
+            if earlier is not None:
+                scheduler.finish(index, earlier)
+            else:
+                members.append((index, task, key))
+        if len(members) < 2:
+            scheduler.run_alone([index for index, _, _ in members])
+            return True
+        first = members[0][1]
         assert isinstance(first, BatchableLLMTask)
-        combined = first.combine_with(job.tasks[1:])  # type: ignore[arg-type]
-        result = self._run_task(batch, combined)
+        combined = first.combine_with([task for _, task, _ in members[1:]])  # type: ignore[misc]
+        result = self._run_task(batch, combined, look_back=False)
         if result is None:
             return False
         answers: dict[str, Any] = {}
@@ -309,56 +345,85 @@ class ParallelLLMExecutor:
             except Exception as error:
                 log.warning("could not split the answer of %s: %s", combined.task_id, error)
         missing = []
-        for index, task in zip(job.indices, job.tasks, strict=True):
+        for index, task, key in members:
             if task.task_id in answers:
                 value = answers[task.task_id]
-                batch.finish(index, share_of(result, task.task_id, value, len(job.tasks)))
+                scheduler.finish(index, share_of(result, task.task_id, value, len(members), key))
             else:
                 missing.append(index)
         if missing:
-            batch.run_alone(missing)
+            scheduler.run_alone(missing)
         return True
+
+    def _key_of(self, batch: _Batch, task: LLMTask) -> str | None:
+        try:
+            return request_key(
+                batch.model, task.build_messages(), task.request_params(), task.version
+            )
+        except Exception:
+            return None  # the task cannot even build its request: it fails when it runs alone
 
     # -- one task: the retry loop ----------------------------------------------------------
 
-    def _run_task(self, batch: BatchScheduler, task: LLMTask) -> TaskResult | None:
-        """Attempts until the task succeeds or the retry policy gives up; None if the batch was
-        stopped (Ctrl-C) in the meantime."""
+    def _run_task(
+        self, batch: _Batch, task: LLMTask, *, look_back: bool = True
+    ) -> TaskResult | None:
+        """The task's answer from the journal if it asked the same before (``look_back``), else
+        attempts until it succeeds or the retry policy gives up; None if the batch was stopped
+        (Ctrl-C) in the meantime."""
         run = TaskRun(task.task_id, self.prices)
         try:
             messages = task.build_messages()
             params = task.request_params()
         except Exception as error:  # a bug in the task, not the provider: no retry
             return self._give_up(task, run, error, 0)
+        run.key = request_key(batch.model, messages, params, task.version)
+        if look_back and (earlier := batch.earlier_answer(task, run.key)) is not None:
+            return earlier
+        return self._attempts(batch, task, run, messages, params)
+
+    def _attempts(
+        self,
+        batch: _Batch,
+        task: LLMTask,
+        run: TaskRun,
+        messages: list[LLMMessage],
+        params: dict[str, Any],
+    ) -> TaskResult | None:
+        stop = batch.scheduler.stop
         estimate = self._token_estimate(task, messages, params)
         attempt = 0
         while True:
             waited = self.rate_limiter.acquire(estimate)
-            if batch.stop.is_set():
+            if stop.is_set():
                 return None
             sent_at = time.monotonic()
             try:
                 response = run.call(self.llm_client, messages, params)
+                batch.spent(response, run.last_cost, self.spend_ledger)
                 self._learn_from(response, estimate)
                 value = _parse(task, response)
             except Exception as error:
                 decision = self.retry_policy.decide(error, attempt, task)
                 if decision.pause_all:  # every worker waits, not just this one
                     self._pause_everyone(error, decision.delay, sent_at)
-                batch.outlet.progress.attempt(waited, decision.pause_all, decision.retry)
+                batch.progress.attempt(waited, decision.pause_all, decision.retry)
                 if not decision.retry:
                     if decision.stop_batch:
-                        batch.cancel(f"cancelled: the provider refused the API key ({error})")
+                        reason = f"cancelled: the provider refused the API key ({error})"
+                        batch.scheduler.cancel(reason)
                     return self._give_up(task, run, error, attempt)
                 attempt += 1
-                if batch.stop.wait(0.0 if decision.pause_all else decision.delay):
+                if stop.wait(0.0 if decision.pause_all else decision.delay):
                     return None
                 messages = task.revise_messages(messages, error)
                 continue
-            batch.outlet.progress.attempt(waited, False, False)
-            return run.succeeded(value, response, attempt)
+            batch.progress.attempt(waited, False, False)
+            return run.succeeded(value, attempt)
 
-    def _token_estimate(self, task: LLMTask, messages: list[Any], params: dict[str, Any]) -> int:
+    def _token_estimate(
+        self, task: LLMTask, messages: list[LLMMessage], params: dict[str, Any]
+    ) -> int:
         """With a token budget: the prompt plus the answer's cap (or its typical size)."""
         if not self.rate_limiter.tokens_per_minute:
             return 0
@@ -388,6 +453,46 @@ class ParallelLLMExecutor:
         return run.failed(error, attempt)
 
 
+@dataclass
+class _Batch:
+    """One running batch as its workers see it."""
+
+    name: str
+    scheduler: BatchScheduler
+    progress: BatchProgress
+    checkpoint: Checkpoint | None
+    #: the client's model: part of every request key
+    model: str
+    _looked_up: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def earlier_answer(self, task: LLMTask, key: str) -> TaskResult | None:
+        """The task's answer from the journal, if it asked exactly this before; counts how the
+        task stood (reused, changed, new, rerun) the first time it is looked up."""
+        result, standing = (
+            (None, "new") if self.checkpoint is None else self.checkpoint.answer_for(task, key)
+        )
+        with self._lock:
+            first_time = task.task_id not in self._looked_up
+            self._looked_up.add(task.task_id)
+        if first_time:
+            self.progress.stood(standing)
+        return result
+
+    def spent(self, response: LLMResponse, cost: float | None, ledger: SpendLedger | None) -> None:
+        """A paid call goes into the ledger; an answer of the simulator is never spend."""
+        self.progress.answered(cost is not None, response.simulated)
+        if ledger is None or response.simulated:
+            return
+        ledger.record(
+            batch=self.name,
+            model=response.model or self.model,
+            prompt_tokens=response.usage.prompt_tokens,
+            completion_tokens=response.usage.completion_tokens,
+            cost=cost,
+        )
+
+
 def _parse(task: LLMTask, response: LLMResponse) -> Any:
     try:
         return task.parse_response(response.content)
@@ -397,12 +502,11 @@ def _parse(task: LLMTask, response: LLMResponse) -> Any:
         ) from error
 
 
-def _fingerprint(tasks: list[LLMTask]) -> str:
-    digest = hashlib.sha256()
-    for task in tasks:
-        digest.update(task.fingerprint().encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+def default_checkpoint_name(tasks: list[LLMTask]) -> str:
+    """``batch_<task classes>``: unnamed batches of the same kinds of task share a journal,
+    which is safe because each task is reused only for the same request."""
+    kinds = sorted({type(task).__name__ for task in tasks}) or ["empty"]
+    return "batch_" + "_".join(kinds)
 
 
 def create_executor(llm_client: LLMClient, **kwargs: Any) -> ParallelLLMExecutor:

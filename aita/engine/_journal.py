@@ -1,19 +1,23 @@
 """The checkpoint journal: an append-only JSON-lines file per batch, and the only code that
 reads or writes its records (a result becomes a record in ``record_of``; a record becomes a
-result again in ``restore``).
+result again in ``Checkpoint.answer_for``).
 
 File: ``checkpoints/<name>_<YYYYmmdd_HHMMSS>.checkpoint.json``. The first line is a header
-(name, batch fingerprint, task count); each later line is one finished task: its raw response
-and usage (so a resumed run re-parses with the task's own ``parse_response``), or its error.
+(format version, name, creation time); a run line (``{"run": ..., "tasks": N}``) starts each
+run that continues the file; every other line is one finished task: its request key (what was
+asked: model, messages, parameters, task version), its raw response and usage (so a resumed run
+re-parses with the task's own ``parse_response``), or its error. A task is answered from the
+journal only if a record with its id and the same request key succeeded: another model, an
+edited prompt or new parameters run again, and a later record of a task supersedes an earlier.
 
 Why a journal: a finished task costs one ``write`` of one line, whatever the batch size, and a
 process killed at any instant leaves every earlier line intact. Each line goes to the OS as soon
 as the task finishes, so a SIGKILL loses at most the calls still in flight; ``fsync`` (which
 only matters if the machine goes down) runs after ``checkpoint_interval`` records, at most once a
-second, and on close. A torn last line
-is dropped (with a warning) and cut off before appending. A file that is not a checkpoint, or of
-a different batch, is reported and left alone: the run starts fresh instead of crashing or
-silently reusing someone else's results. Checkpoints hold no API keys and are never pickle.
+second, and on close. Every line is validated field by field on reading: a torn last line is
+dropped and cut off before appending, any other invalid line is skipped with a warning (its task
+runs again), so no content of a file can crash a resume or the commands that read it.
+Checkpoints hold no API keys and are never pickle.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, ValidationError
 
 from aita.engine._client import Usage
 from aita.engine._results import TaskResult, restored
@@ -38,9 +42,14 @@ from aita.files import dumps, json_line, safe_filename
 
 log = logging.getLogger("aita.checkpoint")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this code reads (version 1 had no request keys: its records never match a task).
+READABLE_VERSIONS = frozenset({1, 2})
 SUFFIX = ".checkpoint.json"
 _STAMP = "%Y%m%d_%H%M%S"
+
+#: How a task stood against the journal when it came up: answered from it, or why not.
+Standing = Literal["reused", "changed", "new", "rerun"]
 
 
 @dataclass
@@ -58,10 +67,16 @@ class TaskRecord:
     error_type: str | None = None
     retry_count: int = 0
     execution_time: float = 0.0
+    #: what was asked (``aita.engine.request_key``); None in files of an older aita
+    key: str | None = None
+    #: answered by the provider simulator, not a real model
+    simulated: bool = False
+    finish_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {
             "task_id": self.task_id,
+            "key": self.key,
             "ok": self.succeeded,
             "raw": self.raw_response,
             "usage": self.usage,
@@ -73,39 +88,94 @@ class TaskRecord:
         }
         if self.value is not None:
             data["value"] = self.value
+        if self.simulated:
+            data["sim"] = True
+        if self.finish_reason is not None:
+            data["finish"] = self.finish_reason
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TaskRecord:
+    def from_json_line(cls, line: bytes) -> TaskRecord:
+        """Raises ``ValueError`` (a ``ValidationError``) for anything but a valid record."""
+        data = _RecordLine.model_validate_json(line)
         return cls(
-            task_id=str(data["task_id"]),
-            succeeded=bool(data["ok"]),
-            raw_response=data.get("raw"),
-            value=data.get("value"),
-            usage=data.get("usage"),
-            model=data.get("model"),
-            error=data.get("error"),
-            error_type=data.get("error_type"),
-            retry_count=int(data.get("retries") or 0),
-            execution_time=float(data.get("time") or 0.0),
+            task_id=data.task_id,
+            succeeded=data.ok,
+            raw_response=data.raw,
+            value=data.value,
+            usage=data.usage.model_dump(exclude_unset=True) if data.usage is not None else None,
+            model=data.model,
+            error=data.error,
+            error_type=data.error_type,
+            retry_count=data.retries,
+            execution_time=data.time,
+            key=data.key,
+            simulated=data.sim,
+            finish_reason=data.finish,
         )
+
+
+class _UsageLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+    total_tokens: NonNegativeInt = 0
+    cost: NonNegativeFloat | None = None
+
+
+class _RecordLine(BaseModel):
+    """A task line as it must be: strict types, so ``"ok": "false"`` is no success."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    task_id: str
+    key: str | None = None
+    ok: bool
+    raw: str | None = None
+    value: Any = None
+    usage: _UsageLine | None = None
+    model: str | None = None
+    sim: bool = False
+    finish: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    retries: NonNegativeInt = 0
+    time: NonNegativeFloat = 0.0
+
+
+class _RunLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    run: str
+    tasks: NonNegativeInt
 
 
 @dataclass
 class Checkpoint:
+    """A journal's content: its latest record per task, and what every record cost."""
+
     name: str
-    fingerprint: str
-    total_tasks: int
     created_at: str = ""
     records: dict[str, TaskRecord] = field(default_factory=dict)
     path: Path | None = None
     valid_bytes: int = 0
+    #: the number of tasks of each run that wrote to this file, oldest first
+    runs: list[int] = field(default_factory=list)
     #: model -> {"cost", "prompt_tokens", "completion_tokens", "records"} over every record
     #: written, superseded ones included: each stands for calls that were made and paid for.
     spent: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    @property
+    def total_tasks(self) -> int:
+        """The task count of the latest run (the records, for a file without run lines)."""
+        return self.runs[-1] if self.runs else len(self.records)
+
     def add_spending(self, record: TaskRecord) -> None:
         usage = record.usage or {}
+        tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        if not tokens and not usage.get("cost"):
+            return  # no call answered: nothing was spent
         totals = self.spent.setdefault(
             record.model or "unknown",
             {"cost": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "records": 0},
@@ -124,13 +194,18 @@ class Checkpoint:
         return {k: r for k, r in self.records.items() if not r.succeeded}
 
     def header(self) -> dict[str, Any]:
-        return {
-            "aita_checkpoint": FORMAT_VERSION,
-            "name": self.name,
-            "fingerprint": self.fingerprint,
-            "total_tasks": self.total_tasks,
-            "created_at": self.created_at,
-        }
+        return {"aita_checkpoint": FORMAT_VERSION, "name": self.name, "created_at": self.created_at}
+
+    def answer_for(self, task: LLMTask, key: str) -> tuple[TaskResult | None, Standing]:
+        """The task's earlier answer if a record with its id and this request key succeeded
+        (re-parsed by the task's own ``parse_response``), and how the task stood."""
+        record = self.records.get(task.task_id)
+        if record is None:
+            return None, "new"
+        if record.key != key:
+            return None, "changed"
+        result = restore(record, task)
+        return (result, "reused") if result is not None else (None, "rerun")
 
 
 class CheckpointJournal:
@@ -166,6 +241,13 @@ class CheckpointJournal:
                     os.fsync(self._fd)
                     self._unsynced = 0
                     self._synced_at = now
+
+    def start_run(self, tasks: int) -> None:
+        """Mark the start of a run of ``tasks`` tasks continuing this file."""
+        line = json_line({"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "tasks": tasks})
+        with self._lock:
+            if self._fd >= 0:
+                os.write(self._fd, line)
 
     def close(self) -> None:
         with self._lock:
@@ -228,81 +310,55 @@ class CheckpointManager:
         found.sort(key=lambda f: (f[0], f[1]), reverse=True)
         return [(batch_name, path) for _, _, batch_name, path in found]
 
-    def open_for_batch(self, name: str, fingerprint: str, total: int, resume: bool) -> Checkpoint:
-        """The latest checkpoint of ``name`` to continue, if ``resume`` and it holds this batch;
-        else a new one. A corrupt file or another batch's is reported, never reused."""
+    def open_for_batch(self, name: str, resume: bool) -> Checkpoint:
+        """The latest checkpoint of ``name`` to continue (whatever tasks it holds: each is
+        reused only if its request key matches), or a new one when ``resume`` is off or there
+        is none. A file that cannot be read is reported and left alone; a new one is started."""
         latest = self.find_latest_checkpoint(name) if resume else None
         if latest is not None:
             try:
-                previous = self.load(latest)
+                return self.load(latest)
             except CheckpointError as error:
-                log.warning("%s; starting fresh", error)
-            else:
-                if previous.fingerprint == fingerprint:
-                    return previous
-                log.warning(
-                    "%s holds a different batch under the name %r; starting fresh", latest, name
-                )
-        return Checkpoint(name=name, fingerprint=fingerprint, total_tasks=total)
+                log.warning("%s; starting a new checkpoint", error)
+        return Checkpoint(name=name)
 
     # -- reading -------------------------------------------------------------------------------
 
     def load(self, path: str | Path) -> Checkpoint:
-        """Read a checkpoint. A torn last line is dropped with a warning; a bad header raises."""
+        """Read a checkpoint line by line. An invalid record is skipped with a warning (a torn
+        last one silently: the process was killed mid-write); a file that is not a checkpoint
+        raises ``CheckpointError``."""
         path = Path(path)
         try:
-            data = path.read_bytes()
+            handle = open(path, "rb")  # noqa: SIM115 - closed below, after the header check
         except OSError as error:
             raise CheckpointError(f"{path}: cannot read ({error.strerror})") from None
-        lines = data.split(b"\n")
-        try:
-            header = orjson.loads(lines[0])
-            if not isinstance(header, dict) or header.get("aita_checkpoint") != FORMAT_VERSION:
-                raise ValueError("not an aita checkpoint")
-            checkpoint = Checkpoint(
-                name=str(header["name"]),
-                fingerprint=str(header["fingerprint"]),
-                total_tasks=int(header["total_tasks"]),
-                created_at=str(header.get("created_at", "")),
-                path=path,
-            )
-        except (ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{path}: not a readable aita checkpoint ({error})") from None
-        offset = len(lines[0]) + 1
-        checkpoint.valid_bytes = offset
-        skipped = 0
-        for index, line in enumerate(lines[1:], start=1):
-            is_last = index == len(lines) - 1
-            if is_last and not line:
-                break
-            try:
-                record = TaskRecord.from_json(orjson.loads(line))
-            except (ValueError, KeyError, TypeError):
-                if is_last:
-                    log.warning(
-                        "%s: dropped a torn last record (the process was killed mid-write)", path
-                    )
+        with handle:
+            first = handle.readline()
+            checkpoint = _from_header(first, path)
+            offset = checkpoint.valid_bytes = len(first)
+            skipped = 0
+            for line in handle:
+                if not line.endswith(b"\n"):  # only the last line can lack one: cut it off
+                    log.warning("%s: dropped a torn last record (killed mid-write)", path)
                     break
-                skipped += 1
-                offset += len(line) + 1
+                skipped += not _read_line(line, checkpoint)
+                offset += len(line)
                 checkpoint.valid_bytes = offset
-                continue
-            checkpoint.records[record.task_id] = record  # a later line supersedes an earlier one
-            checkpoint.add_spending(record)
-            offset += len(line) + 1
-            checkpoint.valid_bytes = offset
         if skipped:
             log.warning(
-                "%s: skipped %d corrupt record(s); those tasks will run again", path, skipped
+                "%s: skipped %d invalid record(s); those tasks will run again", path, skipped
             )
         return checkpoint
 
     # -- writing -------------------------------------------------------------------------------
 
     def save(self, checkpoint: Checkpoint) -> Path:
-        """Write a whole checkpoint (header and records) as a new file; returns its path."""
+        """Write a whole checkpoint (header, runs, records) as a new file; returns its path."""
         path = self._create(checkpoint)
         with CheckpointJournal(path, fsync_interval=max(1, len(checkpoint.records))) as journal:
+            for tasks in checkpoint.runs:
+                journal.start_run(tasks)
             for record in checkpoint.records.values():
                 journal.append(record)
         return path
@@ -339,7 +395,39 @@ class CheckpointManager:
         raise CheckpointError(f"cannot create a checkpoint file for {checkpoint.name!r}")
 
 
-# -- results and records -------------------------------------------------------------------
+# -- lines, results and records -------------------------------------------------------------
+
+
+def _from_header(line: bytes, path: Path) -> Checkpoint:
+    try:
+        header = orjson.loads(line)
+        if not isinstance(header, dict) or header.get("aita_checkpoint") not in READABLE_VERSIONS:
+            raise ValueError("not an aita checkpoint")
+        checkpoint = Checkpoint(
+            name=str(header["name"]), created_at=str(header.get("created_at", "")), path=path
+        )
+        if "total_tasks" in header:  # version 1: the header held the only run's size
+            checkpoint.runs.append(int(header["total_tasks"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: not a readable aita checkpoint ({error})") from None
+    if not line.endswith(b"\n"):
+        raise CheckpointError(f"{path}: not a readable aita checkpoint (no complete header)")
+    return checkpoint
+
+
+def _read_line(line: bytes, checkpoint: Checkpoint) -> bool:
+    """Add one line (a task record or a run line) to ``checkpoint``; False if it is invalid."""
+    try:
+        record = TaskRecord.from_json_line(line)
+    except ValueError:
+        try:
+            checkpoint.runs.append(_RunLine.model_validate_json(line).tasks)
+        except ValidationError:
+            return False
+        return True
+    checkpoint.records[record.task_id] = record  # a later line supersedes an earlier one
+    checkpoint.add_spending(record)
+    return True
 
 
 def record_of(result: TaskResult) -> TaskRecord:
@@ -359,7 +447,7 @@ def record_of(result: TaskResult) -> TaskRecord:
     return TaskRecord(
         task_id=result.task_id,
         succeeded=succeeded,
-        raw_response=result.raw_response if succeeded else None,
+        raw_response=result.raw_response,  # a failed parse keeps the answer it could not read
         value=value,
         usage={
             "prompt_tokens": result.prompt_tokens,
@@ -372,6 +460,9 @@ def record_of(result: TaskResult) -> TaskRecord:
         error_type=None if succeeded else result.error_type,
         retry_count=result.retry_count,
         execution_time=result.execution_time,
+        key=result.request_key,
+        simulated=result.simulated,
+        finish_reason=result.finish_reason,
     )
 
 
@@ -400,14 +491,7 @@ def restore(record: TaskRecord, task: LLMTask) -> TaskResult | None:
         model=record.model,
         retry_count=record.retry_count,
         execution_time=record.execution_time,
+        request_key=record.key,
+        simulated=record.simulated,
+        finish_reason=record.finish_reason,
     )
-
-
-def restore_batch(tasks: Sequence[LLMTask], checkpoint: Checkpoint) -> dict[str, TaskResult]:
-    """``restore`` for every task of a batch that has a record."""
-    resumed: dict[str, TaskResult] = {}
-    for task in tasks:
-        record = checkpoint.records.get(task.task_id)
-        if record is not None and (result := restore(record, task)) is not None:
-            resumed[task.task_id] = result
-    return resumed

@@ -25,8 +25,9 @@ PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
 
 def cost_of(
     model: str, usage: Usage, prices: Mapping[str, tuple[float, float]] | None = None
-) -> float:
-    """USD for one call; 0.0 for a model with no reported cost and no table entry (local models)."""
+) -> float | None:
+    """USD for one call: the provider's figure, else the price table's; None when neither
+    knows (a local model, a model nobody prices): unknown is not free."""
     if usage.cost is not None:
         return usage.cost
     table = prices if prices is not None else PRICES_PER_MILLION
@@ -34,16 +35,20 @@ def cost_of(
     if price is None and "/" not in model:
         price = next((p for name, p in table.items() if name.endswith(f"/{model}")), None)
     if price is None:
-        return 0.0
+        return None
     return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000
 
 
 def estimate_cost(
     tasks: Iterable[LLMTask], model: str, prices: Mapping[str, tuple[float, float]] | None = None
-) -> float:
-    """USD for one attempt of each task, from estimated prompt and typical answer sizes."""
+) -> float | None:
+    """USD for one attempt of each task, from estimated prompt and typical answer sizes; None
+    when the model's price is unknown."""
     total = 0.0
     for task in tasks:
         usage = Usage(task.estimated_prompt_tokens(), task.expected_output_tokens)
-        total += cost_of(model, usage, prices)
+        cost = cost_of(model, usage, prices)
+        if cost is None:
+            return None
+        total += cost
     return total

@@ -45,6 +45,17 @@ class BatchProgress:
             self.counts.rate_limited += rate_limited
             self.counts.retries += retried
 
+    def answered(self, priced: bool, simulated: bool) -> None:
+        """An answered call: one at an unknown price, or one of the simulator, is counted."""
+        with self._lock:
+            self.counts.simulated += simulated
+            self.counts.unpriced += not priced and not simulated
+
+    def stood(self, standing: str) -> None:
+        """How a task stood against the journal when it came up (see ``Checkpoint.answer_for``)."""
+        with self._lock:
+            setattr(self.counts, standing, getattr(self.counts, standing) + 1)
+
     def task_done(self, result: TaskResult) -> None:
         with self._lock:
             if result.success:
@@ -64,8 +75,15 @@ class BatchProgress:
             self._bar.close()
 
     def _show_counts(self, refresh: bool) -> None:
+        counts = self.counts
+        looked_back = counts.reused or counts.changed or counts.rerun
+        standing = (
+            f" reused={counts.reused} changed={counts.changed} new={counts.new}"
+            if looked_back
+            else ""
+        )
         self._bar.set_postfix_str(
-            f"ok={self.succeeded} failed={self.failed} retries={self.counts.retries} "
+            f"ok={self.succeeded} failed={self.failed}{standing} retries={counts.retries} "
             f"cost=${self.cost:.4f}",
             refresh=refresh,
         )

@@ -45,6 +45,12 @@ class TaskResult:
     from_checkpoint: bool = False
     #: answered as part of a combined call of ``BatchableLLMTask``s (``raw_response`` is None)
     batched: bool = False
+    #: answered by the provider simulator (``--dry-run``), never by a real model
+    simulated: bool = False
+    #: why the model stopped (``stop``, ``length`` for an answer cut off at ``max_tokens``)
+    finish_reason: str | None = None
+    #: what was asked (``aita.engine.request_key``): model, messages, parameters, task version
+    request_key: str | None = field(default=None, repr=False)
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
@@ -60,7 +66,14 @@ class ExecutionMetrics:
     failed_tasks: int = 0
     retried_tasks: int = 0
     total_retries: int = 0
+    #: answered from the checkpoint: a record with the same task id and request key succeeded
     resumed_tasks: int = 0
+    #: run because the checkpoint held them under another request (model, prompt, parameters)
+    changed_tasks: int = 0
+    #: run because the checkpoint had no record of them
+    new_tasks: int = 0
+    #: run again because their earlier attempt at the same request had failed
+    rerun_tasks: int = 0
     fallback_tasks: int = 0
     requests: int = 0
     rate_limited_responses: int = 0
@@ -77,6 +90,10 @@ class ExecutionMetrics:
     total_tokens: int = 0
     total_cost: float = 0.0
     cost_by_model: dict[str, float] = field(default_factory=dict)
+    #: answered calls at a price nobody knows (``total_cost`` leaves them out: unknown, not free)
+    unpriced_requests: int = 0
+    #: calls answered by the provider simulator: never spend
+    simulated_requests: int = 0
 
 
 @dataclass
@@ -115,8 +132,13 @@ class TaskRun:
         "call_time",
         "completion",
         "cost",
+        "finish_reason",
+        "key",
+        "last_cost",
         "model",
         "prompt",
+        "raw",
+        "simulated",
         "task_id",
     )
 
@@ -124,11 +146,17 @@ class TaskRun:
         self.task_id = task_id
         self._prices = prices
         self._started = time.perf_counter()
+        self.key: str | None = None
         self.prompt = 0
         self.completion = 0
         self.cost = 0.0
+        #: the price of the latest call; None when nobody knows it
+        self.last_cost: float | None = None
         self.call_time = 0.0
         self.model: str | None = None
+        self.raw: str | None = None
+        self.simulated = False
+        self.finish_reason: str | None = None
 
     def call(
         self, client: LLMClient, messages: list[LLMMessage], params: dict[str, Any]
@@ -140,13 +168,17 @@ class TaskRun:
         finally:
             self.call_time += time.perf_counter() - started
         self.model = response.model
+        self.raw = response.content
+        self.simulated = response.simulated
+        self.finish_reason = response.finish_reason
         self.prompt += response.usage.prompt_tokens
         self.completion += response.usage.completion_tokens
-        self.cost += cost_of(response.model, response.usage, self._prices)
+        self.last_cost = cost_of(response.model, response.usage, self._prices)
+        self.cost += self.last_cost or 0.0
         return response
 
-    def succeeded(self, value: Any, response: LLMResponse, attempt: int) -> TaskResult:
-        return self._result(True, attempt, result=value, raw_response=response.content)
+    def succeeded(self, value: Any, attempt: int) -> TaskResult:
+        return self._result(True, attempt, result=value)
 
     def failed(self, error: Exception, attempt: int) -> TaskResult:
         return self._result(False, attempt, **_error_fields(error))
@@ -168,6 +200,10 @@ class TaskRun:
             completion_tokens=self.completion,
             cost=self.cost,
             model=self.model,
+            raw_response=self.raw,  # the last answer, also when it failed to parse
+            simulated=self.simulated,
+            finish_reason=self.finish_reason,
+            request_key=self.key,
             **fields,
         )
 
@@ -185,8 +221,11 @@ def _error_fields(error: Exception) -> dict[str, Any]:
     }
 
 
-def share_of(combined: TaskResult, task_id: str, value: Any, members: int) -> TaskResult:
-    """One member's result of a combined call: its answer and an equal share of the cost."""
+def share_of(
+    combined: TaskResult, task_id: str, value: Any, members: int, request_key: str | None
+) -> TaskResult:
+    """One member's result of a combined call: its answer and an equal share of the cost.
+    ``request_key`` is the member's own (what it would have asked alone)."""
     share = 1 / members
     return TaskResult(
         task_id=task_id,
@@ -200,6 +239,9 @@ def share_of(combined: TaskResult, task_id: str, value: Any, members: int) -> Ta
         cost=combined.cost * share,
         model=combined.model,
         batched=True,
+        simulated=combined.simulated,
+        finish_reason=combined.finish_reason,
+        request_key=request_key,
     )
 
 
@@ -212,6 +254,9 @@ def restored(
     model: str | None,
     retry_count: int,
     execution_time: float,
+    request_key: str | None,
+    simulated: bool,
+    finish_reason: str | None,
 ) -> TaskResult:
     """A task answered by an earlier run (its answer re-parsed, or a combined call's value)."""
     return TaskResult(
@@ -228,17 +273,30 @@ def restored(
         cost=usage.cost or 0.0,
         model=model,
         from_checkpoint=True,
+        request_key=request_key,
+        simulated=simulated,
+        finish_reason=finish_reason,
     )
 
 
 @dataclass
 class AttemptCounts:
-    """What the calls of a batch did, counted as they happen."""
+    """What the calls of a batch did, and how its tasks stood against the journal, counted as
+    they happen."""
 
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
     limiter_wait: float = 0.0
+    #: tasks answered from the journal; with a record under another request key; with none;
+    #: with a record of the same request that had failed
+    reused: int = 0
+    changed: int = 0
+    new: int = 0
+    rerun: int = 0
+    #: answered calls nobody knows the price of; answered by the simulator (never spend)
+    unpriced: int = 0
+    simulated: int = 0
 
 
 def batch_metrics(
@@ -257,6 +315,9 @@ def batch_metrics(
         retried_tasks=sum(r.retry_count > 0 for r in fresh),
         total_retries=counts.retries,
         resumed_tasks=len(results) - len(fresh),
+        changed_tasks=counts.changed,
+        new_tasks=counts.new,
+        rerun_tasks=counts.rerun,
         fallback_tasks=sum(r.used_fallback for r in results),
         requests=counts.requests,
         rate_limited_responses=counts.rate_limited,
@@ -273,6 +334,8 @@ def batch_metrics(
         total_tokens=sum(r.tokens for r in fresh),
         total_cost=sum(r.cost for r in fresh),
         cost_by_model=cost_by_model,
+        unpriced_requests=counts.unpriced,
+        simulated_requests=counts.simulated,
     )
 
 

@@ -6,12 +6,10 @@ failure is retryable (a new sample may parse); ``should_retry`` lets a task narr
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import orjson
 from pydantic import BaseModel
 
 from aita.engine._client import LLMMessage
@@ -32,6 +30,9 @@ class LLMTask(ABC):
 
     dependencies: Sequence[str] = ()
     response_model: ClassVar[type[BaseModel] | None] = None
+    #: Part of the request key: bump it when the task's meaning changes while its messages and
+    #: parameters stay the same, so answers recorded for the old meaning are not reused.
+    version: str | int | None = None
     dependency_results: Mapping[str, Any] = {}
     #: A typical answer's length, for cost estimates before any call is made.
     expected_output_tokens: ClassVar[int] = 500
@@ -82,10 +83,6 @@ class LLMTask(ABC):
             params["response_format"] = json_schema_response_format(self.response_model)
         return params
 
-    def fingerprint(self) -> str:
-        """Identifies the work, so a checkpoint of a different batch is never reused."""
-        return f"{type(self).__qualname__}:{self.task_id}"
-
     def estimated_prompt_tokens(self) -> int:
         return estimate_prompt_tokens(self.build_messages())
 
@@ -135,10 +132,6 @@ class SimpleLLMTask(LLMTask):
 
     def get_llm_params(self) -> dict[str, Any]:
         return dict(self.llm_params)
-
-    def fingerprint(self) -> str:
-        content = stable_hash([self.system_prompt, self.prompt, self.dependencies, self.llm_params])
-        return f"{super().fingerprint()}:{content}"
 
 
 class VisionLLMTask(LLMTask):
@@ -226,9 +219,3 @@ def with_correction(messages: list[LLMMessage], error: Exception) -> list[LLMMes
             content=f"That answer was rejected: {error}. Answer again, fixing exactly this.",
         ),
     ]
-
-
-def stable_hash(value: Any) -> str:
-    """A short digest of JSON-able content, the same in every process (unlike ``hash``)."""
-    content = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
-    return hashlib.sha256(content).hexdigest()[:16]

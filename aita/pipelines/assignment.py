@@ -6,7 +6,7 @@
         question_instructions.json  optional {"1a": "..."}
         user_rubrics.json           optional {"1a": {"criteria": [...]}}: used as-is
         submissions/<student>/page_001.png ...
-        results/                    everything aita writes
+        results/                    everything aita writes (a dry run's: results/dry-run/)
 
 Every problem with these files is an ``AssignmentError``: one line naming the file and the
 problem, so the command line can exit 2 without a traceback.
@@ -81,7 +81,13 @@ class Assignment:
 
     @property
     def paths(self) -> ResultPaths:
+        """Where real results go."""
         return ResultPaths(self.root / "results")
+
+    def results_for(self, dry_run: bool) -> ResultPaths:
+        """Real results, or a dry run's, which live apart (``results/dry-run/``) so that a
+        simulated answer can never stand in for a real one, nor overwrite it."""
+        return ResultPaths(self.root / "results" / "dry-run") if dry_run else self.paths
 
     @property
     def submissions(self) -> Path:

@@ -49,6 +49,12 @@ class RunOptions:
     checkpoint_dir: Path | None = None
     backoff: Backoff | None = None
 
+    def batch_name(self, assignment: str, operation: str) -> str:
+        """The checkpoint name of one pipeline's batch; a dry run's is apart from a real one's."""
+        return (
+            f"{assignment}__dry-run__{operation}" if self.dry_run else f"{assignment}__{operation}"
+        )
+
 
 @contextmanager
 def open_client(options: RunOptions) -> Iterator[OpenAICompatibleClient]:
@@ -104,11 +110,9 @@ def run_batch(
     options: RunOptions,
     checkpoint_name: str,
     on_task_complete: Callable[[TaskResult], object] | None = None,
-    resume: bool = False,
 ) -> BatchResult:
-    """Run the batch. The assignment pipelines resume from their result files (``resume`` off);
-    the checkpoint journal records every call (answers, errors, usage) for ``aita checkpoints``
-    and ``aita costs``, and is what a ``resume`` run (course generation) continues."""
+    """Run the batch, continuing its checkpoint journal unless ``--force``/``--no-resume``: a
+    task that asks exactly what an earlier call asked is answered from it."""
     check_spend(tasks, client, options)
     # Unset, the rate comes from the settings; the simulator of a dry run has no limit.
     limit: dict[str, Any] = {"rate_limit": None} if options.dry_run else {}
@@ -125,6 +129,6 @@ def run_batch(
     return executor.execute_batch(
         tasks,
         checkpoint_name=checkpoint_name,
-        resume_from_checkpoint=resume,
+        resume_from_checkpoint=options.reuse,
         on_task_complete=on_task_complete,
     )

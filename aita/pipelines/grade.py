@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from aita.engine import BatchResult, OpenAICompatibleClient, TaskResult
-from aita.exam import AnswerKey, QuestionGrade, Rubric, StudentAnswer
+from aita.exam import AnswerKey, Made, QuestionGrade, Rubric, StudentAnswer
 from aita.files import write_json_atomic
-from aita.pipelines.assignment import Assignment, AssignmentError
+from aita.pipelines.assignment import Assignment, AssignmentError, ResultPaths
 from aita.pipelines.execution import RunOptions, run_batch
+from aita.pipelines.provenance import request_of, reusable, stamped
 from aita.pipelines.result_files import ResultFile
 from aita.pipelines.tasks import GradingTask, create_grading_tasks
+
+M = TypeVar("M", bound=Made)
 
 
 @dataclass
@@ -37,49 +40,59 @@ def grade(
     options: RunOptions,
     student: str | None = None,
 ) -> GradeOutcome:
-    paths = assignment.paths
+    paths = assignment.results_for(options.dry_run)
     questions = assignment.spec.questions
-    rubrics = ResultFile(paths.rubrics, Rubric).records
+    rubrics = _made_for(ResultFile(paths.rubrics, Rubric).records, options.dry_run)
     missing = [q.question_id for q in questions if q.question_id not in rubrics]
     if missing:
         raise AssignmentError(
             f"{paths.rubrics}: no rubric for question(s) {', '.join(missing)}; "
             "run aita generate-rubric first"
         )
-    keys = ResultFile(paths.answer_keys, AnswerKey).records
+    keys = _made_for(ResultFile(paths.answer_keys, AnswerKey).records, options.dry_run)
     students = assignment.select_students(student)
     files: dict[str, ResultFile[QuestionGrade]] = {}
     tasks: list[GradingTask] = []
     reused = 0
     for name in students:
-        answers = _answers(assignment, name)
+        answers = _answers(paths, assignment, name)
         grades = files[name] = ResultFile(
             paths.student_grades(name), QuestionGrade, fresh=not options.reuse
         )
-        todo = [q for q in questions if grades.get(q.question_id) is None]
-        reused += len(questions) - len(todo)
-        for q in todo:
-            if not answers[q.question_id].text.strip():
-                grades.put(
-                    q.question_id, _blank(name, q.question_id, q.points, answers[q.question_id])
-                )
-        todo = [q for q in todo if answers[q.question_id].text.strip()]
-        tasks += create_grading_tasks(name, todo, rubrics, answers, keys)
+        blank = [q for q in questions if not answers[q.question_id].text.strip()]
+        for q in blank:
+            record = _blank(name, q.question_id, q.points, answers[q.question_id])
+            if grades.get(q.question_id) != record:
+                grades.put(q.question_id, record)
+        answered = [q for q in questions if q not in blank]
+        for task in create_grading_tasks(name, answered, rubrics, answers, keys):
+            earlier = grades.get(task.question.question_id)
+            if options.reuse and reusable(earlier, request_of(task, client), options.dry_run):
+                reused += 1
+            else:
+                tasks.append(task)
 
     def save(result: TaskResult) -> None:
         if result.success and isinstance(result.result, QuestionGrade):
-            files[result.result.student].put(result.result.question_id, result.result)
+            record = stamped(result.result, result)
+            files[record.student].put(record.question_id, record)
 
     outcome = GradeOutcome(students=students, summary={}, reused=reused)
     if tasks:
-        outcome.batch = run_batch(tasks, client, options, f"{assignment.name}__grade", save)
+        name = options.batch_name(assignment.name, "grade")
+        outcome.batch = run_batch(tasks, client, options, name, save)
         outcome.failed = outcome.batch.failed_results
-    outcome.summary = write_summary(assignment)
+    outcome.summary = write_summary(assignment, paths)
     return outcome
 
 
-def _answers(assignment: Assignment, student: str) -> dict[str, StudentAnswer]:
-    path = assignment.paths.student_answers(student)
+def _made_for(records: dict[str, M], dry_run: bool) -> dict[str, M]:
+    """The records a run may build on: a real run never builds on simulated ones."""
+    return {k: r for k, r in records.items() if dry_run or not r.simulated}
+
+
+def _answers(paths: ResultPaths, assignment: Assignment, student: str) -> dict[str, StudentAnswer]:
+    path = paths.student_answers(student)
     if not path.exists():
         raise AssignmentError(f"no transcription for {student!r}: run aita transcribe first")
     try:
@@ -105,9 +118,8 @@ def _blank(student: str, qid: str, points: float, answer: StudentAnswer) -> Ques
     )
 
 
-def write_summary(assignment: Assignment) -> dict[str, Any]:
+def write_summary(assignment: Assignment, paths: ResultPaths) -> dict[str, Any]:
     """Totals for every student with grades so far, and the class statistics over them."""
-    paths = assignment.paths
     questions = assignment.spec.questions
     max_total = sum(q.points for q in questions)
     students: dict[str, Any] = {}

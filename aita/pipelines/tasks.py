@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from aita.engine import LLMMessage, LLMTask, VisionLLMTask, stable_hash, with_correction
+from aita.engine import LLMMessage, LLMTask, VisionLLMTask, with_correction
 from aita.exam import (
     AnswerKey,
     AnswerKeyContent,
@@ -122,10 +122,6 @@ class AnswerKeyTask(LLMTask):
     def get_llm_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
 
-    def fingerprint(self) -> str:
-        parts = [self.question.model_dump(), self.general_instructions, self.question_instructions]
-        return f"{super().fingerprint()}:{stable_hash(parts)}"
-
 
 class RubricTask(LLMTask):
     """A rubric for one question, built on its answer key.
@@ -209,15 +205,6 @@ class RubricTask(LLMTask):
     def get_llm_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
 
-    def fingerprint(self) -> str:
-        parts = [
-            self.question.model_dump(),
-            self.answer_key.model_dump() if self.answer_key else None,
-            self.general_instructions,
-            self.question_instructions,
-        ]
-        return f"{super().fingerprint()}:{stable_hash(parts)}"
-
 
 class TranscriptionTask(VisionLLMTask):
     """One scanned page through a vision model; the local image is sent inline, never uploaded."""
@@ -262,10 +249,6 @@ class TranscriptionTask(VisionLLMTask):
 
     def get_llm_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
-
-    def fingerprint(self) -> str:
-        parts = [str(self.image), self.image.stat().st_size if self.image.exists() else None]
-        return f"{super().fingerprint()}:{stable_hash([*parts, self.question_ids])}"
 
 
 class GradingTask(LLMTask):
@@ -359,10 +342,6 @@ class GradingTask(LLMTask):
 
     def get_llm_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
-
-    def fingerprint(self) -> str:
-        parts = [self.question.model_dump(), self.rubric.model_dump(), self.answer.model_dump()]
-        return f"{super().fingerprint()}:{stable_hash(parts)}"
 
 
 def _as_question(item: Question | Mapping[str, Any]) -> Question:

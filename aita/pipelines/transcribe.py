@@ -15,6 +15,7 @@ from aita.exam import PageTranscription, Question, StudentAnswer
 from aita.files import write_json_atomic
 from aita.pipelines.assignment import Assignment
 from aita.pipelines.execution import RunOptions, run_batch
+from aita.pipelines.provenance import request_of, reusable, stamped
 from aita.pipelines.result_files import read_model, write_model
 from aita.pipelines.tasks import TranscriptionTask, create_transcription_tasks
 
@@ -36,36 +37,33 @@ def transcribe(
     student: str | None = None,
 ) -> TranscribeOutcome:
     students = assignment.select_students(student)
-    paths = assignment.paths
+    paths = assignment.results_for(options.dry_run)
     outcome = TranscribeOutcome(students=students)
     tasks: list[TranscriptionTask] = []
     for name in students:
         pages = assignment.pages(name)
         outcome.pages_total += len(pages)
-        todo = [
-            (page, image)
-            for page, image in pages
-            if not (
-                options.reuse
-                and read_model(paths.page_transcription(name, page), PageTranscription)
-            )
-        ]
-        outcome.pages_reused += len(pages) - len(todo)
-        tasks += create_transcription_tasks(name, todo, assignment.spec.questions)
+        for task in create_transcription_tasks(name, pages, assignment.spec.questions):
+            earlier = read_model(paths.page_transcription(name, task.page), PageTranscription)
+            if options.reuse and reusable(earlier, request_of(task, client), options.dry_run):
+                outcome.pages_reused += 1
+            else:
+                tasks.append(task)
 
     def save(result: TaskResult) -> None:
         if result.success and isinstance(result.result, PageTranscription):
-            page = result.result
+            page = stamped(result.result, result)
             write_model(paths.page_transcription(page.student, page.page), page)
 
     if tasks:
-        outcome.batch = run_batch(tasks, client, options, f"{assignment.name}__transcribe", save)
+        name = options.batch_name(assignment.name, "transcribe")
+        outcome.batch = run_batch(tasks, client, options, name, save)
         outcome.failed = outcome.batch.failed_results
     for name in students:
         transcribed = {}
         for page, _ in assignment.pages(name):
             found = read_model(paths.page_transcription(name, page), PageTranscription)
-            if found is None:
+            if found is None or (found.simulated and not options.dry_run):
                 outcome.incomplete.setdefault(name, []).append(page)
             else:
                 transcribed[page] = found

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from aita.engine import SIMULATED_HEADER
 from aita.simulator.schema_sample import sample_instance
 
 log = logging.getLogger("aita.simulator")
@@ -56,6 +57,9 @@ class SimulatorConfig:
     api_key: str | None = None
     models: frozenset[str] | None = None
     report_cost: bool = True
+    #: say in a header of every answer that it is simulated, so no result of the simulator is
+    #: ever taken for a real model's; tests switch it off to stand in for a real provider
+    announce: bool = True
     seed: int | None = 0
     responder: Responder | None = None
 
@@ -320,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(status)
             self.send_header("content-type", "application/json")
+            if self.simulator.config.announce:
+                self.send_header(SIMULATED_HEADER, "true")
             self.send_header("content-length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from aita.engine import BatchResult, LLMMessage, LLMTask, TaskResult, stable_hash
+from aita.engine import BatchResult, LLMMessage, LLMTask, TaskResult
 from aita.errors import AitaError
 from aita.files import safe_filename, write_text_atomic
 
@@ -81,11 +81,6 @@ class OutlineTask(LLMTask):
         outline.chapters = outline.chapters[: self.max_chapters]
         return outline
 
-    def fingerprint(self) -> str:
-        return (
-            f"{super().fingerprint()}:{stable_hash([self.content, self.title, self.max_chapters])}"
-        )
-
 
 class ChapterTask(LLMTask):
     response_model: ClassVar[type[BaseModel] | None] = ChapterContent
@@ -122,10 +117,6 @@ class ChapterTask(LLMTask):
 
     def parse_response(self, response_text: str) -> ChapterContent:
         return ChapterContent.model_validate_json(response_text)
-
-    def fingerprint(self) -> str:
-        parts = [self.content, self.course_title, self.chapter.model_dump(), self.custom_prompt]
-        return f"{super().fingerprint()}:{stable_hash(parts)}"
 
 
 class CourseSummaryTask(LLMTask):
@@ -225,9 +216,6 @@ def generate_course(
 
     summary = CourseSummaryTask(title, list(by_id))
     second = run([*chapters, summary], f"{_file_name(title)}__chapters", save)
-    for result in second.task_results:
-        if result.from_checkpoint:  # finished by an earlier, interrupted run
-            save(result)
     outcome.batches.append(second)
     outcome.failed = second.failed_results
     outcome.chapter_files.sort()

@@ -44,7 +44,6 @@ from aita.engine import (
     TaskGraph,
     TaskResult,
     image_to_data_url,
-    stable_hash,
 )
 from aita.errors import AitaError, TaskGraphError, validation_problem
 
@@ -317,9 +316,6 @@ class StepTask(LLMTask):
         if self.model:
             params["model"] = self.model
         return params
-
-    def fingerprint(self) -> str:
-        return f"{super().fingerprint()}:{stable_hash(self.step.model_dump())}"
 
 
 def stage_tasks(
