@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     checkpoint_dir: Path = Path("checkpoints")
     show_progress: bool = True
     max_retries: int = Field(default=3, ge=0, le=100)
+    outage_budget: float = Field(default=300.0, gt=0)
     data_dir: Path = Path("data")
+    max_tokens: int | None = Field(default=None, ge=1)
     spend_ledger: Path | None = Path("~/.aita/spend.jsonl")
     dry_run_latency: float = Field(default=0.05, ge=0, le=60)
     pipeline_parallel_enabled: bool | None = Field(
@@ -55,7 +57,9 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("rate_limit_rps", "tokens_per_minute", "spend_ledger", mode="before")
+    @field_validator(
+        "rate_limit_rps", "tokens_per_minute", "spend_ledger", "max_tokens", mode="before"
+    )
     @classmethod
     def _unlimited_words(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in {"", "none", "off", "unlimited"}:
@@ -75,6 +79,8 @@ class ParallelExecutionConfig:
     max_retries: int = 3
     #: one line per paid call, kept apart from checkpoints (None: not kept)
     spend_ledger: Path | None = Path("~/.aita/spend.jsonl")
+    #: seconds the provider may stay unreachable before a batch stops
+    outage_budget: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,8 @@ class AitaConfig:
     data_dir: Path
     #: seconds per simulated call in ``--dry-run`` (slow it down to watch the progress bars)
     dry_run_latency: float = 0.05
+    #: a cap on each answer of the teaching-assistant tasks, in tokens (None: the model's own)
+    max_tokens: int | None = None
     #: ``PIPELINE_PARALLEL_ENABLED``: run YAML pipeline groups in parallel (None: as the file says)
     pipeline_parallel_enabled: bool | None = None
 
@@ -131,8 +139,10 @@ def load_config(**overrides: Any) -> AitaConfig:
             show_progress=settings.show_progress,
             max_retries=settings.max_retries,
             spend_ledger=settings.spend_ledger,
+            outage_budget=settings.outage_budget,
         ),
         data_dir=settings.data_dir,
+        max_tokens=settings.max_tokens,
         dry_run_latency=settings.dry_run_latency,
         pipeline_parallel_enabled=settings.pipeline_parallel_enabled,
     )

@@ -74,6 +74,19 @@ class ProviderTimeout(ProviderUnavailable):
     label = "timed out"
 
 
+class ProviderUnreachable(ProviderUnavailable):
+    """The connection was refused, reset or dropped: the provider (or the way to it) is down."""
+
+    label = "cannot reach the provider"
+
+
+class ProviderOutage(ProviderUnavailable):
+    """The provider stayed unreachable for longer than the outage budget (``AITA_OUTAGE_BUDGET``);
+    the batch stopped with everything finished saved."""
+
+    label = "provider outage"
+
+
 class InvalidResponse(ProviderError):
     """The provider answered 2xx with a body that is not a usable completion."""
 
@@ -102,6 +115,16 @@ class ModelNotFound(BadRequest):
     """404: the model (or endpoint) does not exist at this provider."""
 
     label = "model not found"
+
+
+class ImagesNotSupported(BadRequest):
+    """The model cannot take images: every attempt would be refused the same way."""
+
+    label = "the model does not accept images"
+
+
+class TruncatedResponse(AitaError):
+    """The answer was cut off at ``max_tokens`` and the task declared that an error."""
 
 
 class ResponseParseError(AitaError):

@@ -72,6 +72,9 @@ class AnswerKeyContent(BaseModel):
 
 class AnswerKey(Made, AnswerKeyContent):
     question_id: str
+    source: Literal["generated", "fallback"] = "generated"
+    needs_review: bool = False
+    review_reason: str | None = None
 
 
 class RubricCriterion(BaseModel):

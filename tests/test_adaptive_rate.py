@@ -35,12 +35,59 @@ def test_unused_tokens_are_given_back() -> None:
     assert clock.now == pytest.approx(1.0)
 
 
-def test_provider_limit_header_caps_a_misconfigured_rate() -> None:
+def test_the_limit_header_caps_a_misconfigured_rate_once_the_provider_refuses() -> None:
     clock = FakeClock()
     limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
     control = AdaptiveRate(limiter, 30, clock=clock)
-    control.on_response({"x-ratelimit-limit-requests": "900"})
+    headers = {"x-ratelimit-limit-requests": "900"}  # per minute: 15/s
+    for _ in range(20):  # what the provider accepts of the 30/s sent: 15/s
+        clock.now += 1 / 15
+        control.on_response(headers)
+    assert limiter.rate == 30  # a header alone is a hint, not an order
+    control.on_rate_limited(RateLimited("slow", status_code=429, headers=headers), 0.1)
     assert limiter.rate == pytest.approx(AdaptiveRate.SAFETY * 15)
+    for _ in range(10):
+        clock.now += AdaptiveRate.RECOVERY_SECONDS
+        control.on_response(headers)
+    assert limiter.rate == pytest.approx(AdaptiveRate.SAFETY * 15)  # not back above the limit
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["20", str(20 * 86400), "0", "-5", "garbage", "nan", "inf", ""],
+    ids=["per second", "per day", "zero", "negative", "garbage", "nan", "inf", "empty"],
+)
+def test_a_limit_header_never_slows_a_client_the_provider_accepts(value: str) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    for _ in range(200):
+        clock.now += 0.05
+        control.on_response({"x-ratelimit-limit-requests": value})
+    assert limiter.rate == 20
+
+
+def test_at_a_429_a_per_second_header_never_caps_below_the_accepted_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    headers = {"x-ratelimit-limit-requests": "20"}  # 20 per *second*, read as 0.33/s
+    for _ in range(60):  # two seconds of answers at the provider's 20/s
+        clock.now += 0.05
+        control.on_response(headers)
+    control.on_rate_limited(RateLimited("slow", status_code=429, headers=headers), 0.05)
+    assert limiter.rate is not None and limiter.rate >= 0.7 * 20
+    assert control.provider_cap is not None and control.provider_cap >= 0.9 * 20
+
+
+def test_an_unverified_hint_cuts_no_deeper_than_one_ordinary_cut() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    clock.now += 0.05
+    control.on_response({"x-ratelimit-limit-requests": "20"})
+    control.on_rate_limited(RateLimited("slow", status_code=429), 0.05)  # 50 ms in: no measure
+    assert limiter.rate == pytest.approx(30 * AdaptiveRate.DECREASE)
 
 
 def test_429_pauses_and_slows_once_then_recovers() -> None:

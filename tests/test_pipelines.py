@@ -216,7 +216,7 @@ def test_paid_run_asks_on_a_terminal_and_never_blocks_elsewhere(
     err = io.StringIO()
     with pytest.raises(Declined):
         check_spend(tasks, client, RunOptions(), stdin=FakeTty("n\n"), stderr=err)
-    assert "about to make 1 call(s) to openai/gpt-4o (estimated $0.0" in err.getvalue()
+    assert "about to make 1 call(s) to openai/gpt-4o at 127.0.0.1 (estimated $0.0" in err.getvalue()
     check_spend(tasks, client, RunOptions(), stdin=FakeTty("y\n"), stderr=io.StringIO())
     check_spend(
         tasks, client, RunOptions(), stdin=io.StringIO(""), stderr=io.StringIO()

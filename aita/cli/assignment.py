@@ -54,6 +54,8 @@ def _generate_rubric(args: argparse.Namespace) -> int:
         f"rubrics {len(outcome.rubrics)}/{n} ({instructor} from the instructor, "
         f"{len(outcome.flagged)} flagged for review); {outcome.reused} reused from earlier runs"
     )
+    if outcome.flagged_keys:
+        print(f"review these answer keys: {', '.join(outcome.flagged_keys)}")
     if outcome.flagged:
         print(f"review these rubrics: {', '.join(outcome.flagged)}")
     paths = assignment.results_for(args.dry_run)

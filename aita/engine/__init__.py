@@ -25,10 +25,18 @@ from aita.engine._openai import (
     error_for_status,
     retry_after,
 )
+from aita.engine._outage import OutageGate
 from aita.engine._pricing import PRICES_PER_MILLION, cost_of, estimate_cost
 from aita.engine._results import BatchResult, ExecutionMetrics, TaskResult
-from aita.engine._retry import Backoff, Decision, ExponentialBackoff, RetryPolicy, is_retryable
-from aita.engine._structured import json_schema_response_format
+from aita.engine._retry import (
+    Backoff,
+    Decision,
+    ExponentialBackoff,
+    RetryPolicy,
+    is_outage,
+    is_retryable,
+)
+from aita.engine._structured import json_schema_response_format, unfenced, validate_json
 from aita.engine._tasks import (
     BatchableLLMTask,
     LLMTask,
@@ -46,14 +54,18 @@ from aita.errors import (
     ConfigError,
     DependencyFailed,
     EmptyResponse,
+    ImagesNotSupported,
     InvalidResponse,
     ModelNotFound,
     ProviderError,
+    ProviderOutage,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
     RateLimited,
     ResponseParseError,
     TaskGraphError,
+    TruncatedResponse,
 )
 
 __all__ = [
@@ -78,6 +90,7 @@ __all__ = [
     "EmptyResponse",
     "ExecutionMetrics",
     "ExponentialBackoff",
+    "ImagesNotSupported",
     "InvalidResponse",
     "LLMClient",
     "LLMMessage",
@@ -86,10 +99,13 @@ __all__ = [
     "ModelNotFound",
     "NoOpRateLimiter",
     "OpenAICompatibleClient",
+    "OutageGate",
     "ParallelLLMExecutor",
     "ProviderError",
+    "ProviderOutage",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "ProviderUnreachable",
     "RateLimited",
     "RateLimiter",
     "ResponseParseError",
@@ -101,6 +117,7 @@ __all__ = [
     "TaskGraphError",
     "TaskRecord",
     "TaskResult",
+    "TruncatedResponse",
     "Usage",
     "VisionLLMTask",
     "client_model",
@@ -111,9 +128,12 @@ __all__ = [
     "estimate_cost",
     "estimate_prompt_tokens",
     "image_to_data_url",
+    "is_outage",
     "is_retryable",
     "json_schema_response_format",
     "request_key",
     "retry_after",
+    "unfenced",
+    "validate_json",
     "with_correction",
 ]

@@ -6,6 +6,7 @@ nothing else, so users can bring their own (a local model, a cache, a test doubl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,16 +43,32 @@ class Usage:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Usage:
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
+        """Usage from a provider's or a custom client's mapping. Counts that are not whole
+        non-negative numbers count as 0; a cost that is not a non-negative number is unknown."""
         if not data:
             return cls()
-        cost = data.get("cost")
+        prompt = _count(data.get("prompt_tokens"))
+        completion = _count(data.get("completion_tokens"))
         return cls(
-            prompt_tokens=int(data.get("prompt_tokens") or 0),
-            completion_tokens=int(data.get("completion_tokens") or 0),
-            total_tokens=int(data.get("total_tokens") or 0),
-            cost=float(cost) if cost is not None else None,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=_count(data.get("total_tokens")) or prompt + completion,
+            cost=_price(data.get("cost")),
         )
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return 0
+    return max(0, int(value)) if value < 2**53 else 0
+
+
+def _price(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    cost = float(value)
+    return cost if 0 <= cost < 1e6 else None  # NaN, negative or absurd: not a price
 
 
 #: The header the provider simulator puts on every answer: it is never taken for a real model's.
@@ -60,7 +77,11 @@ SIMULATED_HEADER = "x-aita-simulated"
 
 @dataclass(slots=True)
 class LLMResponse:
-    """One completion: its text, usage, the model that answered and why it stopped."""
+    """One completion: its text, usage, the model that answered and why it stopped.
+
+    Custom clients may give ``usage`` as a mapping (``{"prompt_tokens": ...}``) or None, and
+    ``model`` as None: they are normalised here.
+    """
 
     content: str
     usage: Usage = field(default_factory=Usage)
@@ -68,10 +89,24 @@ class LLMResponse:
     finish_reason: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        usage: Any = self.usage
+        if not isinstance(usage, Usage):
+            self.usage = Usage.from_dict(usage if isinstance(usage, Mapping) else None)
+        if self.model is None:
+            self.model = ""
+        if self.headers is None:
+            self.headers = {}
+
     @property
     def simulated(self) -> bool:
         """Answered by aita's provider simulator (it says so in a header of every answer)."""
         return self.headers.get(SIMULATED_HEADER) == "true"
+
+    @property
+    def truncated(self) -> bool:
+        """The answer was cut off at the token limit (``finish_reason`` ``length``)."""
+        return self.finish_reason == "length"
 
 
 @runtime_checkable

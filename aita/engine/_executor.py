@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from pydantic import ValidationError
+
 from aita.config import get_config
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._client import LLMClient, LLMMessage, LLMResponse
@@ -26,12 +28,20 @@ from aita.engine._journal import Checkpoint, CheckpointManager
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendLedger
 from aita.engine._limiter import RateLimiter
+from aita.engine._outage import OutageGate
 from aita.engine._progress import BatchProgress
 from aita.engine._results import BatchResult, TaskResult, TaskRun, batch_metrics, share_of
 from aita.engine._retry import Backoff, ExponentialBackoff, RetryPolicy
 from aita.engine._scheduler import BatchScheduler, Job, Outlet
 from aita.engine._tasks import BatchableLLMTask, LLMTask, estimate_prompt_tokens
-from aita.errors import RateLimited, ResponseParseError
+from aita.errors import (
+    ProviderError,
+    ProviderOutage,
+    RateLimited,
+    ResponseParseError,
+    TruncatedResponse,
+    validation_problem,
+)
 
 log = logging.getLogger("aita.executor")
 
@@ -69,6 +79,7 @@ class ExecutorSettings:
     max_retries: int
     show_progress: bool
     spend_ledger: Path | None
+    outage_budget: float
 
     @classmethod
     def resolve(
@@ -82,6 +93,7 @@ class ExecutorSettings:
         max_retries: int | None,
         show_progress: bool | None,
         spend_ledger: str | Path | _Unset | None,
+        outage_budget: float | None,
     ) -> ExecutorSettings:
         config = get_config().parallel_execution
         settings = cls(
@@ -104,6 +116,7 @@ class ExecutorSettings:
                 if spend_ledger is not None
                 else None
             ),
+            outage_budget=config.outage_budget if outage_budget is None else outage_budget,
         )
         if settings.max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {settings.max_workers}")
@@ -122,7 +135,9 @@ class ParallelLLMExecutor:
     call reserves an estimate and is corrected by the usage it reports. ``adaptive_rate``
     follows the provider's rate-limit headers and 429s (see ``AdaptiveRate``).
     ``spend_ledger`` is the file every paid call is written to (``AITA_SPEND_LEDGER``; None
-    keeps none).
+    keeps none). ``outage_budget`` is how many seconds the provider may stay unreachable
+    before the batch stops (``AITA_OUTAGE_BUDGET``); during an outage every worker waits and
+    tasks keep their retries.
     """
 
     def __init__(
@@ -144,6 +159,7 @@ class ParallelLLMExecutor:
         tokens_per_minute: float | None = None,
         adaptive_rate: bool = True,
         spend_ledger: str | Path | _Unset | None = UNSET,
+        outage_budget: float | None = None,
     ) -> None:
         settings = ExecutorSettings.resolve(
             max_workers,
@@ -155,6 +171,7 @@ class ParallelLLMExecutor:
             max_retries,
             show_progress,
             spend_ledger,
+            outage_budget,
         )
         self.settings = settings
         self.llm_client = llm_client
@@ -174,6 +191,7 @@ class ParallelLLMExecutor:
         self.rate_control = (
             AdaptiveRate(self.rate_limiter, self.rate_limiter.rate) if adaptive_rate else None
         )
+        self.outage_gate = OutageGate(settings.outage_budget)
         self.prices = prices
         self.spend_ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
         self.max_batch_size = max_batch_size
@@ -238,6 +256,7 @@ class ParallelLLMExecutor:
         batch = _Batch(name, scheduler, progress, checkpoint, client_model(self.llm_client))
         # A fresh event per batch: workers abandoned by an interrupted batch stay stopped.
         self._stop = scheduler.stop
+        self.outage_gate.reset()
         self._on_task_start = on_task_start
         timer = None
         if timeout is not None:
@@ -290,6 +309,7 @@ class ParallelLLMExecutor:
                 thread.join()
         except KeyboardInterrupt:
             batch.scheduler.request_stop()
+            self.outage_gate.wake()
             deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
             try:
                 for thread in threads:
@@ -394,20 +414,35 @@ class ParallelLLMExecutor:
         estimate = self._token_estimate(task, messages, params)
         attempt = 0
         while True:
+            try:
+                probe = self.outage_gate.enter()  # waits while the provider is down
+            except ProviderOutage as error:
+                batch.scheduler.cancel(f"cancelled: {error}")
+                return self._give_up(task, run, error, attempt)
             waited = self.rate_limiter.acquire(estimate)
             if stop.is_set():
                 return None
             sent_at = time.monotonic()
+            reached = False  # the provider answered, whatever it said
             try:
                 response = run.call(self.llm_client, messages, params)
+                reached = True
+                self.outage_gate.answered()
                 batch.spent(response, run.last_cost, self.spend_ledger)
                 self._learn_from(response, estimate)
-                value = _parse(task, response)
+                value = self._read(task, response, batch)
             except Exception as error:
                 decision = self.retry_policy.decide(error, attempt, task)
+                batch.progress.attempt(waited, decision.pause_all, decision.retry)
+                reached = reached or _server_answered(error)
+                if decision.outage or (probe and not reached):
+                    self.outage_gate.failed(probe)
+                    if decision.outage:  # the provider is down: wait for it, keep the retries
+                        continue
+                elif reached:
+                    self.outage_gate.answered()
                 if decision.pause_all:  # every worker waits, not just this one
                     self._pause_everyone(error, decision.delay, sent_at)
-                batch.progress.attempt(waited, decision.pause_all, decision.retry)
                 if not decision.retry:
                     if decision.stop_batch:
                         reason = f"cancelled: the provider refused the API key ({error})"
@@ -420,6 +455,18 @@ class ParallelLLMExecutor:
                 continue
             batch.progress.attempt(waited, False, False)
             return run.succeeded(value, attempt)
+
+    def _read(self, task: LLMTask, response: LLMResponse, batch: _Batch) -> Any:
+        """The task's result from an answer; an answer cut off at the token limit is counted and
+        logged, and an error if the task says so."""
+        if response.truncated:
+            batch.progress.truncated()
+            if task.truncation_is_error:
+                raise TruncatedResponse(
+                    "the answer was cut off at the token limit (finish_reason=length)"
+                )
+            log.warning("task %s: the answer was cut off at the token limit", task.task_id)
+        return _parse(task, response)
 
     def _token_estimate(
         self, task: LLMTask, messages: list[LLMMessage], params: dict[str, Any]
@@ -493,12 +540,24 @@ class _Batch:
         )
 
 
+def _server_answered(error: Exception) -> bool:
+    """The provider sent an HTTP answer (a refusal is an answer: it is reachable)."""
+    return isinstance(error, ProviderError) and error.status_code is not None
+
+
 def _parse(task: LLMTask, response: LLMResponse) -> Any:
     try:
         return task.parse_response(response.content)
     except Exception as error:
+        if isinstance(error, ValidationError):
+            where, what = validation_problem(error, show_input=False)
+            reason = f"{where}: {what}" if where else what
+        else:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if response.truncated:
+            reason += " (the answer was cut off at the token limit)"
         raise ResponseParseError(
-            f"could not parse the response: {error}", response.content
+            f"could not parse the response: {reason}", response.content
         ) from error
 
 

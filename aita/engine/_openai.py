@@ -8,23 +8,28 @@ here, by HTTP status, with the API key redacted from anything that could be prin
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
 from aita.config import get_config
 from aita.engine._client import LLMMessage, LLMResponse, Usage
+from aita.engine._structured import FormatNegotiation
 from aita.errors import (
     AuthenticationFailed,
     BadRequest,
     ConfigError,
     EmptyResponse,
+    ImagesNotSupported,
     InvalidResponse,
     ModelNotFound,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
     RateLimited,
 )
 
@@ -60,6 +65,10 @@ class OpenAICompatibleClient:
         )
         # Resolve the SDK's lazily imported resources now, not inside the first timed call.
         self._completions = self._sdk.chat.completions.with_raw_response
+        #: how this server takes structured output, learned on the first structured call
+        self.formats = FormatNegotiation(base_url)
+        #: the server's refusal of the first request with images, if it refused one
+        self._refuses_images: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
@@ -68,6 +77,12 @@ class OpenAICompatibleClient:
         self._sdk.close()
 
     def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        return self.formats.complete(self._complete, messages, params)
+
+    def _complete(self, messages: list[LLMMessage], params: dict[str, Any]) -> LLMResponse:
+        if self._refuses_images is not None and _has_images(messages):
+            raise ImagesNotSupported(f"{self.model} at {self.base_url} ({self._refuses_images})")
+        params = dict(params)
         model = params.pop("model", None) or self.model
         try:
             raw = self._completions.create(
@@ -82,9 +97,12 @@ class OpenAICompatibleClient:
                 f"no response within {self.timeout:g}s from {self.base_url}"
             ) from None
         except openai.APIConnectionError as error:
-            raise ProviderUnavailable(self._redact(f"connection failed: {error}")) from None
+            cause = error.__cause__ or error
+            raise ProviderUnreachable(
+                self._redact(f"cannot connect to {self.base_url}: {cause}")
+            ) from None
         except openai.APIStatusError as error:
-            raise self._translate_status(error) from None
+            raise self._translate_status(error, messages) from None
         except (openai.APIError, ValueError) as error:
             raise InvalidResponse(self._redact(f"malformed response body: {error}")) from None
         if not getattr(completion, "choices", None):
@@ -101,13 +119,41 @@ class OpenAICompatibleClient:
             headers=headers,
         )
 
-    def _translate_status(self, error: openai.APIStatusError) -> ProviderError:
-        message = _provider_message(error.body) or error.message
+    def _translate_status(
+        self, error: openai.APIStatusError, messages: list[LLMMessage]
+    ) -> ProviderError:
+        message = self._redact(_provider_message(error.body) or error.message)
         headers = {k.lower(): v for k, v in error.response.headers.items()}
-        return error_for_status(error.status_code, self._redact(message), headers)
+        status = error.status_code
+        if status == 404 and not _has_version_path(self.base_url):
+            message += (
+                f" (the base URL {self.base_url} has no /v1: try {self.base_url.rstrip('/')}/v1)"
+            )
+        if status >= 400 and status != 429 and _has_images(messages) and _IMAGES.search(message):
+            self._refuses_images = message
+            return ImagesNotSupported(
+                f"{self.model} at {self.base_url} ({message})", status_code=status
+            )
+        return error_for_status(status, message, headers)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, REDACTED) if self._secret else text
+
+
+#: How servers say a model cannot take images: in words (vLLM, OpenAI, Ollama), or as
+#: llama-cpp-python's chat template failing on list content (``(not "list")``).
+_IMAGES = re.compile(r'image|vision|multi-?modal|mmproj|\(not "list"\)', re.IGNORECASE)
+
+
+def _has_images(messages: list[LLMMessage]) -> bool:
+    return any(
+        isinstance(m.content, list) and any(p.get("type") == "image_url" for p in m.content)
+        for m in messages
+    )
+
+
+def _has_version_path(base_url: str) -> bool:
+    return bool(re.search(r"/v\d+(beta\d*)?/?($|/)", urlsplit(base_url).path))
 
 
 def error_for_status(status: int, message: str, headers: dict[str, str]) -> ProviderError:
@@ -160,15 +206,16 @@ def _provider_message(body: object) -> str | None:
 
 
 def _usage_of(completion: Any) -> Usage:
+    """The completion's usage, validated like any provider input (OpenRouter adds ``cost``)."""
     usage = getattr(completion, "usage", None)
     if usage is None:
         return Usage()
-    extra = getattr(usage, "model_extra", None) or {}
-    cost = getattr(usage, "cost", None) if "cost" not in extra else extra["cost"]
-    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    total = int(getattr(usage, "total_tokens", 0) or prompt + completion_tokens)
-    return Usage(prompt, completion_tokens, total, float(cost) if cost is not None else None)
+    fields = {
+        name: getattr(usage, name, None)
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
+    }
+    fields.update({k: v for k, v in (getattr(usage, "model_extra", None) or {}).items()})
+    return Usage.from_dict(fields)
 
 
 def create_openrouter_client(

@@ -51,6 +51,10 @@ class BatchProgress:
             self.counts.simulated += simulated
             self.counts.unpriced += not priced and not simulated
 
+    def truncated(self) -> None:
+        with self._lock:
+            self.counts.truncated += 1
+
     def stood(self, standing: str) -> None:
         """How a task stood against the journal when it came up (see ``Checkpoint.answer_for``)."""
         with self._lock:

@@ -94,6 +94,8 @@ class ExecutionMetrics:
     unpriced_requests: int = 0
     #: calls answered by the provider simulator: never spend
     simulated_requests: int = 0
+    #: answers cut off at the token limit (``finish_reason`` ``length``): they may be incomplete
+    truncated_responses: int = 0
 
 
 @dataclass
@@ -297,6 +299,8 @@ class AttemptCounts:
     #: answered calls nobody knows the price of; answered by the simulator (never spend)
     unpriced: int = 0
     simulated: int = 0
+    #: answers cut off at the token limit
+    truncated: int = 0
 
 
 def batch_metrics(
@@ -336,6 +340,7 @@ def batch_metrics(
         cost_by_model=cost_by_model,
         unpriced_requests=counts.unpriced,
         simulated_requests=counts.simulated,
+        truncated_responses=counts.truncated,
     )
 
 

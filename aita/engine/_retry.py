@@ -6,7 +6,8 @@ In the manner of tenacity's strategies, the pieces are values: a backoff is any 
 the retry cap. The error's *type* decides (``is_retryable``), never its message; a server's
 ``retry-after`` wins over the backoff, capped; a task's ``should_retry`` has the last word for
 that task. A 429 pauses every worker (they would all be refused); a refused key stops the batch
-(every other call would be refused the same way).
+(every other call would be refused the same way); a refused or reset connection or a 502/503/504
+is an outage: every worker waits for the provider (``OutageGate``) and the task keeps its retries.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aita.errors import (
     InvalidResponse,
     ProviderError,
     ProviderUnavailable,
+    ProviderUnreachable,
     RateLimited,
     ResponseParseError,
 )
@@ -34,17 +36,31 @@ Backoff = Callable[[int], float]
 MAX_RETRY_AFTER = 120.0
 
 #: Errors another attempt could cure: the provider was busy or broken, or the sample was bad.
+#: ``OSError`` covers what a user's own client raises for the network (``TimeoutError``,
+#: ``ConnectionError``).
 RETRYABLE: tuple[type[BaseException], ...] = (
     RateLimited,
     ProviderUnavailable,
     InvalidResponse,
     ResponseParseError,
+    OSError,
 )
+
+#: Gateway statuses a provider answers with while it is down or being restarted.
+OUTAGE_STATUSES = frozenset({502, 503, 504})
 
 
 def is_retryable(error: BaseException) -> bool:
     """Whether another attempt could succeed, judged by the error's type alone."""
     return isinstance(error, RETRYABLE)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether the error says the provider is down, not that this request went wrong: a refused
+    or reset connection, or a 502/503/504. Every worker would see the same."""
+    if isinstance(error, ProviderUnreachable | ConnectionError):
+        return True
+    return isinstance(error, ProviderUnavailable) and error.status_code in OUTAGE_STATUSES
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,9 @@ class Decision:
     pause_all: bool = False
     #: cancel the tasks not yet started: every other call would fail the same way
     stop_batch: bool = False
+    #: the provider is down: every worker waits for it to come back, and the attempt is not
+    #: counted against the task's retries
+    outage: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,11 +108,13 @@ class RetryPolicy:
     def decide(self, error: BaseException, attempt: int, task: LLMTask | None = None) -> Decision:
         """``attempt`` counts from 0 (the first try); ``task.should_retry`` has the last word."""
         wanted = task.should_retry(error, attempt) if task is not None else is_retryable(error)  # type: ignore[arg-type]
+        outage = bool(wanted) and is_outage(error)
         return Decision(
-            retry=bool(wanted) and attempt < self.max_retries,
+            retry=bool(wanted) and (outage or attempt < self.max_retries),
             delay=self.delay(error, attempt),
             pause_all=isinstance(error, RateLimited),
             stop_batch=isinstance(error, AuthenticationFailed),
+            outage=outage,
         )
 
     def delay(self, error: BaseException, attempt: int) -> float:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from aita.engine._client import LLMMessage
 from aita.engine._images import IMAGE_TOKENS, image_to_data_url
 from aita.engine._retry import is_retryable
-from aita.engine._structured import json_schema_response_format
+from aita.engine._structured import json_schema_response_format, validate_json
 from aita.errors import ResponseParseError
 
 
@@ -36,6 +36,9 @@ class LLMTask(ABC):
     dependency_results: Mapping[str, Any] = {}
     #: A typical answer's length, for cost estimates before any call is made.
     expected_output_tokens: ClassVar[int] = 500
+    #: An answer cut off at the token limit is always counted and logged; with this on it is
+    #: also an error (``TruncatedResponse``), not a result.
+    truncation_is_error: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -50,7 +53,7 @@ class LLMTask(ABC):
         """The task's result from the model's text; raising makes the attempt a retryable
         parse failure. By default the text itself, or the ``response_model`` it validates."""
         if self.response_model is not None:
-            return self.response_model.model_validate_json(response_text)
+            return validate_json(self.response_model, response_text)
         return response_text
 
     def get_llm_params(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ _QUESTION = re.compile(r"^Question (\S+) \(", re.MULTILINE)
 
 def dry_run_responder(request: dict[str, Any]) -> str | None:
     fmt = request.get("response_format") or {}
-    name = (fmt.get("json_schema") or {}).get("name")
+    name = (fmt.get("json_schema") or {}).get("name") or (fmt.get("schema") or {}).get("title")
     text = _all_text(request)
     if name == "AnswerKeyContent":
         return _answer_key(text)

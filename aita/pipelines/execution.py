@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from aita.config import get_config
 from aita.engine import (
@@ -93,9 +94,10 @@ def check_spend(
     if options.dry_run or not tasks:
         return
     estimate = estimate_cost(tasks, client.model)
+    price = "price unknown" if estimate is None else f"estimated ${estimate:.4f} before retries"
+    host = urlsplit(client.base_url).hostname or client.base_url
     print(
-        f"about to make {len(tasks)} call(s) to {client.model} "
-        f"(estimated ${estimate:.4f} before retries)",
+        f"about to make {len(tasks)} call(s) to {client.model} at {host} ({price})",
         file=stderr,
     )
     if not options.yes and not confirm(

@@ -12,7 +12,7 @@ simulated record (and dry runs write elsewhere: ``results/dry-run/``).
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aita.engine import LLMClient, LLMTask, TaskResult, client_model, request_key
 from aita.exam import Made
@@ -37,12 +37,23 @@ def reusable(record: Made | None, key: str | None, dry_run: bool) -> bool:
     return dry_run or not record.simulated
 
 
+CUT_OFF = "the answer was cut off at the token limit"
+
+
 def stamped(record: R, result: TaskResult) -> R:
-    """``record`` with the provenance of the call that made it."""
-    return record.model_copy(
-        update={
-            "model": result.model,
-            "simulated": result.simulated,
-            "inputs_hash": result.request_key,
-        }
-    )
+    """``record`` with the provenance of the call that made it; an answer cut off at the token
+    limit is flagged for review (or noted, on records without a review flag)."""
+    update: dict[str, Any] = {
+        "model": result.model,
+        "simulated": result.simulated,
+        "inputs_hash": result.request_key,
+    }
+    if result.finish_reason == "length":
+        if "needs_review" in type(record).model_fields:
+            reason = getattr(record, "review_reason", None)
+            update["needs_review"] = True
+            update["review_reason"] = f"{reason}; {CUT_OFF}" if reason else CUT_OFF
+        elif "notes" in type(record).model_fields:
+            notes = getattr(record, "notes", "")
+            update["notes"] = f"{notes}; {CUT_OFF}" if notes else CUT_OFF
+    return record.model_copy(update=update)

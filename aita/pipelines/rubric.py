@@ -33,6 +33,10 @@ class RubricOutcome:
     def flagged(self) -> list[str]:
         return [qid for qid, rubric in self.rubrics.items() if rubric.needs_review]
 
+    @property
+    def flagged_keys(self) -> list[str]:
+        return [qid for qid, key in self.answer_keys.items() if key.needs_review]
+
 
 def plan_rubric_tasks(
     assignment: Assignment,
@@ -50,7 +54,8 @@ def plan_rubric_tasks(
         general, specific = assignment.instructions, assignment.question_instructions.get(qid)
         key_task = AnswerKeyTask(question, general, specific)
         key = keys.get(qid)
-        key_stands = reusable(key, request_of(key_task, client), dry_run)
+        key_fell_back = key is not None and key.source == "fallback"
+        key_stands = not key_fell_back and reusable(key, request_of(key_task, client), dry_run)
         if not key_stands:
             tasks.append(key_task)
         if qid in assignment.user_rubrics:

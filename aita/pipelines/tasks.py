@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from aita.engine import LLMMessage, LLMTask, VisionLLMTask, with_correction
+from aita.config import get_config
+from aita.engine import LLMMessage, LLMTask, VisionLLMTask, validate_json, with_correction
 from aita.exam import (
     AnswerKey,
     AnswerKeyContent,
@@ -65,7 +66,7 @@ def _instructions(general: str | None, specific: str | None) -> list[str]:
 
 
 def _answer_key_text(key: AnswerKey | None) -> list[str]:
-    if key is None:
+    if key is None or key.source == "fallback":
         return []
     lines = ["", "Answer key:", f"Correct answer: {key.correct_answer}"]
     if key.alternative_answers:
@@ -74,6 +75,16 @@ def _answer_key_text(key: AnswerKey | None) -> list[str]:
     if key.grading_notes:
         lines.append(f"Grading notes: {key.grading_notes}")
     return lines
+
+
+def _params(temperature: float) -> dict[str, Any]:
+    """Every teaching-assistant task's request parameters: its temperature, and the answer cap
+    of ``AITA_MAX_TOKENS`` when one is set."""
+    params: dict[str, Any] = {"temperature": temperature}
+    cap = get_config().max_tokens
+    if cap is not None:
+        params["max_tokens"] = cap
+    return params
 
 
 def _messages(user: str) -> list[LLMMessage]:
@@ -116,11 +127,22 @@ class AnswerKeyTask(LLMTask):
         return _messages("\n".join(lines))
 
     def parse_response(self, response_text: str) -> AnswerKey:
-        content = AnswerKeyContent.model_validate_json(response_text)
+        content = validate_json(AnswerKeyContent, response_text)
         return AnswerKey(question_id=self.question.question_id, **content.model_dump())
 
+    def fallback(self, error: Exception) -> AnswerKey:
+        """An empty key flagged for review: the rubric is then built from the question alone,
+        and a later run tries the key again."""
+        return AnswerKey(
+            question_id=self.question.question_id,
+            correct_answer="",
+            source="fallback",
+            needs_review=True,
+            review_reason=f"answer key generation failed: {error}",
+        )
+
     def get_llm_params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+        return _params(self.temperature)
 
 
 class RubricTask(LLMTask):
@@ -173,7 +195,7 @@ class RubricTask(LLMTask):
         return _messages("\n".join(lines))
 
     def parse_response(self, response_text: str) -> Rubric:
-        content = RubricContent.model_validate_json(response_text)
+        content = validate_json(RubricContent, response_text)
         rubric = Rubric(
             question_id=self.question.question_id,
             total_points=self.question.points,
@@ -203,7 +225,7 @@ class RubricTask(LLMTask):
         )
 
     def get_llm_params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+        return _params(self.temperature)
 
 
 class TranscriptionTask(VisionLLMTask):
@@ -242,13 +264,13 @@ class TranscriptionTask(VisionLLMTask):
         return SYSTEM_PROMPT
 
     def parse_response(self, response_text: str) -> PageTranscription:
-        content = PageTranscriptionContent.model_validate_json(response_text)
+        content = validate_json(PageTranscriptionContent, response_text)
         return PageTranscription(
             student=self.student, page=self.page, image=self.image.name, **content.model_dump()
         )
 
     def get_llm_params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+        return _params(self.temperature)
 
 
 class GradingTask(LLMTask):
@@ -305,7 +327,7 @@ class GradingTask(LLMTask):
         return _messages("\n".join(lines))
 
     def parse_response(self, response_text: str) -> QuestionGrade:
-        content = GradeContent.model_validate_json(response_text)
+        content = validate_json(GradeContent, response_text)
         awarded = {s.criterion: s for s in content.scores}
         scores, missing = [], []
         for n, criterion in enumerate(self.rubric.criteria, start=1):
@@ -341,7 +363,7 @@ class GradingTask(LLMTask):
         )
 
     def get_llm_params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+        return _params(self.temperature)
 
 
 def _as_question(item: Question | Mapping[str, Any]) -> Question:

@@ -19,6 +19,8 @@ import base64
 import logging
 import math
 import random
+import socket
+import struct
 import sys
 import threading
 import time
@@ -57,6 +59,18 @@ class SimulatorConfig:
     api_key: str | None = None
     models: frozenset[str] | None = None
     report_cost: bool = True
+    #: answer ``json_schema`` response formats with this status (400, 422, or 500 as llama.cpp's
+    #: server does); ``json_object`` carrying a schema is still answered with an instance of it
+    refuse_json_schema: int | None = None
+    #: wrap JSON answers in a markdown fence, as many models do
+    fence_json: bool = False
+    #: the window ``x-ratelimit-limit-requests`` counts over, in seconds (60: per minute, as
+    #: OpenAI sends it; 1: per second; 86400: per day, as Groq sends its daily limit)
+    limit_window: float = 60.0
+    #: send this as ``x-ratelimit-limit-requests`` instead (tests: ``"0"``, ``"garbage"``)
+    limit_header: str | None = None
+    #: a text-only model: a request with images fails as llama.cpp's server fails it
+    vision: bool = True
     #: say in a header of every answer that it is simulated, so no result of the simulator is
     #: ever taken for a real model's; tests switch it off to stand in for a real provider
     announce: bool = True
@@ -75,6 +89,8 @@ class SimulatorStats:
     in_flight: int = 0
     max_in_flight: int = 0
     images_received: int = 0
+    #: requests dropped (connection reset) or answered 503 during a simulated outage
+    outage_hits: int = 0
 
     @property
     def rate_limited(self) -> int:
@@ -126,6 +142,8 @@ class ProviderSimulator:
             if self.config.rate_limit
             else None
         )
+        self._outage_until = 0.0
+        self._outage_kind = "reset"
         handler = type("Handler", (_Handler,), {"simulator": self})
         self._server = _QuietServer(("127.0.0.1", port), handler)
         self._thread: threading.Thread | None = None
@@ -153,6 +171,22 @@ class ProviderSimulator:
     def serve_forever(self) -> None:
         self._server.serve_forever()
 
+    def start_outage(self, seconds: float, kind: str = "reset") -> None:
+        """Be down for ``seconds``: every request's connection is reset (``"reset"``) or
+        answered 503 (``"503"``)."""
+        if kind not in {"reset", "503"}:
+            raise ValueError(f"unknown outage kind {kind!r}")
+        with self._lock:
+            self._outage_kind = kind
+            self._outage_until = time.monotonic() + seconds
+
+    def _outage(self) -> str | None:
+        with self._lock:
+            if time.monotonic() >= self._outage_until:
+                return None
+            self.stats.outage_hits += 1
+            return self._outage_kind
+
     def reset_stats(self) -> None:
         with self._lock:
             self.stats = SimulatorStats()
@@ -173,11 +207,12 @@ class ProviderSimulator:
             if self._bucket is None:
                 return True, {}
             admitted, wait, left = self._bucket.take(now)
-        rate = self._bucket.rate
+        rate, capacity = self._bucket.rate, self._bucket.capacity
+        limit = max(1, math.floor(rate * self.config.limit_window))
         headers = {
-            "x-ratelimit-limit-requests": str(math.floor(rate * 60)),
-            "x-ratelimit-remaining-requests": str(math.floor(left)),
-            "x-ratelimit-reset-requests": f"{(self._bucket.capacity - left) / rate:.3f}s",
+            "x-ratelimit-limit-requests": self.config.limit_header or str(limit),
+            "x-ratelimit-remaining-requests": str(max(0, math.floor(limit - (capacity - left)))),
+            "x-ratelimit-reset-requests": f"{(capacity - left) / rate:.3f}s",
         }
         if not admitted:
             headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
@@ -228,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
+        if self.path.rstrip("/") == "/v1/models":
             models = sorted(self.simulator.config.models or {"sim/echo"})
             self._send(
                 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]}
@@ -240,7 +275,15 @@ class _Handler(BaseHTTPRequestHandler):
         sim = self.simulator
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        outage = sim._outage()
+        if outage == "reset":  # drop the connection with a TCP reset, as a dead proxy does
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        if outage == "503":
+            self._send(503, _error("service unavailable", "server_error"))
+            return
+        if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, _error(f"unknown endpoint {self.path}", "not_found"))
             return
         auth = self.headers.get("authorization", "")
@@ -263,6 +306,21 @@ class _Handler(BaseHTTPRequestHandler):
         if sim.config.models is not None and model not in sim.config.models:
             self._count(404, prompt)
             self._send(404, _error(f"model '{model}' does not exist", "model_not_found"))
+            return
+        refusal = sim.config.refuse_json_schema
+        if (
+            refusal is not None
+            and (request.get("response_format") or {}).get("type") == "json_schema"
+        ):
+            # llama.cpp's server: a 500 whose message names the field it cannot take
+            self._count(refusal, prompt)
+            message = "Input should be 'text' or 'json_object' (body.response_format.type)"
+            self._send(refusal, _error(message, "invalid_request_error"))
+            return
+        if images and not sim.config.vision:
+            self._count(500, prompt)
+            message = 'can only concatenate str (not "list") to str'
+            self._send(500, _error(message, "internal_server_error"))
             return
         if not admitted:
             self._count(429, prompt)
@@ -305,6 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._count(500, prompt)
             self._send(500, _error(f"responder failed: {error}", "server_error"), headers)
             return
+        if sim.config.fence_json and content.lstrip().startswith(("{", "[")):
+            content = f"```json\n{content}\n```"
         self._count(200, prompt, ok=fault == "ok")
         self._send(200, _completion(request, content, sim.config.report_cost), headers)
 
@@ -371,14 +431,24 @@ def _valid_image_url(url: str) -> int:
 
 
 def _json_schema_of(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema a request asks the answer to follow: ``json_schema``, or ``json_object`` with
+    a ``schema`` (as llama.cpp's server takes it)."""
     fmt = request.get("response_format") or {}
     if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema")
         return schema if isinstance(schema, dict) else {}
+    if fmt.get("type") == "json_object" and isinstance(fmt.get("schema"), dict):
+        return dict(fmt["schema"])
     return None
 
 
 def _completion(request: dict[str, Any], content: str, report_cost: bool) -> dict[str, Any]:
+    """A chat completion; an answer longer than ``max_tokens`` (4 characters a token) is cut
+    there, with ``finish_reason`` ``length``, as a real model's would be."""
+    finish_reason = "stop"
+    cap = request.get("max_tokens") or request.get("max_completion_tokens")
+    if isinstance(cap, int) and cap > 0 and len(content) > 4 * cap:
+        content, finish_reason = content[: 4 * cap], "length"
     prompt_chars = len(orjson.dumps(request.get("messages") or []))
     prompt_tokens = max(1, prompt_chars // 4)
     completion_tokens = max(1, len(content) // 4) if content else 0
@@ -400,7 +470,7 @@ def _completion(request: dict[str, Any], content: str, report_cost: bool) -> dic
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": usage,

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from aita.engine import BatchResult, LLMMessage, LLMTask, TaskResult
+from aita.engine import BatchResult, LLMMessage, LLMTask, TaskResult, validate_json
 from aita.errors import AitaError
 from aita.files import safe_filename, write_text_atomic
 
@@ -77,7 +77,7 @@ class OutlineTask(LLMTask):
         return [LLMMessage("system", SYSTEM_PROMPT), LLMMessage("user", prompt)]
 
     def parse_response(self, response_text: str) -> CourseOutline:
-        outline = CourseOutline.model_validate_json(response_text)
+        outline = validate_json(CourseOutline, response_text)
         outline.chapters = outline.chapters[: self.max_chapters]
         return outline
 
@@ -116,7 +116,7 @@ class ChapterTask(LLMTask):
         return [LLMMessage("system", SYSTEM_PROMPT), LLMMessage("user", prompt)]
 
     def parse_response(self, response_text: str) -> ChapterContent:
-        return ChapterContent.model_validate_json(response_text)
+        return validate_json(ChapterContent, response_text)
 
 
 class CourseSummaryTask(LLMTask):
@@ -144,7 +144,7 @@ class CourseSummaryTask(LLMTask):
         return [LLMMessage("system", SYSTEM_PROMPT), LLMMessage("user", prompt)]
 
     def parse_response(self, response_text: str) -> str:
-        return CourseSummaryContent.model_validate_json(response_text).summary
+        return validate_json(CourseSummaryContent, response_text).summary
 
 
 @dataclass
