@@ -7,7 +7,8 @@
 
 Everything public is named here; the modules behind it are private and may change. Reading
 order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
-``_openai``) -> ``_retry`` -> ``_journal``.
+``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
+many processes, in Redis).
 """
 
 from aita.engine._adaptive import AdaptiveRate
@@ -27,6 +28,7 @@ from aita.engine._openai import (
 from aita.engine._pricing import PRICES_PER_MILLION, cost_of, estimate_cost
 from aita.engine._results import BatchResult, ExecutionMetrics, TaskResult
 from aita.engine._retry import Backoff, Decision, ExponentialBackoff, RetryPolicy, is_retryable
+from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
 from aita.engine._structured import json_schema_response_format
 from aita.engine._tasks import (
     BatchableLLMTask,
@@ -91,6 +93,7 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "RateLimiter",
+    "RedisRateLimiter",
     "ResponseParseError",
     "RetryPolicy",
     "SimpleLLMTask",
@@ -104,6 +107,7 @@ __all__ = [
     "cost_of",
     "create_executor",
     "create_openrouter_client",
+    "default_limit_name",
     "error_for_status",
     "estimate_cost",
     "estimate_prompt_tokens",
