@@ -8,10 +8,11 @@
 Everything public is named here; the modules behind it are private and may change. Reading
 order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
 ``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
-many processes, in Redis).
+many processes, in Redis) and ``_cache`` (responses by request key, in SQLite).
 """
 
 from aita.engine._adaptive import AdaptiveRate
+from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import BatchInterrupted, ParallelLLMExecutor, create_executor
 from aita.engine._graph import TaskGraph
@@ -94,6 +95,7 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "RedisRateLimiter",
+    "ResponseCache",
     "ResponseParseError",
     "RetryPolicy",
     "SimpleLLMTask",
