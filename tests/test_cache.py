@@ -213,7 +213,7 @@ def test_cli_stats_shows_entries_size_hits_and_misses(
 ) -> None:
     code, out, _ = run(capsys, "cache", "stats")
     assert code == 0
-    assert f"{filled}: 2 responses" in out and "1 hits / 1 misses" in out
+    assert f"{filled}: 2 cached response(s)" in out and "1 hits / 1 misses" in out
 
 
 def test_cli_stats_of_a_missing_cache_says_so_and_creates_nothing(

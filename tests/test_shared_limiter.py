@@ -113,8 +113,8 @@ def test_instances_in_threads_on_redis_time_space_their_starts(redis_server: Red
         thread.join()
     starts.sort()
     assert len(starts) == 60
-    assert all(starts[i + 20] - starts[i] >= 1.0 - 0.15 for i in range(len(starts) - 20))
-    assert 59 / 20 - 0.15 <= starts[-1] - starts[0] <= 59 / 20 + 1.5  # R is sustained
+    assert all(starts[i + 20] - starts[i] >= 1.0 - 0.3 for i in range(len(starts) - 20))
+    assert 59 / 20 - 0.3 <= starts[-1] - starts[0] <= 59 / 20 + 1.5  # R is sustained
 
 
 @real_server
@@ -246,6 +246,19 @@ def test_redis_stopped_mid_run_the_batch_finishes_on_the_local_limiter_with_one_
     assert time.monotonic() - started >= 59 / 20 - 0.2  # still paced at the rate
     warnings = [r.getMessage() for r in caplog.records if "Redis" in r.getMessage()]
     assert len(warnings) == 1 and "paces alone at 20" in warnings[0]
+
+
+@real_server
+def test_redis_lost_the_process_goes_on_locally_after_the_slots_it_had_reserved(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    limiter = shared(redis_server, 20, clock=clock, sleep=lambda seconds: None)
+    for _ in range(4):  # four workers asleep until their slots: 0, 0.05, 0.10, 0.15
+        limiter.acquire()
+    redis_server.stop()
+    assert limiter.acquire() == pytest.approx(4 / 20)  # no burst on the way to local pacing
+    assert not limiter.shared
 
 
 @real_server

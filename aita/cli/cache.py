@@ -29,7 +29,7 @@ def _cache(args: argparse.Namespace) -> int:
         stats = cache.stats()
         if args.action == "stats":
             print(
-                f"{path}: {stats['entries']} responses, {_size(stats['bytes'])}, "
+                f"{path}: {stats['entries']} cached response(s), {_size(stats['bytes'])}, "
                 f"{stats['hits']} hits / {stats['misses']} misses"
             )
             return EXIT_OK

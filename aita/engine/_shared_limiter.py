@@ -20,7 +20,8 @@ together: no one-second window sees more than ``rate`` starts, and ``rate`` is s
   which pass. The hash expires ``idle_ttl`` after its last reserved instant.
 - Redis unreachable at construction is a ``ConfigError`` naming the URL (password hidden);
   Redis lost mid-run logs one warning and this process carries on alone on the inherited local
-  limiter at the current rate: a batch never fails because Redis went away.
+  limiter at the current rate, after the slots it had reserved (its own share of the schedule
+  is kept locally as it goes): a batch never fails because Redis went away.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ end
 """
 
 # ARGV[3] the caller's rate (0 = unlimited; stored only if the hash has none), ARGV[4] tokens,
-# ARGV[5] tokens per second (0 = no budget). Returns the wait in microseconds, the shared rate,
-# and the pause in force (so the caller can tell whether one arrived while it slept).
+# ARGV[5] tokens per second (0 = no budget). Returns the wait in microseconds, the shared rate
+# and when it was set (so a late reply never overrides a newer rate), and the pause in force
+# (so the caller can tell whether one arrived while it slept).
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -80,7 +82,7 @@ if not rate then
   rate = ARGV[3]
   redis.call('HSET', key, 'rate', rate)
 end
-local f = redis.call('HMGET', key, 'next', 'tokens', 'paused')
+local f = redis.call('HMGET', key, 'next', 'tokens', 'paused', 'changed')
 local paused = tonumber(f[3]) or 0
 local slot = math.max(now, tonumber(f[1]) or now, tonumber(f[2]) or now, paused)
 local per_second = tonumber(rate)
@@ -92,7 +94,7 @@ if tokens > 0 and token_rate > 0 then
   redis.call('HSET', key, 'tokens', fmt(slot + math.ceil(tokens * 1000000 / token_rate)))
 end
 keep_alive()
-return {fmt(slot - now), rate, fmt(paused)}
+return {fmt(slot - now), rate, fmt(tonumber(f[4]) or 0), fmt(paused)}
 """
 )
 
@@ -122,7 +124,8 @@ return 1
 )
 
 # ARGV[3] the new rate (0 = unlimited), ARGV[4] the raise hold in microseconds. Returns the
-# rate in force afterwards: a raise within the hold of the last change is not applied.
+# rate in force afterwards and when it was set: a raise within the hold of the last change is
+# not applied.
 _SET_RATE = (
     _PRELUDE
     + """
@@ -133,11 +136,11 @@ local function faster(a, b) -- 0 is unlimited, faster than any rate
   return b ~= 0 and a > b
 end
 if current and changed and faster(wanted, current) and now - changed < tonumber(ARGV[4]) then
-  return f[1]
+  return {f[1], f[2]}
 end
 redis.call('HSET', key, 'rate', ARGV[3], 'changed', fmt(now))
 keep_alive()
-return ARGV[3]
+return {ARGV[3], fmt(now)}
 """
 )
 
@@ -180,6 +183,7 @@ class RedisRateLimiter(RateLimiter):
         "_password",
         "_pause_script",
         "_raise_hold_us",
+        "_rate_changed",
         "_redis",
         "_set_rate_script",
         "_shared_clock",
@@ -216,6 +220,7 @@ class RedisRateLimiter(RateLimiter):
         self._idle_ms = round(idle_ttl * 1000)
         self._raise_hold_us = round(raise_hold * 1_000_000)
         self._local = False
+        self._rate_changed = -1.0  # when the shared rate this process follows was set (Redis)
         self._redis = self._connect(redis_url, timeout)
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._pause_script = self._redis.register_script(_PAUSE)
@@ -268,10 +273,9 @@ class RedisRateLimiter(RateLimiter):
             shift = tokens / self._token_rate * 1_000_000
             try:
                 self._correct_script(keys=[self._key], args=[*self._now(), shift])
-                return
             except RedisError as error:
                 self._fall_back(error)
-        super().correct(tokens)
+        super().correct(tokens)  # in the local copy of this process's schedule too
 
     def pause(self, seconds: float) -> None:
         if seconds <= 0:
@@ -279,7 +283,6 @@ class RedisRateLimiter(RateLimiter):
         if not self._local:
             try:
                 self._pause_script(keys=[self._key], args=[*self._now(), seconds])
-                return
             except RedisError as error:
                 self._fall_back(error)
         super().pause(seconds)
@@ -291,13 +294,13 @@ class RedisRateLimiter(RateLimiter):
         if self._local:
             return
         try:
-            in_force = self._set_rate_script(
+            in_force, changed = self._set_rate_script(
                 keys=[self._key], args=[*self._now(), _encode(rate), self._raise_hold_us]
             )
         except RedisError as error:
             self._fall_back(error)
             return
-        self._adopt(str(in_force))
+        self._adopt(in_force, float(changed))
 
     def close(self) -> None:
         """Close the connections to Redis (the shared state stays for the other processes)."""
@@ -320,16 +323,27 @@ class RedisRateLimiter(RateLimiter):
         """Reserve the next shared slot: seconds until it, and the pause in force then (as Redis
         holds it, microseconds) to compare with after the sleep."""
         token_rate = self._token_rate if tokens else 0.0
-        wait_us, rate, paused = self._acquire_script(
+        wait_us, rate, changed, paused = self._acquire_script(
             keys=[self._key], args=[*self._now(), _encode(self.rate), tokens, token_rate]
         )
-        self._adopt(rate)
-        return float(wait_us) / 1_000_000, float(paused)
+        self._adopt(rate, float(changed))
+        delay = float(wait_us) / 1_000_000
+        with self._lock:  # this process's own slots, for the local limiter to go on after
+            slot = self._clock() + delay
+            self._next_slot = max(self._next_slot, slot + self._interval)
+            if token_rate:
+                self._tokens_free_at = max(self._tokens_free_at, slot + tokens / token_rate)
+        return delay, float(paused)
 
-    def _adopt(self, shared_rate: str) -> None:
+    def _adopt(self, shared_rate: str, changed: float) -> None:
+        """Take the shared rate, unless this thread's reply is older than one already taken."""
         rate = _decode(shared_rate)
-        if rate != self.rate:
-            super().set_rate(rate)
+        with self._lock:
+            if changed < self._rate_changed:
+                return
+            self._rate_changed = changed
+            self.rate = rate
+            self._interval = 1.0 / rate if rate else 0.0
 
     def _fall_back(self, error: RedisError) -> None:
         with self._lock:
