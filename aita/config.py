@@ -18,6 +18,8 @@ from aita.errors import ConfigError, validation_problem
 
 DEFAULT_MODEL = "google/gemini-2.5-flash"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+#: Where the response cache lives unless ``AITA_CACHE_PATH`` says otherwise (one per user).
+DEFAULT_CACHE_PATH = Path("~/.cache/aita/responses.sqlite3")
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,12 @@ class Settings(BaseSettings):
     max_tokens: int | None = Field(default=None, ge=1)
     spend_ledger: Path | None = Path("~/.aita/spend.jsonl")
     dry_run_latency: float = Field(default=0.05, ge=0, le=60)
+    #: ``redis://[:password@]host:6379/0``: share the rate limit with every process naming it
+    redis_url: SecretStr | None = None
+    #: the shared limit's name (default: the provider's base URL and the model)
+    rate_limit_name: str | None = None
+    cache: bool = False
+    cache_path: Path = Field(default=DEFAULT_CACHE_PATH, validate_default=True)
     pipeline_parallel_enabled: bool | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -66,6 +74,16 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("redis_url", "rate_limit_name", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cache_path")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
 
 @dataclass(frozen=True)
 class ParallelExecutionConfig:
@@ -81,6 +99,12 @@ class ParallelExecutionConfig:
     spend_ledger: Path | None = Path("~/.aita/spend.jsonl")
     #: seconds the provider may stay unreachable before a batch stops
     outage_budget: float = 300.0
+    #: share the rate limit, token budget and 429 pauses through this Redis (None: this process)
+    redis_url: SecretStr | None = None
+    rate_limit_name: str | None = None
+    #: answer requests asked before from the response cache at ``cache_path``
+    cache: bool = False
+    cache_path: Path = DEFAULT_CACHE_PATH
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,10 @@ class AitaConfig:
     pipeline_parallel_enabled: bool | None = None
 
 
+#: Settings whose rejected value is never echoed (a Redis URL may hold a password).
+SECRET_FIELDS = frozenset({"api_key", "redis_url"})
+
+
 def _variable_name(field_name: str) -> str:
     if field_name == "api_key":
         return "OPENROUTER_API_KEY"
@@ -119,8 +147,8 @@ def load_config(**overrides: Any) -> AitaConfig:
     except ValidationError as error:
         loc = error.errors()[0]["loc"]
         field_name = str(loc[0]) if loc else "?"
-        # Never echo the rejected value of the key; other values help the user.
-        _, problem = validation_problem(error, show_input=field_name != "api_key")
+        # Never echo the rejected value of a secret; other values help the user.
+        _, problem = validation_problem(error, show_input=field_name not in SECRET_FIELDS)
         raise ConfigError(f"{_variable_name(field_name)}: {problem}") from None
     return AitaConfig(
         llm=LLMConfig(
@@ -140,6 +168,10 @@ def load_config(**overrides: Any) -> AitaConfig:
             max_retries=settings.max_retries,
             spend_ledger=settings.spend_ledger,
             outage_budget=settings.outage_budget,
+            redis_url=settings.redis_url,
+            rate_limit_name=settings.rate_limit_name,
+            cache=settings.cache,
+            cache_path=settings.cache_path,
         ),
         data_dir=settings.data_dir,
         max_tokens=settings.max_tokens,

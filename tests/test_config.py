@@ -72,3 +72,28 @@ def test_settings_repr_hides_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config()
     assert "sk-sentinel-123456" not in repr(config)
     assert "sk-sentinel-123456" not in str(config)
+
+
+def test_shared_limit_and_cache_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AITA_REDIS_URL", "redis://:pw-not-real@redis.internal:6379/0")
+    monkeypatch.setenv("AITA_RATE_LIMIT_NAME", "team-key")
+    monkeypatch.setenv("AITA_CACHE", "true")
+    monkeypatch.setenv("AITA_CACHE_PATH", "~/somewhere/cache.sqlite3")
+    pe = load_config().parallel_execution
+    assert pe.redis_url is not None
+    assert pe.redis_url.get_secret_value() == "redis://:pw-not-real@redis.internal:6379/0"
+    assert "pw-not-real" not in repr(pe)
+    assert pe.rate_limit_name == "team-key" and pe.cache is True
+    assert pe.cache_path == Path("~/somewhere/cache.sqlite3").expanduser()
+
+
+def test_shared_limit_and_cache_are_off_by_default() -> None:
+    pe = load_config().parallel_execution
+    assert (pe.redis_url, pe.rate_limit_name, pe.cache) == (None, None, False)
+    assert pe.cache_path == Path("~/.cache/aita/responses.sqlite3").expanduser()
+
+
+def test_a_bad_cache_switch_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AITA_CACHE", "sometimes")
+    with pytest.raises(ConfigError, match=r"^AITA_CACHE: "):
+        load_config()

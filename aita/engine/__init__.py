@@ -7,10 +7,12 @@
 
 Everything public is named here; the modules behind it are private and may change. Reading
 order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
-``_openai``) -> ``_retry`` -> ``_journal``.
+``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
+many processes, in Redis) and ``_cache`` (responses by request key, in SQLite).
 """
 
 from aita.engine._adaptive import AdaptiveRate
+from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import BatchInterrupted, ParallelLLMExecutor, create_executor
 from aita.engine._graph import TaskGraph
@@ -36,6 +38,7 @@ from aita.engine._retry import (
     is_outage,
     is_retryable,
 )
+from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
 from aita.engine._structured import json_schema_response_format, unfenced, validate_json
 from aita.engine._tasks import (
     BatchableLLMTask,
@@ -108,6 +111,8 @@ __all__ = [
     "ProviderUnreachable",
     "RateLimited",
     "RateLimiter",
+    "RedisRateLimiter",
+    "ResponseCache",
     "ResponseParseError",
     "RetryPolicy",
     "SimpleLLMTask",
@@ -124,6 +129,7 @@ __all__ = [
     "cost_of",
     "create_executor",
     "create_openrouter_client",
+    "default_limit_name",
     "error_for_status",
     "estimate_cost",
     "estimate_prompt_tokens",
