@@ -117,7 +117,9 @@ class PageTranscription(Made, PageTranscriptionContent):
     image: str
 
 
-class StudentAnswer(BaseModel):
+class StudentAnswer(Made):
+    """A question's answer, cut from the transcribed pages (their model and ``simulated``)."""
+
     question_id: str
     text: str
     pages: list[int] = Field(default_factory=list)

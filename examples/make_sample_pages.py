@@ -1,6 +1,6 @@
 """Render the sample students' scanned pages for ``examples/midterm``.
 
-    pip install -e '.[examples]' && python examples/make_sample_pages.py
+    pip install -e . && python examples/make_sample_pages.py
 
 The pages are committed; run this only to change them. Answers are written with the question
 markers (``Q4a:``) that the transcription prompt asks the model to keep, some right, some

@@ -66,6 +66,14 @@ class ResultPaths:
     def grade_summary(self) -> Path:
         return self.results / "grades" / "summary.json"
 
+    @property
+    def report(self) -> Path:
+        return self.results / "report.html"
+
+    @property
+    def gradebook(self) -> Path:
+        return self.results / "gradebook.csv"
+
 
 @dataclass
 class Assignment:

@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from aita.errors import validation_problem
 from aita.files import write_json_atomic
 from aita.pipelines.assignment import AssignmentError
 
@@ -29,13 +30,8 @@ class ResultFile(Generic[M]):
         self.records: dict[str, M] = {} if fresh else self._load()
 
     def _load(self) -> dict[str, M]:
-        if not self.path.exists():
-            return {}
         try:
-            data = orjson.loads(self.path.read_bytes())
-            if not isinstance(data, dict):
-                raise ValueError("expected a JSON object")
-            return {str(k): self.model.model_validate(v) for k, v in data.items()}
+            return _parse_records(self.path, self.model)
         except (OSError, ValueError, ValidationError) as error:
             reason = str(error).splitlines()[0]
             raise AssignmentError(
@@ -52,6 +48,38 @@ class ResultFile(Generic[M]):
 
     def get(self, key: str) -> M | None:
         return self.records.get(key)
+
+
+def read_records(path: Path, model: type[M]) -> dict[str, M] | None:
+    """A result file's records by id, for reading only; None when the file does not exist.
+
+    Records may carry fields ``model`` does not know (they are ignored, not refused); a file
+    that is not valid is an ``AssignmentError``: one line naming it.
+    """
+    if not path.exists():
+        return None
+    try:
+        return _parse_records(path, model)
+    except (OSError, ValueError, ValidationError) as error:
+        reason = str(error).splitlines()[0]
+        raise AssignmentError(f"{path}: cannot read ({reason}); fix or remove the file") from None
+
+
+def _parse_records(path: Path, model: type[M]) -> dict[str, M]:
+    """The records of ``path`` (none if it does not exist); ValueError says which is invalid."""
+    if not path.exists():
+        return {}
+    data = orjson.loads(path.read_bytes())
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    records = {}
+    for key, value in data.items():
+        try:
+            records[str(key)] = model.model_validate(value)
+        except ValidationError as error:
+            where, what = validation_problem(error)
+            raise ValueError(f"{key}.{where}: {what}" if where else f"{key}: {what}") from None
+    return records
 
 
 def read_model(path: Path, model: type[M]) -> M | None:

@@ -103,6 +103,8 @@ def map_answers(
                 pages=[page_number],
                 confidence=page.confidence,
                 notes="; ".join(n for n in (note, page.notes) if n),
+                model=page.model,
+                simulated=page.simulated,
             )
     for q in questions:
         if q.question_id not in answers:
@@ -143,5 +145,7 @@ def _search_all_pages(qid: str, pages: dict[int, PageTranscription]) -> StudentA
                 pages=[number],
                 confidence=page.confidence,
                 notes="found by marker (question has no page_number)",
+                model=page.model,
+                simulated=page.simulated,
             )
     return None

@@ -1,0 +1,59 @@
+"""``aita report``: the page and the gradebook a teacher opens, from what the pipelines wrote."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aita.cli._common import EXIT_OK, add_verbose, assignment_of
+from aita.pipelines.assignment import ResultPaths
+from aita.pipelines.report import write_report
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report",
+        help="results/report.html and results/gradebook.csv from the grades (no model calls)",
+        description=(
+            "Write results/report.html (class summary, score distribution, per-question "
+            "statistics, every student's answers, points, feedback and flags) and "
+            "results/gradebook.csv (a row per student, a column per question) from what "
+            "generate-rubric, transcribe and grade wrote. Calls no model."
+        ),
+    )
+    report.add_argument("--assignment", required=True, help="assignment folder name (or path)")
+    report.add_argument("--data-dir", type=Path, help="where assignments live (AITA_DATA_DIR)")
+    report.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report the dry run's simulated results (results/dry-run/); without it, the real "
+        "results, or the dry run's when there are no real grades yet",
+    )
+    add_verbose(report, default=argparse.SUPPRESS)
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    assignment = assignment_of(args)
+    paths = assignment.results_for(args.dry_run)
+    simulated = assignment.results_for(dry_run=True)
+    if not args.dry_run and not _has_grades(paths) and _has_grades(simulated):
+        print("no real grades yet: reporting the dry run's simulated results", file=sys.stderr)
+        paths = simulated
+    outcome = write_report(assignment, paths)
+    report = outcome.report
+    not_graded = report.count("transcribed, not graded", "not transcribed")
+    print(
+        f"{assignment.spec.exam_name}: {len(report.students)} student(s): "
+        f"{report.count('graded')} graded, {report.count('partly graded')} partly graded, "
+        f"{not_graded} not graded"
+        + ("; dry run (simulated) results included" if report.simulated else "")
+    )
+    print(f"written to {paths.report} and {paths.gradebook}")
+    return EXIT_OK
+
+
+def _has_grades(paths: ResultPaths) -> bool:
+    folder = paths.grade_summary.parent
+    return folder.is_dir() and any(p.name != "summary.json" for p in folder.glob("*.json"))
