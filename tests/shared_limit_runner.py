@@ -2,10 +2,10 @@
 
 python -m tests.shared_limit_runner BASE_URL REDIS_URL|local TASKS PREFIX OUT_JSON
 
-Paces at 20 requests/s: through ``RedisRateLimiter`` (the limit named after the provider and
-model, as every process derives it) or, with ``local``, on its own. Touches ``OUT_JSON.started``
-when its first task starts; writes what it did to ``OUT_JSON`` at the end (wall-clock times,
-comparable between processes on one machine).
+Paces at 20 requests/s: through Redis (``redis_url=``: the executor's shared limiter, named
+after the provider and model, as every process derives it) or, with ``local``, on its own.
+Touches ``OUT_JSON.started`` when its first task starts; writes what it did to ``OUT_JSON`` at
+the end (wall-clock times, comparable between processes on one machine).
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from pathlib import Path
 from aita.engine import (
     ExponentialBackoff,
     ParallelLLMExecutor,
-    RedisRateLimiter,
     SimpleLLMTask,
     TaskResult,
     create_openrouter_client,
-    default_limit_name,
 )
 from aita.files import write_json_atomic
 
@@ -32,16 +30,11 @@ WORKERS = 8
 def main() -> None:
     base_url, redis_url, count, prefix, out = sys.argv[1:6]
     client = create_openrouter_client(api_key="sk-runner", base_url=base_url, timeout=10)
-    limiter = (
-        None
-        if redis_url == "local"
-        else RedisRateLimiter(RATE, redis_url=redis_url, name=default_limit_name(client))
-    )
     executor = ParallelLLMExecutor(
         client,
         max_workers=WORKERS,
         rate_limit=RATE,
-        rate_limiter=limiter,
+        redis_url=None if redis_url == "local" else redis_url,
         enable_checkpointing=False,
         show_progress=False,
         max_retries=8,

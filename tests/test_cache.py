@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
-from aita.engine import ConfigError, LLMMessage, LLMResponse, ResponseCache, Usage, request_key
+from aita.engine import (
+    ConfigError,
+    LLMMessage,
+    LLMResponse,
+    ResponseCache,
+    SimpleLLMTask,
+    Usage,
+    request_key,
+)
+from tests.conftest import SimulatorFactory, client_for
+from tests.test_executor import executor_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,3 +268,24 @@ def test_cli_unknown_action_is_exit_2(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as exited:
         main(["cache", "purge"])
     assert exited.value.code == 2
+
+
+def test_a_batch_asking_what_another_batch_asked_makes_no_call_with_the_cache_on(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = simulator(announce=False)  # a real provider: simulated answers are never cached
+    tasks = [SimpleLLMTask(f"t{i}", f"prompt {i}") for i in range(10)]
+    cache = tmp_path / "cache.sqlite3"
+    executor_for(client_for(sim), cache=cache).execute_batch(tasks, checkpoint_name="first")
+    assert sim.stats.requests == 10
+    again = executor_for(client_for(sim), cache=cache).execute_batch(
+        [SimpleLLMTask(f"other{i}", f"prompt {i}") for i in range(10)], checkpoint_name="second"
+    )
+    assert sim.stats.requests == 10  # every answer came from the cache
+    assert [r.result for r in again.task_results] == [f"[sim] prompt {i}" for i in range(10)]
+    assert all(r.cached and r.cost == 0 for r in again.task_results)
+    assert again.metrics.cached_tasks == 10 and again.metrics.requests == 0
+    executor_for(client_for(sim), cache=False).execute_batch(
+        [SimpleLLMTask(f"third{i}", f"prompt {i}") for i in range(10)], checkpoint_name="third"
+    )
+    assert sim.stats.requests == 20  # cache off: every call made

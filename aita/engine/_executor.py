@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from aita.config import get_config
 from aita.engine._adaptive import AdaptiveRate
+from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMClient, LLMMessage, LLMResponse
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import Checkpoint, CheckpointManager
@@ -33,6 +34,7 @@ from aita.engine._progress import BatchProgress
 from aita.engine._results import BatchResult, TaskResult, TaskRun, batch_metrics, share_of
 from aita.engine._retry import Backoff, ExponentialBackoff, RetryPolicy
 from aita.engine._scheduler import BatchScheduler, Job, Outlet
+from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
 from aita.engine._tasks import BatchableLLMTask, LLMTask, estimate_prompt_tokens
 from aita.errors import (
     ProviderError,
@@ -80,6 +82,11 @@ class ExecutorSettings:
     show_progress: bool
     spend_ledger: Path | None
     outage_budget: float
+    #: where the rate limit is shared (``AITA_REDIS_URL``); None: this process alone
+    redis_url: str | None
+    limit_name: str | None
+    #: the response cache's file, when the cache is on
+    cache_path: Path | None
 
     @classmethod
     def resolve(
@@ -94,6 +101,9 @@ class ExecutorSettings:
         show_progress: bool | None,
         spend_ledger: str | Path | _Unset | None,
         outage_budget: float | None,
+        redis_url: str | _Unset | None = UNSET,
+        limit_name: str | None = None,
+        cache: bool | str | Path | None = None,
     ) -> ExecutorSettings:
         config = get_config().parallel_execution
         settings = cls(
@@ -117,6 +127,13 @@ class ExecutorSettings:
                 else None
             ),
             outage_budget=config.outage_budget if outage_budget is None else outage_budget,
+            redis_url=(
+                (config.redis_url.get_secret_value() if config.redis_url else None)
+                if isinstance(redis_url, _Unset)
+                else redis_url
+            ),
+            limit_name=limit_name or config.rate_limit_name,
+            cache_path=_cache_path(cache, config.cache, config.cache_path),
         )
         if settings.max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {settings.max_workers}")
@@ -137,7 +154,10 @@ class ParallelLLMExecutor:
     ``spend_ledger`` is the file every paid call is written to (``AITA_SPEND_LEDGER``; None
     keeps none). ``outage_budget`` is how many seconds the provider may stay unreachable
     before the batch stops (``AITA_OUTAGE_BUDGET``); during an outage every worker waits and
-    tasks keep their retries.
+    tasks keep their retries. ``redis_url`` (``AITA_REDIS_URL``) shares the rate limit, token
+    budget and 429 pauses with every process naming the same ``limit_name`` (default: the
+    provider's URL and the model). ``cache`` (``AITA_CACHE``; True, a file, or a
+    ``ResponseCache``) answers a request asked before, by any batch, without a call.
     """
 
     def __init__(
@@ -160,6 +180,9 @@ class ParallelLLMExecutor:
         adaptive_rate: bool = True,
         spend_ledger: str | Path | _Unset | None = UNSET,
         outage_budget: float | None = None,
+        redis_url: str | _Unset | None = UNSET,
+        limit_name: str | None = None,
+        cache: bool | str | Path | ResponseCache | None = None,
     ) -> None:
         settings = ExecutorSettings.resolve(
             max_workers,
@@ -172,6 +195,9 @@ class ParallelLLMExecutor:
             show_progress,
             spend_ledger,
             outage_budget,
+            redis_url,
+            limit_name,
+            None if isinstance(cache, ResponseCache) else cache,
         )
         self.settings = settings
         self.llm_client = llm_client
@@ -185,8 +211,23 @@ class ParallelLLMExecutor:
         self.max_retries = self.retry_policy.max_retries
         # The current batch's stop event: waits at the limiter end early on Ctrl-C.
         self._stop = threading.Event()
+        if rate_limiter is None and settings.redis_url:
+            rate_limiter = RedisRateLimiter(
+                settings.rate_limit,
+                redis_url=settings.redis_url,
+                name=settings.limit_name or default_limit_name(llm_client),
+                tokens_per_minute=settings.tokens_per_minute,
+                sleep=self._wait,
+            )
         self.rate_limiter = rate_limiter or RateLimiter(
             settings.rate_limit, tokens_per_minute=settings.tokens_per_minute, sleep=self._wait
+        )
+        self.cache = (
+            cache
+            if isinstance(cache, ResponseCache)
+            else ResponseCache(settings.cache_path)
+            if settings.cache_path is not None
+            else None
         )
         self.rate_control = (
             AdaptiveRate(self.rate_limiter, self.rate_limiter.rate) if adaptive_rate else None
@@ -400,7 +441,23 @@ class ParallelLLMExecutor:
         run.key = request_key(batch.model, messages, params, task.version)
         if look_back and (earlier := batch.earlier_answer(task, run.key)) is not None:
             return earlier
+        if self.cache is not None and (cached := self._from_cache(batch, task, run)) is not None:
+            return cached
         return self._attempts(batch, task, run, messages, params)
+
+    def _from_cache(self, batch: _Batch, task: LLMTask, run: TaskRun) -> TaskResult | None:
+        """The answer the cache holds for this exact request, if it still parses: no call,
+        no cost; counted as cached (and written to the spend ledger as such)."""
+        assert self.cache is not None and run.key is not None
+        response = self.cache.get(run.key)
+        if response is None:
+            return None
+        try:
+            value = task.parse_response(response.content)
+        except Exception:
+            return None  # the parser changed and rejects it: ask again
+        batch.cached(response, self.spend_ledger)
+        return run.from_cache(value, response)
 
     def _attempts(
         self,
@@ -454,6 +511,8 @@ class ParallelLLMExecutor:
                 messages = task.revise_messages(messages, error)
                 continue
             batch.progress.attempt(waited, False, False)
+            if self.cache is not None and not response.simulated and run.key is not None:
+                self.cache.put(run.key, response)
             return run.succeeded(value, attempt)
 
     def _read(self, task: LLMTask, response: LLMResponse, batch: _Batch) -> Any:
@@ -526,6 +585,19 @@ class _Batch:
             self.progress.stood(standing)
         return result
 
+    def cached(self, response: LLMResponse, ledger: SpendLedger | None) -> None:
+        """An answer from the response cache: counted, and in the ledger at no cost."""
+        self.progress.cached()
+        if ledger is not None:
+            ledger.record(
+                batch=self.name,
+                model=response.model or self.model,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost=0.0,
+                cached=True,
+            )
+
     def spent(self, response: LLMResponse, cost: float | None, ledger: SpendLedger | None) -> None:
         """A paid call goes into the ledger; an answer of the simulator is never spend."""
         self.progress.answered(cost is not None, response.simulated)
@@ -559,6 +631,15 @@ def _parse(task: LLMTask, response: LLMResponse) -> Any:
         raise ResponseParseError(
             f"could not parse the response: {reason}", response.content
         ) from error
+
+
+def _cache_path(given: bool | str | Path | None, configured: bool, path: Path) -> Path | None:
+    """The cache file: ``given`` (True, False, or a file) wins over ``AITA_CACHE``."""
+    if given is None:
+        given = configured
+    if given is False:
+        return None
+    return path if given is True else Path(given).expanduser()
 
 
 def default_checkpoint_name(tasks: list[LLMTask]) -> str:

@@ -51,6 +51,10 @@ class BatchProgress:
             self.counts.simulated += simulated
             self.counts.unpriced += not priced and not simulated
 
+    def cached(self) -> None:
+        with self._lock:
+            self.counts.cached += 1
+
     def truncated(self) -> None:
         with self._lock:
             self.counts.truncated += 1

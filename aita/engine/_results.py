@@ -51,6 +51,8 @@ class TaskResult:
     finish_reason: str | None = None
     #: what was asked (``aita.engine.request_key``): model, messages, parameters, task version
     request_key: str | None = field(default=None, repr=False)
+    #: answered from the response cache: no call was made, nothing was paid
+    cached: bool = False
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
@@ -96,6 +98,8 @@ class ExecutionMetrics:
     simulated_requests: int = 0
     #: answers cut off at the token limit (``finish_reason`` ``length``): they may be incomplete
     truncated_responses: int = 0
+    #: tasks answered from the response cache: no call, no cost
+    cached_tasks: int = 0
 
 
 @dataclass
@@ -184,6 +188,13 @@ class TaskRun:
 
     def failed(self, error: Exception, attempt: int) -> TaskResult:
         return self._result(False, attempt, **_error_fields(error))
+
+    def from_cache(self, value: Any, response: LLMResponse) -> TaskResult:
+        """Answered by the response cache: the stored answer, no call, no cost."""
+        self.model = response.model
+        self.raw = response.content
+        self.finish_reason = response.finish_reason
+        return self._result(True, 0, result=value, cached=True)
 
     def fell_back(self, error: Exception, attempt: int, value: Any) -> TaskResult:
         """Every attempt failed and the task's ``fallback`` gave ``value``: a success that
@@ -301,6 +312,8 @@ class AttemptCounts:
     simulated: int = 0
     #: answers cut off at the token limit
     truncated: int = 0
+    #: tasks answered from the response cache (no call)
+    cached: int = 0
 
 
 def batch_metrics(
@@ -341,6 +354,7 @@ def batch_metrics(
         unpriced_requests=counts.unpriced,
         simulated_requests=counts.simulated,
         truncated_responses=counts.truncated,
+        cached_tasks=counts.cached,
     )
 
 

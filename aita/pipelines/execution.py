@@ -49,6 +49,10 @@ class RunOptions:
     show_progress: bool | None = None
     checkpoint_dir: Path | None = None
     backoff: Backoff | None = None
+    #: the model to call (None: ``AITA_MODEL``); a dry run always uses the simulator's
+    model: str | None = None
+    #: answer requests asked before from the response cache (None: ``AITA_CACHE``)
+    cache: bool | None = None
 
     def batch_name(self, assignment: str, operation: str) -> str:
         """The checkpoint name of one pipeline's batch; a dry run's is apart from a real one's."""
@@ -62,7 +66,7 @@ def open_client(options: RunOptions) -> Iterator[OpenAICompatibleClient]:
     """The configured provider, or the simulator with pipeline-aware answers for a dry run."""
     if not options.dry_run:
         try:
-            client = create_openrouter_client()
+            client = create_openrouter_client(model=options.model)
         except ConfigError as error:
             raise ConfigError(f"{error}; or try --dry-run to use the built-in simulator") from None
         try:
@@ -127,6 +131,7 @@ def run_batch(
         checkpoint_dir=options.checkpoint_dir,
         show_progress=options.show_progress,
         backoff=options.backoff,
+        cache=options.cache,
     )
     return executor.execute_batch(
         tasks,
