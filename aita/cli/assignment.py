@@ -7,7 +7,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from aita.cli._common import assignment_of, assignment_options, options_of, report
+from aita.cli._common import (
+    EXIT_FAILED,
+    assignment_of,
+    assignment_options,
+    options_of,
+    report,
+)
 from aita.engine import OpenAICompatibleClient
 from aita.pipelines.assignment import Assignment
 from aita.pipelines.execution import RunOptions, open_client
@@ -58,8 +64,10 @@ def _generate_rubric(args: argparse.Namespace) -> int:
         print(f"review these answer keys: {', '.join(outcome.flagged_keys)}")
     if outcome.flagged:
         print(f"review these rubrics: {', '.join(outcome.flagged)}")
-    paths = assignment.results_for(args.dry_run)
-    print(f"written to {paths.answer_keys} and {paths.rubrics}")
+    if outcome.written:
+        print(f"written to {' and '.join(str(path) for path in outcome.written)}")
+    else:
+        print(f"nothing new to write: {assignment.results_for(args.dry_run).results} is up to date")
     return report(outcome.batch, outcome.failed)
 
 
@@ -79,11 +87,21 @@ def _transcribe(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     assignment, outcome = _run(args, partial(grade, student=args.student))
     students = outcome.summary.get("students", {})
+    n = len(assignment.spec.questions)
     for name in outcome.students:
         row = students.get(name)
-        if row:
+        if name in outcome.not_gradable:
+            print(f"{name}: not gradable: {outcome.not_gradable[name]}")
+        elif row:
+            so_far = "" if row["complete"] else f" so far ({row['graded_questions']}/{n} graded)"
             review = f", review: {', '.join(row['needs_review'])}" if row["needs_review"] else ""
-            print(f"{name}: {row['total']:g}/{row['max_total']:g} ({row['percent']}%){review}")
+            score = f"{row['total']:g}/{row['max_total']:g}"
+            print(f"{name}: {score}{so_far} ({row['percent']}%){review}")
+    if outcome.questions_without_rubric:
+        missing = ", ".join(outcome.questions_without_rubric)
+        print(
+            f"not gradable for want of a rubric: question(s) {missing} (run aita generate-rubric)"
+        )
     stats = outcome.summary.get("class", {})
     if stats.get("count"):
         print(
@@ -92,4 +110,5 @@ def _grade(args: argparse.Namespace) -> int:
         )
     print(f"{outcome.reused} grades reused from earlier runs")
     print(f"written to {assignment.results_for(args.dry_run).grade_summary.parent}")
-    return report(outcome.batch, outcome.failed)
+    code = report(outcome.batch, outcome.failed)
+    return EXIT_FAILED if outcome.incomplete else code

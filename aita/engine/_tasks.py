@@ -154,9 +154,14 @@ class VisionLLMTask(LLMTask):
         return None
 
     def estimated_prompt_tokens(self) -> int:
-        """Without reading the images: they are only counted."""
+        """Without reading the images: they are only counted (one, if they cannot be listed:
+        the task will fail on its own, not the estimate)."""
         text = self.get_prompt_text() + (self.get_system_prompt() or "")
-        return len(text) // 4 + IMAGE_TOKENS * len(self.get_image_urls())
+        try:
+            images = len(self.get_image_urls())
+        except Exception:
+            images = 1
+        return len(text) // 4 + IMAGE_TOKENS * images
 
     def build_messages(self) -> list[LLMMessage]:
         parts: list[dict[str, Any]] = [{"type": "text", "text": self.get_prompt_text()}]

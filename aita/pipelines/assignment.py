@@ -14,7 +14,6 @@ problem, so the command line can exit 2 without a traceback.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,9 +26,6 @@ from aita.exam import ExamSpec, Rubric, RubricContent
 from aita.files import safe_filename
 
 M = TypeVar("M", bound=BaseModel)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"})
-_PAGE_NUMBER = re.compile(r"(\d+)")
 
 
 class AssignmentError(AitaError):
@@ -105,18 +101,6 @@ class Assignment:
         if not self.submissions.is_dir():
             return []
         return sorted(p.name for p in self.submissions.iterdir() if p.is_dir())
-
-    def pages(self, student: str) -> list[tuple[int, Path]]:
-        """(page number, image) in page order; the number comes from the file name."""
-        folder = self.submissions / student
-        images = sorted(
-            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        numbered = []
-        for position, image in enumerate(images, start=1):
-            match = _PAGE_NUMBER.search(image.stem)
-            numbered.append((int(match.group(1)) if match else position, image))
-        return sorted(numbered)
 
     def select_students(self, student: str | None) -> list[str]:
         students = self.students()

@@ -32,6 +32,14 @@ class GradeOutcome:
     batch: BatchResult | None = None
     reused: int = 0
     failed: list[TaskResult] = field(default_factory=list)
+    #: student -> why none of their answers could be graded
+    not_gradable: dict[str, str] = field(default_factory=dict)
+    #: questions no student could be graded on, for want of a rubric
+    questions_without_rubric: list[str] = field(default_factory=list)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.failed or self.not_gradable or self.questions_without_rubric)
 
 
 def grade(
@@ -40,35 +48,40 @@ def grade(
     options: RunOptions,
     student: str | None = None,
 ) -> GradeOutcome:
+    """Grade every answer that has a rubric; students with no transcription and questions with
+    no rubric are reported as not gradable (never scored 0)."""
     paths = assignment.results_for(options.dry_run)
     questions = assignment.spec.questions
     rubrics = _made_for(ResultFile(paths.rubrics, Rubric).records, options.dry_run)
-    missing = [q.question_id for q in questions if q.question_id not in rubrics]
-    if missing:
-        raise AssignmentError(
-            f"{paths.rubrics}: no rubric for question(s) {', '.join(missing)}; "
-            "run aita generate-rubric first"
-        )
+    if not rubrics:
+        raise AssignmentError(f"{paths.rubrics}: no rubrics; run aita generate-rubric first")
     keys = _made_for(ResultFile(paths.answer_keys, AnswerKey).records, options.dry_run)
     students = assignment.select_students(student)
+    outcome = GradeOutcome(students=students, summary={})
+    outcome.questions_without_rubric = [
+        q.question_id for q in questions if q.question_id not in rubrics
+    ]
     files: dict[str, ResultFile[QuestionGrade]] = {}
     tasks: list[GradingTask] = []
-    reused = 0
     for name in students:
         answers = _answers(paths, assignment, name)
+        if answers is None:
+            outcome.not_gradable[name] = "no transcription (run aita transcribe first)"
+            continue
         grades = files[name] = ResultFile(
             paths.student_grades(name), QuestionGrade, fresh=not options.reuse
         )
-        blank = [q for q in questions if not answers[q.question_id].text.strip()]
+        gradable = [q for q in questions if q.question_id in rubrics]
+        blank = [q for q in gradable if not answers[q.question_id].text.strip()]
         for q in blank:
             record = _blank(name, q.question_id, q.points, answers[q.question_id])
             if grades.get(q.question_id) != record:
                 grades.put(q.question_id, record)
-        answered = [q for q in questions if q not in blank]
+        answered = [q for q in gradable if q not in blank]
         for task in create_grading_tasks(name, answered, rubrics, answers, keys):
             earlier = grades.get(task.question.question_id)
             if options.reuse and reusable(earlier, request_of(task, client), options.dry_run):
-                reused += 1
+                outcome.reused += 1
             else:
                 tasks.append(task)
 
@@ -77,7 +90,6 @@ def grade(
             record = stamped(result.result, result)
             files[record.student].put(record.question_id, record)
 
-    outcome = GradeOutcome(students=students, summary={}, reused=reused)
     if tasks:
         name = options.batch_name(assignment.name, "grade")
         outcome.batch = run_batch(tasks, client, options, name, save)
@@ -91,10 +103,13 @@ def _made_for(records: dict[str, M], dry_run: bool) -> dict[str, M]:
     return {k: r for k, r in records.items() if dry_run or not r.simulated}
 
 
-def _answers(paths: ResultPaths, assignment: Assignment, student: str) -> dict[str, StudentAnswer]:
+def _answers(
+    paths: ResultPaths, assignment: Assignment, student: str
+) -> dict[str, StudentAnswer] | None:
+    """The student's answers; None if the student has not been transcribed."""
     path = paths.student_answers(student)
     if not path.exists():
-        raise AssignmentError(f"no transcription for {student!r}: run aita transcribe first")
+        return None
     try:
         data = orjson.loads(path.read_bytes())
         answers = {k: StudentAnswer.model_validate(v) for k, v in data.items()}

@@ -11,6 +11,7 @@ as-is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aita.engine import BatchResult, LLMClient, LLMTask, OpenAICompatibleClient, TaskResult
 from aita.exam import AnswerKey, Rubric
@@ -28,6 +29,8 @@ class RubricOutcome:
     batch: BatchResult | None = None
     reused: int = 0
     failed: list[TaskResult] = field(default_factory=list)
+    #: the result files this run changed
+    written: list[Path] = field(default_factory=list)
 
     @property
     def flagged(self) -> list[str]:
@@ -78,6 +81,7 @@ def generate_rubrics(
     assignment: Assignment, client: OpenAICompatibleClient, options: RunOptions
 ) -> RubricOutcome:
     paths = assignment.results_for(options.dry_run)
+    before = {path: _content(path) for path in (paths.answer_keys, paths.rubrics)}
     keys = ResultFile(paths.answer_keys, AnswerKey, fresh=not options.reuse)
     rubrics = ResultFile(paths.rubrics, Rubric, fresh=not options.reuse)
     for qid, rubric in assignment.user_rubrics.items():
@@ -102,4 +106,9 @@ def generate_rubrics(
         batch=batch,
         reused=reused,
         failed=batch.failed_results if batch else [],
+        written=[path for path, content in before.items() if _content(path) != content],
     )
+
+
+def _content(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None

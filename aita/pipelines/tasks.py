@@ -30,6 +30,7 @@ from aita.exam import (
     RubricCriterion,
     StudentAnswer,
 )
+from aita.pipelines.pages import Page
 
 __all__ = [
     "AnswerKeyTask",
@@ -229,13 +230,23 @@ class RubricTask(LLMTask):
 
 
 class TranscriptionTask(VisionLLMTask):
-    """One scanned page through a vision model; the local image is sent inline, never uploaded."""
+    """One scanned page through a vision model, sent inline (never uploaded).
+
+    ``image`` is a submitted ``Page`` (PDF pages rendered, photos normalised; see
+    ``aita.pipelines.pages``) or the path of an image file. A page that could not be read fails
+    this task with the line that says why.
+    """
 
     response_model: ClassVar[type[BaseModel] | None] = PageTranscriptionContent
     expected_output_tokens = 500
 
     def __init__(
-        self, student: str, page: int, image: Path, question_ids: list[str], temperature: float = 0
+        self,
+        student: str,
+        page: int,
+        image: Page | Path,
+        question_ids: list[str],
+        temperature: float = 0,
     ) -> None:
         self.student = student
         self.page = page
@@ -247,7 +258,16 @@ class TranscriptionTask(VisionLLMTask):
     def task_id(self) -> str:
         return f"transcribe_{self.student}_page_{self.page:03d}"
 
+    @property
+    def image_label(self) -> str:
+        """What the page came from, for people: ``exam.pdf page 2``, ``page_003.png``."""
+        return self.image.label if isinstance(self.image, Page) else self.image.name
+
     def get_image_urls(self) -> list[str]:
+        if isinstance(self.image, Page):
+            if self.image.error is not None:
+                raise ValueError(self.image.error)
+            return [self.image.data_url()]
         return [str(self.image)]
 
     def get_prompt_text(self) -> str:
@@ -266,7 +286,7 @@ class TranscriptionTask(VisionLLMTask):
     def parse_response(self, response_text: str) -> PageTranscription:
         content = validate_json(PageTranscriptionContent, response_text)
         return PageTranscription(
-            student=self.student, page=self.page, image=self.image.name, **content.model_dump()
+            student=self.student, page=self.page, image=self.image_label, **content.model_dump()
         )
 
     def get_llm_params(self) -> dict[str, Any]:
@@ -408,13 +428,19 @@ def create_rubric_tasks(
 
 
 def create_transcription_tasks(
-    student: str, pages: Iterable[tuple[int, Path]], questions: Iterable[Question]
+    student: str, pages: Iterable[Page | tuple[int, Path]], questions: Iterable[Question]
 ) -> list[TranscriptionTask]:
+    """A ``TranscriptionTask`` per page (a ``Page``, or ``(number, image file)``), told which
+    questions to expect on it (by ``page_number``)."""
     by_page: dict[int, list[str]] = {}
     for q in questions:
         if q.page_number is not None:
             by_page.setdefault(q.page_number, []).append(q.question_id)
-    return [TranscriptionTask(student, page, image, by_page.get(page, [])) for page, image in pages]
+    tasks = []
+    for page in pages:
+        number, image = (page.number, page) if isinstance(page, Page) else page
+        tasks.append(TranscriptionTask(student, number, image, by_page.get(number, [])))
+    return tasks
 
 
 def create_grading_tasks(

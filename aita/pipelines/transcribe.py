@@ -1,4 +1,7 @@
-"""``aita transcribe``: every page image through a vision model, then answers per question.
+"""``aita transcribe``: every page through a vision model, then answers per question.
+
+Pages are what ``pages.student_pages`` makes of a student's folder: images normalised (EXIF
+rotation applied, large scans scaled down, TIFF and BMP converted), PDF pages rendered.
 
 Pages are written to ``results/transcriptions/<student>/page_NNN.json`` as each finishes. Each
 student's ``answers.json`` maps questions to text by ``page_number``; where a page holds several
@@ -15,6 +18,7 @@ from aita.exam import PageTranscription, Question, StudentAnswer
 from aita.files import write_json_atomic
 from aita.pipelines.assignment import Assignment
 from aita.pipelines.execution import RunOptions, run_batch
+from aita.pipelines.pages import student_pages
 from aita.pipelines.provenance import request_of, reusable, stamped
 from aita.pipelines.result_files import read_model, write_model
 from aita.pipelines.tasks import TranscriptionTask, create_transcription_tasks
@@ -40,8 +44,10 @@ def transcribe(
     paths = assignment.results_for(options.dry_run)
     outcome = TranscribeOutcome(students=students)
     tasks: list[TranscriptionTask] = []
+    numbers: dict[str, list[int]] = {}
     for name in students:
-        pages = assignment.pages(name)
+        pages = student_pages(assignment.submissions / name)
+        numbers[name] = [page.number for page in pages]
         outcome.pages_total += len(pages)
         for task in create_transcription_tasks(name, pages, assignment.spec.questions):
             earlier = read_model(paths.page_transcription(name, task.page), PageTranscription)
@@ -61,7 +67,7 @@ def transcribe(
         outcome.failed = outcome.batch.failed_results
     for name in students:
         transcribed = {}
-        for page, _ in assignment.pages(name):
+        for page in numbers[name]:
             found = read_model(paths.page_transcription(name, page), PageTranscription)
             if found is None or (found.simulated and not options.dry_run):
                 outcome.incomplete.setdefault(name, []).append(page)
