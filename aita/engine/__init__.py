@@ -14,7 +14,12 @@ many processes, in Redis) and ``_cache`` (responses by request key, in SQLite).
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
-from aita.engine._executor import BatchInterrupted, ParallelLLMExecutor, create_executor
+from aita.engine._executor import (
+    BatchInterrupted,
+    ParallelLLMExecutor,
+    ResultStream,
+    create_executor,
+)
 from aita.engine._graph import TaskGraph
 from aita.engine._images import image_to_data_url
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
@@ -114,6 +119,7 @@ __all__ = [
     "RedisRateLimiter",
     "ResponseCache",
     "ResponseParseError",
+    "ResultStream",
     "RetryPolicy",
     "SimpleLLMTask",
     "SpendEntry",

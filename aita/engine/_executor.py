@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -25,16 +25,25 @@ from aita.engine._adaptive import AdaptiveRate
 from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMClient, LLMMessage, LLMResponse
 from aita.engine._graph import TaskGraph
-from aita.engine._journal import Checkpoint, CheckpointManager
+from aita.engine._journal import Checkpoint, CheckpointManager, JournalIndex
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendLedger
 from aita.engine._limiter import RateLimiter
 from aita.engine._outage import OutageGate
 from aita.engine._progress import BatchProgress
-from aita.engine._results import BatchResult, TaskResult, TaskRun, batch_metrics, share_of
+from aita.engine._results import (
+    BatchResult,
+    ExecutionMetrics,
+    MetricsTally,
+    TaskResult,
+    TaskRun,
+    batch_metrics,
+    share_of,
+)
 from aita.engine._retry import Backoff, ExponentialBackoff, RetryPolicy
-from aita.engine._scheduler import BatchScheduler, Job, Outlet
+from aita.engine._scheduler import BatchScheduler, Job, Outlet, Scheduler
 from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
+from aita.engine._stream import StreamScheduler
 from aita.engine._tasks import BatchableLLMTask, LLMTask, estimate_prompt_tokens
 from aita.errors import (
     ProviderError,
@@ -332,11 +341,102 @@ class ParallelLLMExecutor:
         )
         return BatchResult(final, metrics, checkpoint.path if checkpoint is not None else None)
 
+    def execute_stream(
+        self,
+        tasks: Iterable[LLMTask],
+        checkpoint_name: str | None = None,
+        resume_from_checkpoint: bool = True,
+        on_task_complete: Callable[[TaskResult], object] | None = None,
+        *,
+        window: int | None = None,
+    ) -> ResultStream:
+        """Run tasks from any iterable (a generator over a file), yielding results in input
+        order as they are ready, while holding at most ``window`` tasks and results in memory
+        (default: 4 per worker), whatever the input's length.
+
+        Resume works as for ``execute_batch`` (the journal of ``checkpoint_name``, default
+        ``stream``, answers the tasks it already holds), without reading the input or the
+        journal into memory: the journal is indexed on disk. Tasks must be independent (no
+        ``dependencies``) and their ids unique. After the last result, the stream's ``metrics``
+        and ``checkpoint_path`` are set.
+        """
+        return ResultStream(
+            self,
+            iter(tasks),
+            checkpoint_name or "stream",
+            resume_from_checkpoint,
+            on_task_complete,
+            window or 4 * self.max_workers,
+        )
+
+    def _stream(self, stream: ResultStream) -> Generator[TaskResult, None, None]:
+        started = time.perf_counter()
+        checkpoint, index = None, None
+        if self.enable_checkpointing:
+            checkpoint, index = self.checkpoint_manager.open_for_stream(
+                stream.name, stream.resume, self.checkpoint_manager.checkpoint_dir
+            )
+        journal = None
+        if checkpoint is not None:
+            journal = self.checkpoint_manager.start_journal(
+                checkpoint, self.settings.checkpoint_interval
+            )
+            stream.checkpoint_path = checkpoint.path
+        progress = BatchProgress(None, 0, self.settings.show_progress)
+        scheduler = StreamScheduler(
+            stream.source,
+            stream.window,
+            Outlet(journal, progress, stream.on_task_complete),
+            max_batch_size=self.max_batch_size,
+        )
+        batch = _Batch(stream.name, scheduler, progress, index, client_model(self.llm_client))
+        self._stop = scheduler.stop
+        self._on_task_start = None
+        self.outage_gate.reset()
+        tally = MetricsTally()
+        threads = self._start_workers(batch, self.max_workers)
+        try:
+            for result in scheduler.results_in_order():
+                tally.add(result)
+                yield result
+            if not scheduler.stop.is_set() and journal is not None:
+                journal.start_run(scheduler.taken_total)
+        except KeyboardInterrupt:
+            self._stop_workers(batch, threads)
+            where = f"; finished work saved to {checkpoint.path}" if checkpoint else ""
+            raise BatchInterrupted(
+                f"interrupted after {scheduler.done} results{where}; run the stream again "
+                f"with checkpoint_name={stream.name!r} to resume",
+                stream.name,
+                checkpoint.path if checkpoint else None,
+            ) from None
+        finally:
+            scheduler.request_stop()
+            self.outage_gate.wake()
+            progress.close()
+            if journal is not None:
+                journal.close()
+            if index is not None:
+                index.close()
+            if self.spend_ledger is not None:
+                self.spend_ledger.close()
+            wall = time.perf_counter() - started
+            stream.metrics = tally.metrics(scheduler.taken_total, progress.counts, wall)
+
     def _wait(self, seconds: float) -> None:
         """The limiter's sleep: ends early when the current batch is stopped."""
         self._stop.wait(seconds)
 
     def _run_workers(self, batch: _Batch, count: int) -> None:
+        threads = self._start_workers(batch, count)
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            self._stop_workers(batch, threads)
+            raise
+
+    def _start_workers(self, batch: _Batch, count: int) -> list[threading.Thread]:
         threads = [
             threading.Thread(
                 target=self._worker, args=(batch,), name=f"aita-worker-{i}", daemon=True
@@ -345,19 +445,19 @@ class ParallelLLMExecutor:
         ]
         for thread in threads:
             thread.start()
+        return threads
+
+    def _stop_workers(self, batch: _Batch, threads: list[threading.Thread]) -> None:
+        """Stop handing out work and give calls in flight a few seconds to finish (a second
+        Ctrl-C stops waiting)."""
+        batch.scheduler.request_stop()
+        self.outage_gate.wake()
+        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
         try:
             for thread in threads:
-                thread.join()
+                thread.join(max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
-            batch.scheduler.request_stop()
-            self.outage_gate.wake()
-            deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
-            try:
-                for thread in threads:
-                    thread.join(max(0.0, deadline - time.monotonic()))
-            except KeyboardInterrupt:
-                pass  # a second Ctrl-C: stop waiting for in-flight calls
-            raise
+            pass
 
     def _worker(self, batch: _Batch) -> None:
         scheduler = batch.scheduler
@@ -373,6 +473,7 @@ class ParallelLLMExecutor:
             if result is None:  # stopped mid-task: not finished, not recorded
                 return
             scheduler.finish(job.indices[0], result)
+            batch.forget(job.tasks[0])
 
     def _run_combined(self, batch: _Batch, job: Job) -> bool:
         """One call for several batchable tasks, split back; False if stopped by Ctrl-C.
@@ -388,6 +489,7 @@ class ParallelLLMExecutor:
             earlier = batch.earlier_answer(task, key) if key is not None else None
             if earlier is not None:
                 scheduler.finish(index, earlier)
+                batch.forget(task)
             else:
                 members.append((index, task, key))
         if len(members) < 2:
@@ -410,6 +512,7 @@ class ParallelLLMExecutor:
             if task.task_id in answers:
                 value = answers[task.task_id]
                 scheduler.finish(index, share_of(result, task.task_id, value, len(members), key))
+                batch.forget(task)
             else:
                 missing.append(index)
         if missing:
@@ -564,9 +667,10 @@ class _Batch:
     """One running batch as its workers see it."""
 
     name: str
-    scheduler: BatchScheduler
+    scheduler: Scheduler
     progress: BatchProgress
-    checkpoint: Checkpoint | None
+    #: where earlier answers are looked up: the journal in memory, or indexed on disk
+    checkpoint: Checkpoint | JournalIndex | None
     #: the client's model: part of every request key
     model: str
     _looked_up: set[str] = field(default_factory=set)
@@ -584,6 +688,11 @@ class _Batch:
         if first_time:
             self.progress.stood(standing)
         return result
+
+    def forget(self, task: LLMTask) -> None:
+        """The task has ended: its id need not be remembered (a stream holds a window only)."""
+        with self._lock:
+            self._looked_up.discard(task.task_id)
 
     def cached(self, response: LLMResponse, ledger: SpendLedger | None) -> None:
         """An answer from the response cache: counted, and in the ledger at no cost."""
@@ -610,6 +719,41 @@ class _Batch:
             completion_tokens=response.usage.completion_tokens,
             cost=cost,
         )
+
+
+class ResultStream:
+    """The results of ``execute_stream``, in input order, as an iterator (iterate once).
+
+    ``metrics`` and ``checkpoint_path`` are set once the stream has ended (or was closed).
+    """
+
+    def __init__(
+        self,
+        executor: ParallelLLMExecutor,
+        source: Iterator[LLMTask],
+        name: str,
+        resume: bool,
+        on_task_complete: Callable[[TaskResult], object] | None,
+        window: int,
+    ) -> None:
+        self.source = source
+        self.name = name
+        self.resume = resume
+        self.on_task_complete = on_task_complete
+        self.window = window
+        self.metrics: ExecutionMetrics | None = None
+        self.checkpoint_path: Path | None = None
+        self._results: Generator[TaskResult, None, None] = executor._stream(self)
+
+    def __iter__(self) -> Iterator[TaskResult]:
+        return self._results
+
+    def __next__(self) -> TaskResult:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop early: workers stop after their calls in flight, the journal is closed."""
+        self._results.close()
 
 
 def _server_answered(error: Exception) -> bool:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -199,13 +201,7 @@ class Checkpoint:
     def answer_for(self, task: LLMTask, key: str) -> tuple[TaskResult | None, Standing]:
         """The task's earlier answer if a record with its id and this request key succeeded
         (re-parsed by the task's own ``parse_response``), and how the task stood."""
-        record = self.records.get(task.task_id)
-        if record is None:
-            return None, "new"
-        if record.key != key:
-            return None, "changed"
-        result = restore(record, task)
-        return (result, "reused") if result is not None else (None, "rerun")
+        return _standing(self.records.get(task.task_id), task, key)
 
 
 class CheckpointJournal:
@@ -324,10 +320,11 @@ class CheckpointManager:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def load(self, path: str | Path) -> Checkpoint:
+    def load(self, path: str | Path, index: JournalIndex | None = None) -> Checkpoint:
         """Read a checkpoint line by line. An invalid record is skipped with a warning (a torn
         last one silently: the process was killed mid-write); a file that is not a checkpoint
-        raises ``CheckpointError``."""
+        raises ``CheckpointError``. With ``index``, records go there (on disk) instead of into
+        memory: a stream resumes from a journal of any size."""
         path = Path(path)
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed below, after the header check
@@ -342,14 +339,31 @@ class CheckpointManager:
                 if not line.endswith(b"\n"):  # only the last line can lack one: cut it off
                     log.warning("%s: dropped a torn last record (killed mid-write)", path)
                     break
-                skipped += not _read_line(line, checkpoint)
+                skipped += not _read_line(line, checkpoint, index, offset)
                 offset += len(line)
                 checkpoint.valid_bytes = offset
+        if index is not None:
+            index.finish_building(path)
         if skipped:
             log.warning(
                 "%s: skipped %d invalid record(s); those tasks will run again", path, skipped
             )
         return checkpoint
+
+    def open_for_stream(
+        self, name: str, resume: bool, index_dir: Path
+    ) -> tuple[Checkpoint, JournalIndex | None]:
+        """As ``open_for_batch``, but the records of the journal continued are indexed on disk
+        (in ``index_dir``) instead of held in memory."""
+        latest = self.find_latest_checkpoint(name) if resume else None
+        if latest is not None:
+            index = JournalIndex(index_dir)
+            try:
+                return self.load(latest, index), index
+            except CheckpointError as error:
+                index.close()
+                log.warning("%s; starting a new checkpoint", error)
+        return Checkpoint(name=name), None
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -415,8 +429,11 @@ def _from_header(line: bytes, path: Path) -> Checkpoint:
     return checkpoint
 
 
-def _read_line(line: bytes, checkpoint: Checkpoint) -> bool:
-    """Add one line (a task record or a run line) to ``checkpoint``; False if it is invalid."""
+def _read_line(
+    line: bytes, checkpoint: Checkpoint, index: JournalIndex | None, offset: int
+) -> bool:
+    """Add one line (a task record or a run line) to ``checkpoint`` (or a task record to
+    ``index``); False if it is invalid."""
     try:
         record = TaskRecord.from_json_line(line)
     except ValueError:
@@ -425,9 +442,78 @@ def _read_line(line: bytes, checkpoint: Checkpoint) -> bool:
         except ValidationError:
             return False
         return True
-    checkpoint.records[record.task_id] = record  # a later line supersedes an earlier one
-    checkpoint.add_spending(record)
+    if index is not None:
+        index.add(record, offset, len(line))
+    else:
+        checkpoint.records[record.task_id] = record  # a later line supersedes an earlier one
+        checkpoint.add_spending(record)
     return True
+
+
+def _standing(
+    record: TaskRecord | None, task: LLMTask, key: str
+) -> tuple[TaskResult | None, Standing]:
+    if record is None:
+        return None, "new"
+    if record.key != key:
+        return None, "changed"
+    result = restore(record, task)
+    return (result, "reused") if result is not None else (None, "rerun")
+
+
+class JournalIndex:
+    """Where each task's latest record sits in a journal, kept in a temporary SQLite file, so
+    a stream resumes from a journal of millions of lines without holding it in memory. Only
+    the id, the request key and the line's place are indexed; a record is read back when its
+    task comes up."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".journal-index-", suffix=".sqlite3")
+        os.close(handle)
+        self._file = Path(name)
+        self._db = sqlite3.connect(self._file, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE records (task_id TEXT PRIMARY KEY, offset INTEGER, length INTEGER)"
+        )
+        self._pending: list[tuple[str, int, int]] = []
+        self._lock = threading.Lock()
+        self._journal: Any = None
+
+    def add(self, record: TaskRecord, offset: int, length: int) -> None:
+        self._pending.append((record.task_id, offset, length))
+        if len(self._pending) >= 10_000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", self._pending)
+        self._pending.clear()
+
+    def finish_building(self, journal: Path) -> None:
+        self._flush()
+        self._db.commit()
+        self._journal = open(journal, "rb")  # noqa: SIM115 - closed in close()
+
+    def answer_for(self, task: LLMTask, key: str) -> tuple[TaskResult | None, Standing]:
+        """As ``Checkpoint.answer_for``, reading the task's record back from the journal."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT offset, length FROM records WHERE task_id = ?", (task.task_id,)
+            ).fetchone()
+            record = None
+            if row is not None:
+                self._journal.seek(row[0])
+                record = TaskRecord.from_json_line(self._journal.read(row[1]))
+        return _standing(record, task, key)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            if self._journal is not None:
+                self._journal.close()
+            self._file.unlink(missing_ok=True)
 
 
 def record_of(result: TaskResult) -> TaskRecord:

@@ -16,10 +16,12 @@ from aita.engine._results import AttemptCounts, TaskResult
 _BAR_FORMAT = (
     "{desc} {bar} {percentage:3.0f}% | {n_fmt}/{total_fmt} | {elapsed} < {remaining}{postfix}"
 )
+_STREAM_FORMAT = "{desc} | {n_fmt} tasks | {elapsed} | {rate_fmt}{postfix}"
 
 
 class BatchProgress:
-    def __init__(self, total: int, done: int, show: bool) -> None:
+    def __init__(self, total: int | None, done: int, show: bool) -> None:
+        """``total`` None: a stream of unknown length."""
         self.counts = AttemptCounts()
         self.succeeded = 0
         self.failed = 0
@@ -29,12 +31,12 @@ class BatchProgress:
         self._bar = tqdm(
             total=total,
             initial=done,
-            desc=f"🚀 Executing {total} tasks",
+            desc=f"🚀 Executing {total} tasks" if total is not None else "🚀 Executing a stream",
             unit="task",
             disable=not show,
             dynamic_ncols=True,
             mininterval=0.2,
-            bar_format=_BAR_FORMAT,
+            bar_format=_BAR_FORMAT if total is not None else _STREAM_FORMAT,
         )
 
     def attempt(self, waited: float, rate_limited: bool, retried: bool) -> None:

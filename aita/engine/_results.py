@@ -9,7 +9,7 @@ member of a combined call; ``restored`` the result of a task answered in an earl
 
 from __future__ import annotations
 
-import statistics
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -316,46 +316,99 @@ class AttemptCounts:
     cached: int = 0
 
 
+class MetricsTally:
+    """A batch's metrics summed as its results arrive, in constant memory: latencies are kept
+    whole up to ``SAMPLE`` and as a uniform random sample beyond (percentiles of a stream of
+    millions stay honest without holding every time)."""
+
+    SAMPLE = 100_000
+
+    def __init__(self) -> None:
+        self.results = 0
+        self.completed = 0
+        self.failed = 0
+        self.retried = 0
+        self.resumed = 0
+        self.fallback = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost = 0.0
+        self.cost_by_model: dict[str, float] = {}
+        self._fresh = 0
+        self._time_sum = 0.0
+        self._time_min = float("inf")
+        self._time_max = 0.0
+        self._times: list[float] = []
+        self._rng = random.Random(0)
+
+    def add(self, result: TaskResult) -> None:
+        self.results += 1
+        self.completed += result.success
+        self.failed += not result.success
+        self.fallback += result.used_fallback
+        if result.from_checkpoint:
+            self.resumed += 1
+            return  # answered before: it cost nothing and took no time now
+        self._fresh += 1
+        self.retried += result.retry_count > 0
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        self.cost += result.cost
+        if result.model:
+            self.cost_by_model[result.model] = (
+                self.cost_by_model.get(result.model, 0.0) + result.cost
+            )
+        t = result.execution_time
+        self._time_sum += t
+        self._time_min = min(self._time_min, t)
+        self._time_max = max(self._time_max, t)
+        if len(self._times) < self.SAMPLE:
+            self._times.append(t)
+        elif (slot := self._rng.randrange(self._fresh)) < self.SAMPLE:
+            self._times[slot] = t
+
+    def metrics(self, total: int, counts: AttemptCounts, wall: float) -> ExecutionMetrics:
+        times = sorted(self._times)
+        return ExecutionMetrics(
+            total_tasks=total,
+            completed_tasks=self.completed,
+            failed_tasks=self.failed,
+            retried_tasks=self.retried,
+            total_retries=counts.retries,
+            resumed_tasks=self.resumed,
+            changed_tasks=counts.changed,
+            new_tasks=counts.new,
+            rerun_tasks=counts.rerun,
+            fallback_tasks=self.fallback,
+            requests=counts.requests,
+            rate_limited_responses=counts.rate_limited,
+            rate_limit_wait_time=counts.limiter_wait,
+            wall_time=wall,
+            throughput=self._fresh / wall if wall > 0 else 0.0,
+            avg_task_time=self._time_sum / self._fresh if self._fresh else 0.0,
+            min_task_time=self._time_min if self._fresh else 0.0,
+            max_task_time=self._time_max,
+            p50_latency=_percentile(times, 0.50),
+            p95_latency=_percentile(times, 0.95),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+            total_cost=self.cost,
+            cost_by_model=self.cost_by_model,
+            unpriced_requests=counts.unpriced,
+            simulated_requests=counts.simulated,
+            truncated_responses=counts.truncated,
+            cached_tasks=counts.cached,
+        )
+
+
 def batch_metrics(
     total: int, results: list[TaskResult], counts: AttemptCounts, wall: float
 ) -> ExecutionMetrics:
-    fresh = [r for r in results if not r.from_checkpoint]
-    times = sorted(r.execution_time for r in fresh)
-    cost_by_model: dict[str, float] = {}
-    for r in fresh:
-        if r.model:
-            cost_by_model[r.model] = cost_by_model.get(r.model, 0.0) + r.cost
-    return ExecutionMetrics(
-        total_tasks=total,
-        completed_tasks=sum(r.success for r in results),
-        failed_tasks=sum(not r.success for r in results),
-        retried_tasks=sum(r.retry_count > 0 for r in fresh),
-        total_retries=counts.retries,
-        resumed_tasks=len(results) - len(fresh),
-        changed_tasks=counts.changed,
-        new_tasks=counts.new,
-        rerun_tasks=counts.rerun,
-        fallback_tasks=sum(r.used_fallback for r in results),
-        requests=counts.requests,
-        rate_limited_responses=counts.rate_limited,
-        rate_limit_wait_time=counts.limiter_wait,
-        wall_time=wall,
-        throughput=len(fresh) / wall if wall > 0 else 0.0,
-        avg_task_time=statistics.fmean(times) if times else 0.0,
-        min_task_time=times[0] if times else 0.0,
-        max_task_time=times[-1] if times else 0.0,
-        p50_latency=_percentile(times, 0.50),
-        p95_latency=_percentile(times, 0.95),
-        prompt_tokens=sum(r.prompt_tokens for r in fresh),
-        completion_tokens=sum(r.completion_tokens for r in fresh),
-        total_tokens=sum(r.tokens for r in fresh),
-        total_cost=sum(r.cost for r in fresh),
-        cost_by_model=cost_by_model,
-        unpriced_requests=counts.unpriced,
-        simulated_requests=counts.simulated,
-        truncated_responses=counts.truncated,
-        cached_tasks=counts.cached,
-    )
+    tally = MetricsTally()
+    for result in results:
+        tally.add(result)
+    return tally.metrics(total, counts, wall)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import CheckpointJournal, record_of
@@ -53,6 +54,19 @@ class Job:
 
     indices: list[int]
     tasks: list[LLMTask]
+
+
+class Scheduler(Protocol):
+    """What workers need of a scheduler: a batch's (``BatchScheduler``) or a stream's."""
+
+    stop: threading.Event
+    outlet: Outlet
+
+    def next_job(self) -> Job | None: ...
+    def finish(self, index: int, result: TaskResult) -> None: ...
+    def run_alone(self, indices: list[int]) -> None: ...
+    def cancel(self, reason: str) -> None: ...
+    def request_stop(self) -> None: ...
 
 
 class BatchScheduler:
