@@ -47,15 +47,5 @@ def simulator() -> Iterator[SimulatorFactory]:
         sim.stop()
 
 
-@pytest.fixture
-def sim(simulator: SimulatorFactory) -> ProviderSimulator:
-    return simulator()
-
-
 def client_for(sim: ProviderSimulator, **kwargs: object) -> OpenAICompatibleClient:
     return create_openrouter_client(api_key=TEST_KEY, base_url=sim.base_url, **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def client(sim: ProviderSimulator) -> OpenAICompatibleClient:
-    return client_for(sim, timeout=5)

@@ -149,3 +149,46 @@ def test_round_trip_of_arbitrary_records(tmp_path: Path, records: list[TaskRecor
     path = manager.save(checkpoint)
     assert manager.load(path).records == checkpoint.records
     path.unlink()
+
+
+def test_the_journal_syncs_to_disk_on_close_and_after_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    manager = CheckpointManager(tmp_path)
+    checkpoint = Checkpoint(name="job")
+    journal = manager.start_journal(checkpoint, fsync_interval=5)
+    synced.clear()  # creating the file synced its header
+    monkeypatch.setattr(type(journal), "FSYNC_SECONDS", 0.0)
+    for i in range(4):
+        journal.append(TaskRecord(f"t{i}", succeeded=True, raw_response="x"))
+    assert synced == []  # fewer than the interval: written, not yet synced
+    journal.append(TaskRecord("t4", succeeded=True, raw_response="x"))
+    assert len(synced) == 1  # the interval reached: synced
+    journal.append(TaskRecord("t5", succeeded=True, raw_response="x"))
+    journal.close()
+    assert len(synced) == 2  # and on close
+    assert set(manager.load(checkpoint.path).records) == {f"t{i}" for i in range(6)}  # type: ignore[arg-type]
+
+
+def test_the_journal_syncs_at_most_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    journal = CheckpointManager(tmp_path).start_journal(Checkpoint(name="job"), fsync_interval=1)
+    synced.clear()
+    for i in range(50):  # far faster than one a second
+        journal.append(TaskRecord(f"t{i}", succeeded=True, raw_response="x"))
+    assert len(synced) <= 1

@@ -30,6 +30,18 @@ def start_runner(base_url: str, count: int, out: Path) -> subprocess.Popen[bytes
     )
 
 
+def check_saved_work(manager: CheckpointManager, at_least: int) -> int:
+    """The journal left by a kill loads, and every task it says succeeded holds its own answer
+    (none lost since the last kill: at least ``at_least`` of them). Returns how many."""
+    latest = manager.find_latest_checkpoint("crash")
+    assert latest is not None
+    saved = manager.load(latest).succeeded
+    for task_id, record in saved.items():
+        assert record.raw_response == f"[sim] task {int(task_id[1:])}", task_id
+    assert len(saved) >= at_least
+    return len(saved)
+
+
 def kill_after_requests(
     proc: subprocess.Popen[bytes], sim_requests: Callable[[], int], n: int
 ) -> None:
@@ -51,11 +63,10 @@ def test_three_sigkills_then_resume_gives_every_task_its_own_result(
     sim = simulator(latency=0.02)
     out = tmp_path / "results.json"
     manager = CheckpointManager(tmp_path / "checkpoints")
+    saved = 0
     for _ in range(kills):
         kill_after_requests(start_runner(sim.base_url, count, out), lambda: sim.stats.requests, 150)
-        latest = manager.find_latest_checkpoint("crash")
-        assert latest is not None
-        manager.load(latest)  # loadable after every kill
+        saved = check_saved_work(manager, at_least=saved + 1)  # loadable, and it grew
     proc = start_runner(sim.base_url, count, out)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode() if proc.stderr else ""
     results = json.loads(out.read_text())

@@ -160,6 +160,36 @@ def test_429_pauses_every_worker() -> None:
     assert result.metrics.rate_limited_responses == 1
 
 
+class SlowFirstRefusal:
+    """Every call takes 50 ms, like a real provider; the first is refused with a 429 asking
+    for half a second. Records when each call starts and when the refusal came back."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.refused_at = 0.0
+        self.lock = threading.Lock()
+
+    def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        with self.lock:
+            self.starts.append(time.monotonic())
+            first = len(self.starts) == 1
+        time.sleep(0.05)
+        if first:
+            self.refused_at = time.monotonic()
+            raise RateLimited("slow down", status_code=429, retry_after=0.5)
+        return LLMResponse(content="ok", usage=Usage(1, 1, 2), model="local")
+
+
+def test_429_pauses_every_worker_from_when_the_refusal_arrives() -> None:
+    client = SlowFirstRefusal()
+    result = executor_for(client, max_workers=4).execute_batch(questions(40))
+    assert all(r.success for r in result.task_results)
+    refused = client.refused_at
+    started_during_pause = [t for t in client.starts if refused + 0.02 < t < refused + 0.48]
+    assert started_during_pause == []  # not one worker went on calling
+    assert max(client.starts) > refused + 0.5  # and the batch went on after it
+
+
 def test_client_error_fails_at_once_with_the_providers_message(simulator: SimulatorFactory) -> None:
     sim = simulator(models=frozenset({"real/model"}))
     executor = executor_for(client_for(sim, model="no/such-model"), max_retries=5)
@@ -253,13 +283,36 @@ def test_duplicate_task_ids_are_refused_before_any_call(simulator: SimulatorFact
     assert sim.stats.requests == 0
 
 
-def test_each_finished_task_is_reported_as_it_finishes(simulator: SimulatorFactory) -> None:
-    sim = simulator()
-    finished: list[str] = []
-    executor_for(client_for(sim)).execute_batch(
-        questions(10), on_task_complete=lambda r: finished.append(r.task_id)
+class TimedClient:
+    """Each call takes ``seconds``; records when calls start and how many overlap."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+        self.starts: list[float] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+
+    def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        with self.lock:
+            self.starts.append(time.monotonic())
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.in_flight -= 1
+        return LLMResponse(content=f"ok {messages[-1].content}", usage=Usage(1, 1, 2), model="m")
+
+
+def test_each_finished_task_is_reported_as_it_finishes() -> None:
+    client = TimedClient()
+    reported: list[tuple[float, str]] = []
+    executor_for(client, max_workers=2).execute_batch(
+        questions(10), on_task_complete=lambda r: reported.append((time.monotonic(), r.task_id))
     )
-    assert sorted(finished) == [f"q{i:04d}" for i in range(10)]
+    assert sorted(task_id for _, task_id in reported) == [f"q{i:04d}" for i in range(10)]
+    first_report = min(t for t, _ in reported)
+    assert first_report < max(client.starts)  # reported while later tasks had yet to start
 
 
 def test_metrics_count_tokens_cost_and_latency(simulator: SimulatorFactory) -> None:
@@ -288,21 +341,22 @@ def test_cost_comes_from_the_price_table_when_the_provider_gives_none(
 
 
 def test_settings_supply_the_executors_defaults(
-    monkeypatch: pytest.MonkeyPatch, simulator: SimulatorFactory
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("AITA_MAX_WORKERS", "3")
     monkeypatch.setenv("AITA_RATE_LIMIT_RPS", "40")
     monkeypatch.setenv("AITA_ENABLE_CHECKPOINTING", "false")
+    monkeypatch.setenv("AITA_CHECKPOINT_DIR", str(tmp_path / "cp"))
     from aita.config import get_config
 
     get_config.cache_clear()
-    executor = ParallelLLMExecutor(client_for(simulator()))
-    assert (executor.max_workers, executor.rate_limit, executor.enable_checkpointing) == (
-        3,
-        40.0,
-        False,
-    )
-    assert executor.execute_batch(questions(2)).checkpoint_path is None
+    client = TimedClient(seconds=0.15)  # longer than 3 starts at 40/s: three overlap
+    result = ParallelLLMExecutor(client, show_progress=False).execute_batch(questions(20))
+    assert result.success_rate == 100.0
+    assert client.max_in_flight == 3  # three workers
+    starts = sorted(client.starts)
+    assert starts[-1] - starts[0] >= 19 / 40 - 0.01  # no faster than 40 starts a second
+    assert result.checkpoint_path is None and not (tmp_path / "cp").exists()  # none written
 
 
 def test_ctrl_c_saves_finished_work_and_the_rerun_finishes(simulator: SimulatorFactory) -> None:

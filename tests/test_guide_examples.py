@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aita.config import get_config
+from aita.engine import BatchableLLMTask, CheckpointManager
 from aita.errors import ProviderUnavailable, RateLimited
 from aita.services.llm.base import LLMMessage
 from aita.utils.llm_tasks import LLMTask, SimpleLLMTask
@@ -127,7 +129,36 @@ def test_every_guide_example_runs_as_written(
 def check_example(key: str, ns: dict[str, Any], out: str) -> None:
     """What each example is supposed to have achieved, beyond not raising."""
     section = key.rsplit("#", 1)[0]
-    if section == "Usage Examples/Programmatic Usage":
+    if section == "Configuration/Programmatic Configuration":
+        assert (ns["max_workers"], ns["rate_limit"]) == (5, 10.0)  # the documented defaults
+        check_runs(ns["executor"], ns["sim"], max_workers=10)
+    elif section == "Performance Optimization/Rate Limiting":
+        started = time.monotonic()
+        check_runs(ns["executor"], ns["sim"], max_workers=10, count=16)
+        assert time.monotonic() - started >= 15 / 15.0  # 16 starts at 15/s span a second
+    elif section in {
+        "Performance Optimization/Checkpointing",
+        "Checkpoint & Resume/Automatic Checkpointing",
+    }:
+        result = ns["result"]
+        assert result.success_rate == 100.0 and result.checkpoint_path is not None
+        saved = CheckpointManager("checkpoints").load(result.checkpoint_path)
+        assert set(saved.succeeded) == {r.task_id for r in result.task_results}
+    elif key == "Error Handling/Retry Logic#0":
+        failing, executor = AlwaysUnavailable(), ns["executor"]
+        executor.llm_client, real = failing, executor.llm_client
+        try:
+            [result] = executor.execute_batch([SimpleLLMTask("r", "retry me")]).task_results
+        finally:
+            executor.llm_client = real  # later examples use this executor
+        assert not result.success and result.retry_count == 3 and failing.calls == 4
+    elif section == "Advanced Topics/Batching Tasks":
+        task_class = ns["BatchableAnalysisTask"]
+        assert issubclass(task_class, BatchableLLMTask)
+        assert {"can_batch_with", "combine_with", "split_batch_result"} <= set(vars(task_class))
+    elif key == "Migration Guide/From Sequential to Parallel#1":
+        assert [k.question_id for k in ns["answer_keys"]] == ["1", "2", "3", "4", "5"]
+    elif section == "Usage Examples/Programmatic Usage":
         assert re.findall(r"Generated answer key for (\S+)", out) == ["1", "2", "3", "4", "5"]
     elif section == "Usage Examples/Custom Tasks":
         assert ns["result"].task_results[0].result["difficulty"] == "medium"
@@ -153,7 +184,7 @@ def check_example(key: str, ns: dict[str, Any], out: str) -> None:
         assert result.success and result.result["text"] == "x"
         assert ns["sim"].stats.images_received >= 1
     elif section == "Troubleshooting/Checkpoint Not Resuming":
-        assert "Latest checkpoint: None" not in out
+        assert re.search(r"Latest checkpoint: \S*my_operation_\d{8}_\d{6}\.checkpoint\.json", out)
     elif section == "Migration Guide/Custom Pipeline Integration":
 
         class MyTask(SimpleLLMTask):
@@ -163,6 +194,27 @@ def check_example(key: str, ns: dict[str, Any], out: str) -> None:
         ns["MyTask"] = MyTask
         results = ns["MyPipeline"]().process_batch(["a", "b"])
         assert [r.result for r in results] == ["[sim] Summarise a", "[sim] Summarise b"]
+
+
+def check_runs(executor: Any, sim: Any, *, max_workers: int, count: int = 12) -> None:
+    """The example's executor runs a batch: every task its own answer, no more in flight
+    than it allows."""
+    before = sim.stats.max_in_flight
+    sim.stats.max_in_flight = 0
+    tasks = [SimpleLLMTask(f"check_{i}", f"check {i}") for i in range(count)]
+    result = executor.execute_batch(tasks, checkpoint_name=f"check_{id(executor)}")
+    assert [r.result for r in result.task_results] == [f"[sim] check {i}" for i in range(count)]
+    assert sim.stats.max_in_flight <= max_workers
+    sim.stats.max_in_flight = max(before, sim.stats.max_in_flight)
+
+
+class AlwaysUnavailable:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, messages: list[LLMMessage], **params: Any) -> Any:
+        self.calls += 1
+        raise ProviderUnavailable("down for maintenance", status_code=500, retry_after=0.0)
 
 
 def check_my_task_retry_rules(my_task: type) -> None:

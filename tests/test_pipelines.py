@@ -222,3 +222,14 @@ def test_paid_run_asks_on_a_terminal_and_never_blocks_elsewhere(
         tasks, client, RunOptions(), stdin=io.StringIO(""), stderr=io.StringIO()
     )  # not a TTY
     check_spend(tasks, client, RunOptions(yes=True), stdin=FakeTty(""), stderr=io.StringIO())
+
+
+@pytest.mark.parametrize("off_by", [0.25, -0.25, 0.01, 1e-3])
+def test_rubric_criteria_must_add_up_to_the_points_exactly(off_by: float) -> None:
+    from aita.pipelines.tasks import RubricTask
+
+    question = Question(question_id="q", question_text="t", points=4)
+    task = RubricTask(question, answer_key=None)
+    with pytest.raises(ValueError, match="criteria points sum to"):
+        task.parse_response(rubric_answer([2, 2 + off_by]))
+    assert task.parse_response(rubric_answer([2.5, 1.5])).check_points() is None

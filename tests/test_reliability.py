@@ -24,7 +24,7 @@ from aita.engine import (
 )
 from tests.batch_runner import WORKERS
 from tests.conftest import SimulatorFactory, client_for
-from tests.test_crash_resume import start_runner
+from tests.test_crash_resume import check_saved_work, start_runner
 from tests.test_executor import assert_own_answers_in_order, executor_for, questions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,18 +88,32 @@ def test_crash_loop_of_random_sigkills_ends_with_one_correct_result_per_task(
     out = tmp_path / "results.json"
     manager = CheckpointManager(tmp_path / "checkpoints")
     rng = random.Random(7)
+    saved = 0
     for _ in range(kills):
         proc = start_runner(sim.base_url, count, out)
-        time.sleep(rng.uniform(0.4, 1.4))  # start-up takes part of it: some kills land early
+        # Kill only once the journal shows progress (a kill before any work tests nothing),
+        # then at a random instant within the next tenth of a second: mid-call, mid-write.
+        target = saved + rng.randint(1, 40)
+        deadline = time.monotonic() + 60
+        while journal_lines(manager) < target:
+            assert proc.poll() is None and time.monotonic() < deadline, "no progress"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.1))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        latest = manager.find_latest_checkpoint("crash")
-        if latest is not None:
-            manager.load(latest)  # loadable after every kill
+        saved = check_saved_work(manager, at_least=saved + 1)
     proc = start_runner(sim.base_url, count, out)
     assert proc.wait(timeout=120) == 0
     assert json.loads(out.read_text()) == {f"t{i:05d}": f"[sim] task {i}" for i in range(count)}
     assert sim.stats.repeated_calls() <= kills * WORKERS
+
+
+def journal_lines(manager: CheckpointManager) -> int:
+    """Finished tasks in the crash batch's journal so far (header and run lines aside)."""
+    latest = manager.find_latest_checkpoint("crash")
+    if latest is None:
+        return 0
+    return sum(1 for line in latest.read_bytes().splitlines() if line.startswith(b'{"task_id"'))
 
 
 def copy_example(tmp_path: Path) -> Path:
@@ -219,4 +233,5 @@ def test_the_key_never_reaches_output_logs_or_files(
     assert not [p for p in files if SENTINEL.encode() in p.read_bytes()]
     client = create_openrouter_client(api_key=SENTINEL, base_url=sim.base_url)
     executor = ParallelLLMExecutor(client, show_progress=False)
-    assert SENTINEL not in repr(client) + repr(executor) + str(vars(executor).keys())
+    shown = [repr(client), repr(executor), *(repr(value) for value in vars(executor).values())]
+    assert not [text for text in shown if SENTINEL in text]

@@ -36,7 +36,8 @@ class Outlet:
     on_task_complete: Callable[[TaskResult], object] | None = None
 
     def journal_result(self, result: TaskResult) -> None:
-        if self.journal is not None:
+        """Write a finished task to the journal; one answered from it is there already."""
+        if self.journal is not None and not result.from_checkpoint:
             self.journal.append(record_of(result))
 
     def announce(self, result: TaskResult) -> None:
