@@ -70,10 +70,12 @@ class AdaptiveRate:
 
     @property
     def target(self) -> float | None:
+        """The rate to climb back to: the configured one, or the provider's cap if lower."""
         caps = [r for r in (self.configured, self.provider_cap) if r is not None]
         return min(caps) if caps else None
 
     def on_response(self, headers: Mapping[str, str]) -> None:
+        """An answered call: note its time and headers; apply a cap or step back up."""
         now = self._clock()
         with self._lock:
             self._recent.append(now)

@@ -181,6 +181,7 @@ class ResponseCache:
         return removed
 
     def close(self) -> None:
+        """Close the database (a cache in use by other processes is left as it is)."""
         with self._lock:
             self._db.close()
 

@@ -22,6 +22,7 @@ class LLMMessage:
     content: MessageContent
 
     def to_openai(self) -> dict[str, Any]:
+        """The message as the OpenAI chat API takes it."""
         return {"role": self.role, "content": self.content}
 
 
@@ -35,6 +36,7 @@ class Usage:
     cost: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The usage as a plain mapping (``from_dict`` reads it back)."""
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,

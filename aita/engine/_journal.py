@@ -76,6 +76,7 @@ class TaskRecord:
     finish_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The record as its journal line holds it."""
         data = {
             "task_id": self.task_id,
             "key": self.key,
@@ -174,6 +175,7 @@ class Checkpoint:
         return self.runs[-1] if self.runs else len(self.records)
 
     def add_spending(self, record: TaskRecord) -> None:
+        """Count what a record's calls cost (every record written, superseded ones too)."""
         usage = record.usage or {}
         tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
         if not tokens and not usage.get("cost"):
@@ -189,13 +191,16 @@ class Checkpoint:
 
     @property
     def succeeded(self) -> dict[str, TaskRecord]:
+        """The latest records that succeeded, by task id."""
         return {k: r for k, r in self.records.items() if r.succeeded}
 
     @property
     def failed(self) -> dict[str, TaskRecord]:
+        """The latest records that did not succeed (fallbacks included), by task id."""
         return {k: r for k, r in self.records.items() if not r.succeeded}
 
     def header(self) -> dict[str, Any]:
+        """The file's first line."""
         return {"aita_checkpoint": FORMAT_VERSION, "name": self.name, "created_at": self.created_at}
 
     def answer_for(self, task: LLMTask, key: str) -> tuple[TaskResult | None, Standing]:
@@ -246,6 +251,7 @@ class CheckpointJournal:
                 os.write(self._fd, line)
 
     def close(self) -> None:
+        """Sync to disk and close; later appends are dropped (their tasks run again)."""
         with self._lock:
             if self._fd >= 0:
                 os.fsync(self._fd)
@@ -277,6 +283,7 @@ class CheckpointManager:
         return [path for _, path in self._entries(name)]
 
     def find_latest_checkpoint(self, name: str) -> Path | None:
+        """The newest checkpoint file of ``name``, or None."""
         paths = self.list_checkpoints(name)
         return paths[0] if paths else None
 

@@ -46,6 +46,8 @@ def operation_of(batch: str) -> str:
 
 
 class SpendLedger:
+    """The ledger file: ``record`` appends a paid call, ``entries`` reads them back."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()
@@ -64,6 +66,7 @@ class SpendLedger:
         cost: float | None,
         cached: bool = False,
     ) -> None:
+        """Append one paid (or cached) call; a failure to write warns, never fails the call."""
         entry = SpendEntry(
             time=time.strftime("%Y-%m-%dT%H:%M:%S"),
             batch=batch,

@@ -74,9 +74,11 @@ class OpenAICompatibleClient:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
     def close(self) -> None:
+        """Close the HTTP connections."""
         self._sdk.close()
 
     def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        """One chat completion; structured output asked the way this server takes it."""
         return self.formats.complete(self._complete, messages, params)
 
     def _complete(self, messages: list[LLMMessage], params: dict[str, Any]) -> LLMResponse:

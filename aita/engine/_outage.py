@@ -20,6 +20,9 @@ from aita.errors import ProviderOutage
 
 
 class OutageGate:
+    """Holds every worker while the provider is down and lets one probe through at a time
+    (see the module)."""
+
     def __init__(
         self,
         budget: float,
@@ -44,6 +47,7 @@ class OutageGate:
 
     @property
     def down(self) -> bool:
+        """Whether an outage is going on."""
         return self._down_since is not None
 
     def enter(self) -> bool:

@@ -112,10 +112,12 @@ class BatchResult:
 
     @property
     def successful_results(self) -> list[TaskResult]:
+        """The results that succeeded (fallbacks included), in input order."""
         return [r for r in self.task_results if r.success]
 
     @property
     def failed_results(self) -> list[TaskResult]:
+        """The results that failed (skipped and cancelled included), in input order."""
         return [r for r in self.task_results if not r.success]
 
     @property
@@ -126,6 +128,7 @@ class BatchResult:
         return 100.0 * len(self.successful_results) / len(self.task_results)
 
     def get_result_by_id(self, task_id: str) -> TaskResult | None:
+        """The result of the task with this id, or None."""
         return next((r for r in self.task_results if r.task_id == task_id), None)
 
 

@@ -77,6 +77,7 @@ class LLMTask(ABC):
 
     @property
     def has_fallback(self) -> bool:
+        """Whether the task overrides ``fallback``."""
         return type(self).fallback is not LLMTask.fallback
 
     def request_params(self) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class LLMTask(ABC):
         return params
 
     def estimated_prompt_tokens(self) -> int:
+        """About how many tokens the prompt takes, for cost estimates before any call."""
         return estimate_prompt_tokens(self.build_messages())
 
 
@@ -151,6 +153,7 @@ class VisionLLMTask(LLMTask):
         """The text that goes with the images."""
 
     def get_system_prompt(self) -> str | None:
+        """A system message to send first, if any."""
         return None
 
     def estimated_prompt_tokens(self) -> int:

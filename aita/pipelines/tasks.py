@@ -450,6 +450,7 @@ def create_grading_tasks(
     answers: Mapping[str, StudentAnswer],
     answer_keys: Mapping[str, AnswerKey] | None = None,
 ) -> list[GradingTask]:
+    """A ``GradingTask`` per question that has both a rubric and an answer."""
     keys = answer_keys or {}
     return [
         GradingTask(
