@@ -6,6 +6,7 @@ import bisect
 import threading
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,3 +136,21 @@ def test_rate_holds_under_random_arrivals(rate: int, gaps: list[float]) -> None:
         limiter.acquire()
         starts.append(clock.now)
     assert max_starts_in_window(starts) <= rate
+
+
+def test_a_short_pause_leaves_no_gap_after_it() -> None:
+    """A caller asleep until its slot keeps it when a 429 asks for less than the time left:
+    the callers already queued do not all queue again behind the last of them."""
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:  # a 429 asking for 10 ms arrives half way, once
+        clock.now += seconds / 2
+        if not clock.sleeps:
+            limiter.pause(0.01)
+        clock.sleeps.append(seconds)
+        clock.now += seconds / 2
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.1)  # its own slot, not one behind a new queue

@@ -10,7 +10,8 @@ request reserves the next free slot ``1/rate`` after the previous one, and its t
 ``tokens / (tokens_per_minute / 60)`` seconds of the token budget. So no one-second window sees
 more than ``rate`` starts, a long run sustains the full rate, and idle time never banks a burst
 that a provider would refuse. Callers sleep until their own slot; a pause pushes every later
-slot back, and callers already asleep re-check when they wake.
+slot back, and a caller already asleep whose slot fell inside the pause takes a new one when it
+wakes (a slot after the pause stands: a short pause leaves no gap).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class RateLimiter:
             self._sleep(delay)
             waited += delay
             with self._lock:
-                # A pause imposed while we slept moves our slot behind it.
-                if self._paused_until <= pause_seen:
+                # A pause imposed while we slept moves our slot behind it, if it fell inside
+                # the pause; a slot after the pause still stands (no gap for a short pause).
+                if self._paused_until <= pause_seen or slot >= self._paused_until:
                     return waited
 
     def correct(self, tokens: int) -> None:

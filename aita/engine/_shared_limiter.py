@@ -94,7 +94,7 @@ if tokens > 0 and token_rate > 0 then
   redis.call('HSET', key, 'tokens', fmt(slot + math.ceil(tokens * 1000000 / token_rate)))
 end
 keep_alive()
-return {fmt(slot - now), rate, fmt(tonumber(f[4]) or 0), fmt(paused)}
+return {fmt(slot - now), rate, fmt(tonumber(f[4]) or 0), fmt(paused), fmt(slot)}
 """
 )
 
@@ -254,13 +254,15 @@ class RedisRateLimiter(RateLimiter):
         waited = 0.0
         while not self._local:
             try:
-                delay, pause_seen = self._reserve(tokens)
+                delay, pause_seen, slot = self._reserve(tokens)
                 if delay <= 0:
                     return waited
                 self._sleep(delay)
                 waited += delay
-                # A pause imposed (by anyone) while we slept moves our slot behind it.
-                if float(self._redis.hget(self._key, "paused") or 0) <= pause_seen:
+                # A pause imposed (by anyone) while we slept moves our slot behind it, if the
+                # slot fell inside it; a slot after the pause stands.
+                paused = float(self._redis.hget(self._key, "paused") or 0)
+                if paused <= pause_seen or slot >= paused:
                     return waited
             except RedisError as error:
                 self._fall_back(error)
@@ -319,11 +321,11 @@ class RedisRateLimiter(RateLimiter):
         now = "" if self._shared_clock is None else repr(self._shared_clock() * 1_000_000)
         return now, self._idle_ms
 
-    def _reserve(self, tokens: int) -> tuple[float, float]:
-        """Reserve the next shared slot: seconds until it, and the pause in force then (as Redis
-        holds it, microseconds) to compare with after the sleep."""
+    def _reserve(self, tokens: int) -> tuple[float, float, float]:
+        """Reserve the next shared slot: seconds until it, the pause in force then and the slot
+        itself (as Redis holds them, microseconds) to compare with after the sleep."""
         token_rate = self._token_rate if tokens else 0.0
-        wait_us, rate, changed, paused = self._acquire_script(
+        wait_us, rate, changed, paused, slot_us = self._acquire_script(
             keys=[self._key], args=[*self._now(), _encode(self.rate), tokens, token_rate]
         )
         self._adopt(rate, float(changed))
@@ -333,7 +335,7 @@ class RedisRateLimiter(RateLimiter):
             self._next_slot = max(self._next_slot, slot + self._interval)
             if token_rate:
                 self._tokens_free_at = max(self._tokens_free_at, slot + tokens / token_rate)
-        return delay, float(paused)
+        return delay, float(paused), float(slot_us)
 
     def _adopt(self, shared_rate: str, changed: float) -> None:
         """Take the shared rate, unless this thread's reply is older than one already taken."""
