@@ -67,6 +67,7 @@ from aita.errors import (
     ProviderUnreachable,
     RateLimited,
     ResponseParseError,
+    ResponseTooLarge,
     TaskGraphError,
     TruncatedResponse,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "RedisRateLimiter",
     "ResponseCache",
     "ResponseParseError",
+    "ResponseTooLarge",
     "RetryPolicy",
     "SimpleLLMTask",
     "SpendEntry",
