@@ -31,6 +31,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -443,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, completion: dict[str, Any], size: int, headers: dict[str, str]
     ) -> None:
         """``completion`` with its content replaced by ``size`` bytes, written piece by piece."""
-        marker = "@@content@@"
+        marker = f"@@{uuid.uuid4().hex}@@"  # nothing a request sent can hold it
         completion["choices"][0]["message"]["content"] = marker
         head, tail = orjson.dumps(completion).split(marker.encode())
 
