@@ -318,7 +318,7 @@ def _capped_body(limit: int) -> Callable[[httpx2.Response], None]:
             )
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", "x-gzip"):
-            raise _BodyTooLarge(f"{status} encoded as {encoding[:40]!r}, which was not asked for")
+            raise ValueError(f"{status} encoded as {encoding[:40]!r}, which was not asked for")
         if not isinstance(response.stream, httpx2.SyncByteStream):  # pragma: no cover (async)
             return
         response.stream = _CappedBody(response.stream, limit, status, gzip=encoding != "identity")
