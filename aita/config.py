@@ -6,11 +6,13 @@ variable, so a typo in ``.env`` fails at start-up instead of deep inside a batch
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +22,11 @@ DEFAULT_MODEL = "google/gemini-2.5-flash"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 #: Where the response cache lives unless ``AITA_CACHE_PATH`` says otherwise (one per user).
 DEFAULT_CACHE_PATH = Path("~/.cache/aita/responses.sqlite3")
+#: A provider's answer (the whole HTTP body) larger than this is refused: a completion of a
+#: million tokens is about 4 MB, so only a broken or hostile server sends more.
+DEFAULT_MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: The ``.env`` file pydantic-settings reads (from the working directory).
+DOTENV_FILE = Path(".env")
 
 
 class Settings(BaseSettings):
@@ -27,7 +34,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="AITA_",
-        env_file=".env",
+        env_file=DOTENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
@@ -39,6 +46,9 @@ class Settings(BaseSettings):
     model: str = DEFAULT_MODEL
     base_url: str = DEFAULT_BASE_URL
     request_timeout: float = Field(default=120.0, gt=0)
+    max_answer_bytes: int = Field(default=DEFAULT_MAX_ANSWER_BYTES, ge=1024)
+    #: read assignment files, student folders and results that lead outside their folder
+    allow_outside_paths: bool = False
     max_workers: int = Field(default=5, ge=1, le=1024)
     rate_limit_rps: float | None = Field(default=10.0, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)
@@ -113,6 +123,11 @@ class LLMConfig:
     model: str = DEFAULT_MODEL
     base_url: str = DEFAULT_BASE_URL
     request_timeout: float = 120.0
+    #: an answer (HTTP body) above this many bytes is refused (``AITA_MAX_ANSWER_BYTES``)
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    #: the ``.env`` file ``base_url`` came from, when it came from one and not from the
+    #: environment or the default: a cloned folder's ``.env`` could send the key elsewhere
+    base_url_from: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,8 @@ class AitaConfig:
     max_tokens: int | None = None
     #: ``PIPELINE_PARALLEL_ENABLED``: run YAML pipeline groups in parallel (None: as the file says)
     pipeline_parallel_enabled: bool | None = None
+    #: ``AITA_ALLOW_OUTSIDE_PATHS``: follow links out of an assignment's folder (off: refused)
+    allow_outside_paths: bool = False
 
 
 #: Settings whose rejected value is never echoed (a Redis URL may hold a password).
@@ -156,6 +173,8 @@ def load_config(**overrides: Any) -> AitaConfig:
             model=settings.model,
             base_url=settings.base_url,
             request_timeout=settings.request_timeout,
+            max_answer_bytes=settings.max_answer_bytes,
+            base_url_from=None if "base_url" in overrides else _from_dotenv(settings.base_url),
         ),
         parallel_execution=ParallelExecutionConfig(
             max_workers=settings.max_workers,
@@ -177,7 +196,20 @@ def load_config(**overrides: Any) -> AitaConfig:
         max_tokens=settings.max_tokens,
         dry_run_latency=settings.dry_run_latency,
         pipeline_parallel_enabled=settings.pipeline_parallel_enabled,
+        allow_outside_paths=settings.allow_outside_paths,
     )
+
+
+def _from_dotenv(base_url: str) -> Path | None:
+    """The ``.env`` file ``base_url`` was read from, if it was: not set in the environment (which
+    wins), set in the file to this value, and not the default."""
+    if base_url == DEFAULT_BASE_URL or any(k.upper() == "AITA_BASE_URL" for k in os.environ):
+        return None
+    if not DOTENV_FILE.is_file():
+        return None
+    values = dotenv_values(DOTENV_FILE, encoding="utf-8")
+    in_file = [v for k, v in values.items() if k.upper() == "AITA_BASE_URL"]
+    return DOTENV_FILE.resolve() if in_file and in_file[-1] == base_url else None
 
 
 @lru_cache(maxsize=1)

@@ -99,6 +99,12 @@ class EmptyResponse(InvalidResponse):
     label = "empty response"
 
 
+class ResponseTooLarge(InvalidResponse):
+    """The answer was larger than ``AITA_MAX_ANSWER_BYTES``; it was not read past the limit."""
+
+    label = "response too large"
+
+
 class BadRequest(ProviderError):
     """A 4xx the request itself caused: retrying would only repeat it."""
 

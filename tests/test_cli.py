@@ -201,7 +201,7 @@ def test_unreadable_page_fails_alone_and_the_rest_is_saved(
     code, out, err = run(capsys, "transcribe", *common)
     assert code == 1
     assert "12/13 pages transcribed" in out and "alice: pages not transcribed: 5" in out
-    assert "transcribe_alice_page_005" in err and "not a readable image" in err
+    assert "transcribe/alice/page_005" in err and "not a readable image" in err
     assert len(list((results(data_dir) / "transcriptions").rglob("page_*.json"))) == 12
 
 

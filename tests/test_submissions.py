@@ -65,7 +65,7 @@ def test_pdf_and_photo_pages_are_sent_as_vision_models_take_them(
     outcome = transcribe(assignment, client_for(sim), options)
 
     assert outcome.incomplete == {"eve": [3]}  # the corrupt file fails only its page
-    assert [f.task_id for f in outcome.failed] == ["transcribe_eve_page_003"]
+    assert [f.task_id for f in outcome.failed] == ["transcribe/eve/page_003"]
     assert "page_003.png" in (outcome.failed[0].error or "")
     by_page = sorted(sent)
     assert len(by_page) == 5  # the failed page made no call

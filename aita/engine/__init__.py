@@ -72,6 +72,7 @@ from aita.errors import (
     ProviderUnreachable,
     RateLimited,
     ResponseParseError,
+    ResponseTooLarge,
     TaskGraphError,
     TruncatedResponse,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "RedisRateLimiter",
     "ResponseCache",
     "ResponseParseError",
+    "ResponseTooLarge",
     "ResultStream",
     "RetryPolicy",
     "SimpleLLMTask",

@@ -2,21 +2,36 @@
 
 The SDK's own retries are switched off: the executor has the one retry loop, so every attempt is
 counted once and a 429 can pause every worker. SDK errors are translated into aita's error tree
-here, by HTTP status, with the API key redacted from anything that could be printed or saved.
+here, by HTTP status.
+
+What the provider sends is not trusted. A body (answer or error) is read only up to
+``max_answer_bytes`` (``AITA_MAX_ANSWER_BYTES``), decompressed size included: a larger one is a
+``ResponseTooLarge`` and is never held whole in memory. The body is parsed here, and any shape
+that is not a completion is an ``InvalidResponse``. The API key, and any run of
+``KEY_FRAGMENT`` of its characters, is redacted from answers (they are kept in results and
+checkpoints) and from error messages, which are also one line of at most
+``MAX_MESSAGE_CHARS``. Credentials in the base URL are never shown: ``base_url`` is the URL
+without them.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
 import time
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+import httpx2
 import openai
+import orjson
 
-from aita.config import get_config
+from aita.config import DEFAULT_BASE_URL, get_config
 from aita.engine._client import LLMMessage, LLMResponse, Usage
+from aita.engine._shared_limiter import redact_url
 from aita.engine._structured import FormatNegotiation
 from aita.errors import (
     AuthenticationFailed,
@@ -31,9 +46,19 @@ from aita.errors import (
     ProviderUnavailable,
     ProviderUnreachable,
     RateLimited,
+    ResponseTooLarge,
 )
 
+log = logging.getLogger(__name__)
+
 REDACTED = "[redacted]"
+#: Any run of this many characters of the API key is redacted (the whole key, if shorter): a
+#: key echoed with a character dropped is still caught, a common prefix (``sk-or-v1-``) is not.
+KEY_FRAGMENT = 12
+#: A key shorter than this is a placeholder (``local``, ``dry-run``), not a secret to redact.
+MIN_SECRET = 8
+#: Provider text in an error message is cut to this many characters, on one line.
+MAX_MESSAGE_CHARS = 500
 
 
 class OpenAICompatibleClient:
@@ -51,22 +76,31 @@ class OpenAICompatibleClient:
         base_url: str,
         timeout: float = 120.0,
         default_headers: dict[str, str] | None = None,
+        max_answer_bytes: int | None = None,
     ) -> None:
         self.model = model
-        self.base_url = base_url
+        #: the base URL as it may be shown: without user, password or query
+        self.base_url = redact_url(base_url, hide="")
         self.timeout = timeout
-        self._secret = api_key
+        #: the largest body (answer or error) read from the provider, in bytes
+        self.max_answer_bytes = max_answer_bytes or get_config().llm.max_answer_bytes
+        self._redact = Redactor(api_key, base_url)
         self._sdk = openai.OpenAI(
             api_key=api_key,
             base_url=base_url,
             timeout=timeout,
             max_retries=0,
             default_headers=default_headers,
+            http_client=openai.DefaultHttpxClient(
+                # only what _CappedBody can decode within its limit
+                headers={"accept-encoding": "gzip"},
+                event_hooks={"response": [_capped_body(self.max_answer_bytes)]},
+            ),
         )
         # Resolve the SDK's lazily imported resources now, not inside the first timed call.
         self._completions = self._sdk.chat.completions.with_raw_response
         #: how this server takes structured output, learned on the first structured call
-        self.formats = FormatNegotiation(base_url)
+        self.formats = FormatNegotiation(self.base_url)
         #: the server's refusal of the first request with images, if it refused one
         self._refuses_images: str | None = None
 
@@ -93,7 +127,7 @@ class OpenAICompatibleClient:
                 extra_body=params or None,
             )
             headers = {k.lower(): v for k, v in raw.headers.items()}
-            completion = raw.parse()
+            body = raw.content
         except openai.APITimeoutError:
             raise ProviderTimeout(
                 f"no response within {self.timeout:g}s from {self.base_url}"
@@ -101,30 +135,61 @@ class OpenAICompatibleClient:
         except openai.APIConnectionError as error:
             cause = error.__cause__ or error
             raise ProviderUnreachable(
-                self._redact(f"cannot connect to {self.base_url}: {cause}")
+                self._message(f"cannot connect to {self.base_url}: {cause}")
             ) from None
         except openai.APIStatusError as error:
             raise self._translate_status(error, messages) from None
+        except _BodyTooLarge as error:
+            raise ResponseTooLarge(str(error)) from None
         except (openai.APIError, ValueError) as error:
-            raise InvalidResponse(self._redact(f"malformed response body: {error}")) from None
-        if not getattr(completion, "choices", None):
-            raise InvalidResponse("response has no choices")
-        choice = completion.choices[0]
-        content = choice.message.content if choice.message is not None else None
-        if content is None or not content.strip():
-            raise EmptyResponse(f"empty completion (finish_reason={choice.finish_reason})")
+            raise InvalidResponse(self._message(f"malformed response body: {error}")) from None
+        content, finish_reason, answered_by, usage = self._read_completion(body)
         return LLMResponse(
             content=content,
-            usage=_usage_of(completion),
-            model=completion.model or model,
-            finish_reason=choice.finish_reason,
+            usage=usage,
+            model=answered_by or model,
+            finish_reason=finish_reason,
             headers=headers,
+        )
+
+    def _read_completion(self, body: bytes) -> tuple[str, str | None, str, Usage]:
+        """(content, finish reason, model, usage) of a completion's body, the key redacted from
+        the content; ``InvalidResponse`` for anything that is not a completion."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise InvalidResponse(self._message(f"malformed response body: {error}")) from None
+        if not isinstance(data, dict):
+            raise InvalidResponse("response body is not a JSON object")
+        choices = data.get("choices")
+        if not choices:
+            problem = _provider_message(data) if "error" in data else None
+            raise InvalidResponse(
+                self._message(f"the provider answered with an error: {problem}")
+                if problem
+                else "response has no choices"
+            )
+        choice = choices[0] if isinstance(choices, list) else None
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+            raise InvalidResponse("response has no message in its first choice")
+        message, reason = choice["message"], choice.get("finish_reason")
+        finish_reason = self._message(reason)[:40] if isinstance(reason, str) else None
+        content = _text_of(message.get("content"))
+        if content is None or not content.strip():
+            raise EmptyResponse(f"empty completion (finish_reason={finish_reason})")
+        answered_by = data.get("model")
+        usage = data.get("usage")
+        return (
+            self._redact(content),
+            finish_reason,
+            self._message(answered_by)[:200] if isinstance(answered_by, str) else "",
+            Usage.from_dict(usage if isinstance(usage, dict) else None),
         )
 
     def _translate_status(
         self, error: openai.APIStatusError, messages: list[LLMMessage]
     ) -> ProviderError:
-        message = self._redact(_provider_message(error.body) or error.message)
+        message = self._message(_provider_message(error.body) or error.message)
         headers = {k.lower(): v for k, v in error.response.headers.items()}
         status = error.status_code
         if status == 404 and not _has_version_path(self.base_url):
@@ -138,8 +203,170 @@ class OpenAICompatibleClient:
             )
         return error_for_status(status, message, headers)
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._secret, REDACTED) if self._secret else text
+    def _message(self, text: str) -> str:
+        """Provider text fit for an error message: one line, secrets redacted, bounded."""
+        line = self._redact(one_line(text))
+        if len(line) > MAX_MESSAGE_CHARS:
+            line = line[: MAX_MESSAGE_CHARS - 1] + "…"
+        return line
+
+
+class Redactor:
+    """Takes the API key and the base URL's credentials out of text that may be printed or saved.
+
+    Any run of ``KEY_FRAGMENT`` or more characters of the key is redacted (the whole key when it
+    is shorter), found in linear time: every such run contains one of the key's
+    ``KEY_FRAGMENT - 3``-character pieces starting at a multiple of 4, so only those are searched
+    for, and each hit is widened to the longest run of the key around it. Keys shorter than
+    ``MIN_SECRET`` are placeholders and are left alone; so are URL passwords that short, though
+    ``user:password@`` is always taken out.
+    """
+
+    _STEP = 4
+
+    def __init__(self, key: str, url: str) -> None:
+        self._key = key if len(key) >= MIN_SECRET else ""
+        self._run = min(KEY_FRAGMENT, len(self._key))
+        piece = max(1, self._run - self._STEP + 1)
+        self._pieces = (
+            [
+                (start, self._key[start : start + piece])
+                for start in range(0, len(self._key) - piece + 1, self._STEP)
+            ]
+            if self._key
+            else []
+        )
+        self._literals: list[tuple[str, str]] = []
+        try:
+            parts = urlsplit(url)
+            userinfo = parts.netloc.rpartition("@")[0]
+            password = parts.password
+        except ValueError:
+            userinfo, password = "", None
+        if userinfo:
+            self._literals += [(url, redact_url(url, hide="")), (f"{userinfo}@", "")]
+        for secret in {password or "", unquote(password or "")}:
+            if len(secret) >= MIN_SECRET:
+                self._literals.append((secret, REDACTED))
+
+    def __call__(self, text: str) -> str:
+        for secret, shown in self._literals:
+            text = text.replace(secret, shown)
+        spans = sorted(self._key_runs(text))
+        if not spans:
+            return text
+        out: list[str] = []
+        end = -1
+        for start, stop in spans:
+            if start > end:  # a new run; one that overlaps or touches the last only widens it
+                out += [text[max(end, 0) : start], REDACTED]
+            end = max(end, stop)
+        out.append(text[end:])
+        return "".join(out)
+
+    def _key_runs(self, text: str) -> Iterator[tuple[int, int]]:
+        """(start, stop) of every run of at least ``_run`` characters of the key in ``text``."""
+        key = self._key
+        for start, piece in self._pieces:
+            at = text.find(piece)
+            while at != -1:
+                left, k = at, start
+                while left > 0 and k > 0 and text[left - 1] == key[k - 1]:
+                    left, k = left - 1, k - 1
+                right, k = at + len(piece), start + len(piece)
+                while right < len(text) and k < len(key) and text[right] == key[k]:
+                    right, k = right + 1, k + 1
+                if right - left >= self._run:
+                    yield left, right
+                at = text.find(piece, at + 1)
+
+
+#: Terminal escape sequences (CSI, OSC, and two-character escapes), and every other control or
+#: direction-changing character, in text a provider sent.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069\s]+")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: escape sequences removed, controls and line breaks as one space."""
+    return _CONTROLS.sub(" ", _ESCAPES.sub("", text)).strip()
+
+
+def _text_of(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a list of parts (as some servers send)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "".join(t for t in texts if isinstance(t, str))
+    return None
+
+
+class _BodyTooLarge(Exception):
+    """A body past the limit; raised while reading it, so the SDK passes it through."""
+
+
+def _capped_body(limit: int) -> Callable[[httpx2.Response], None]:
+    """An httpx response hook: a body announced larger than ``limit`` is refused before it is
+    read, and any other is read through ``_CappedBody``."""
+
+    def hook(response: httpx2.Response) -> None:
+        status = f"an answer (HTTP {response.status_code})"
+        announced = response.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > limit:
+            raise _BodyTooLarge(
+                f"{status} of {int(announced):,} bytes, more than the limit of {limit:,} bytes "
+                "(AITA_MAX_ANSWER_BYTES); not read"
+            )
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            raise ValueError(f"{status} encoded as {encoding[:40]!r}, which was not asked for")
+        if not isinstance(response.stream, httpx2.SyncByteStream):  # pragma: no cover (async)
+            return
+        response.stream = _CappedBody(response.stream, limit, status, gzip=encoding != "identity")
+        if encoding != "identity":
+            del response.headers["content-encoding"]  # decoded here, within the limit
+
+    return hook
+
+
+class _CappedBody(httpx2.SyncByteStream):
+    """A response body that stops with ``_BodyTooLarge`` once more than ``limit`` bytes came
+    through (after gzip, which is decoded here so that the limit holds for what is kept)."""
+
+    def __init__(self, stream: httpx2.SyncByteStream, limit: int, what: str, gzip: bool) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._what = what
+        self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+
+    def __iter__(self) -> Iterator[bytes]:
+        size = 0
+        for raw in self._stream:
+            chunk = raw
+            if self._gzip is not None:
+                try:
+                    chunk = self._gzip.decompress(raw, self._limit + 1 - size)
+                except zlib.error as error:
+                    raise ValueError(f"corrupt gzip body ({error})") from None
+            size += len(chunk)
+            if size > self._limit:
+                raise self._too_large()
+            yield chunk
+        if self._gzip is not None:
+            rest = self._gzip.flush(self._limit + 1 - size)
+            if size + len(rest) > self._limit:
+                raise self._too_large()
+            yield rest
+
+    def _too_large(self) -> _BodyTooLarge:
+        return _BodyTooLarge(
+            f"{self._what} of more than the limit of {self._limit:,} bytes "
+            "(AITA_MAX_ANSWER_BYTES); read no further"
+        )
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 #: How servers say a model cannot take images: in words (vLLM, OpenAI, Ollama), or as
@@ -207,31 +434,21 @@ def _provider_message(body: object) -> str | None:
     return None
 
 
-def _usage_of(completion: Any) -> Usage:
-    """The completion's usage, validated like any provider input (OpenRouter adds ``cost``)."""
-    usage = getattr(completion, "usage", None)
-    if usage is None:
-        return Usage()
-    fields = {
-        name: getattr(usage, name, None)
-        for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
-    }
-    fields.update({k: v for k, v in (getattr(usage, "model_extra", None) or {}).items()})
-    return Usage.from_dict(fields)
-
-
 def create_openrouter_client(
     api_key: str | None = None,
     model: str | None = None,
     base_url: str | None = None,
     timeout: float | None = None,
     default_headers: dict[str, str] | None = None,
+    max_answer_bytes: int | None = None,
 ) -> OpenAICompatibleClient:
     """A client for OpenRouter, or any OpenAI-compatible server given its ``base_url``.
 
     Unset arguments come from the settings (``OPENROUTER_API_KEY``, ``AITA_MODEL``,
-    ``AITA_BASE_URL``, ``AITA_REQUEST_TIMEOUT``). Local servers (vLLM, Ollama, llama.cpp) accept
-    any key; pass ``api_key="local"``.
+    ``AITA_BASE_URL``, ``AITA_REQUEST_TIMEOUT``, ``AITA_MAX_ANSWER_BYTES``). Local servers (vLLM,
+    Ollama, llama.cpp) accept any key; pass ``api_key="local"``. A base URL that only a ``.env``
+    file in the working directory set is named in a warning before any request: a cloned folder
+    could otherwise send the key and the prompts to a host of its choosing.
     """
     llm = get_config().llm
     key = (
@@ -244,10 +461,20 @@ def create_openrouter_client(
             "no API key: set OPENROUTER_API_KEY in the environment or .env "
             "(or pass api_key=...; local servers accept any value)"
         )
-    return OpenAICompatibleClient(
+    client = OpenAICompatibleClient(
         api_key=key,
         model=model or llm.model,
         base_url=base_url or llm.base_url,
         timeout=timeout if timeout is not None else llm.request_timeout,
         default_headers=default_headers,
+        max_answer_bytes=max_answer_bytes or llm.max_answer_bytes,
     )
+    if not base_url and llm.base_url_from is not None:
+        log.warning(
+            "AITA_BASE_URL comes from %s, not from your environment: requests and the API key "
+            "go to %s instead of %s; remove it from that file unless you put it there",
+            llm.base_url_from,
+            client.base_url,
+            urlsplit(DEFAULT_BASE_URL).hostname,
+        )
+    return client

@@ -10,20 +10,36 @@
 
 Every problem with these files is an ``AssignmentError``: one line naming the file and the
 problem, so the command line can exit 2 without a traceback.
+
+The folder may come from someone else (a cloned repository, a colleague's zip), so nothing in it
+leads aita elsewhere: the assignment's files are read with ``files.read_inside`` (inside the
+assignment once links are followed, regular files, at most ``MAX_INPUT_BYTES``), a student
+folder must lead to a folder inside the assignment, and ``results/`` (with everything in it)
+must stay inside the assignment too, so that no result is written elsewhere. An assignment found
+in the data dir must be inside it. ``AITA_ALLOW_OUTSIDE_PATHS=true`` lets links lead elsewhere.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from aita.config import get_config
 from aita.errors import AitaError, validation_problem
 from aita.exam import ExamSpec, Rubric, RubricContent
-from aita.files import safe_filename
+from aita.files import (
+    MAX_INPUT_BYTES,
+    FileRefused,
+    OutsideRoot,
+    read_inside,
+    resolved_inside,
+    safe_filename,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -98,9 +114,17 @@ class Assignment:
         return self.root / "submissions"
 
     def students(self) -> list[str]:
+        """The student folders in ``submissions/``; one that leads out of the assignment is an
+        ``AssignmentError`` (its pages would be read from wherever it leads)."""
         if not self.submissions.is_dir():
             return []
-        return sorted(p.name for p in self.submissions.iterdir() if p.is_dir())
+        _inside(self.submissions, self.root)
+        names = []
+        for entry in self.submissions.iterdir():
+            if entry.is_dir():
+                _inside(entry, self.root)
+                names.append(entry.name)
+        return sorted(names)
 
     def select_students(self, student: str | None) -> list[str]:
         students = self.students()
@@ -117,17 +141,20 @@ class Assignment:
 
 
 def find_assignment(name: str, data_dir: Path) -> Path:
-    """``--assignment Midterm`` finds ``Midterm/`` or ``midterm/`` in the data dir (or a path)."""
+    """``--assignment Midterm`` finds ``Midterm/`` or ``midterm/`` in the data dir (or a path).
+
+    A folder found in the data dir must be inside it, links followed (a path named directly is
+    the user's own choice)."""
     direct = Path(name)
     if direct.is_dir() and (direct / "exam_spec.json").exists():
         return direct
     candidate = data_dir / name
     if candidate.is_dir():
-        return candidate
+        return _inside(candidate, data_dir, "the data dir")
     if data_dir.is_dir():
         for child in sorted(data_dir.iterdir()):
             if child.is_dir() and child.name.lower() == name.lower():
-                return child
+                return _inside(child, data_dir, "the data dir")
         found = ", ".join(sorted(p.name for p in data_dir.iterdir() if p.is_dir())) or "none"
         raise AssignmentError(f"assignment {name!r} not found in {data_dir} (found: {found})")
     raise AssignmentError(
@@ -137,28 +164,67 @@ def find_assignment(name: str, data_dir: Path) -> Path:
 
 
 def load_assignment(root: Path) -> Assignment:
+    """The assignment in ``root``, every file in it checked and read; ``results/`` checked to
+    stay inside it. Nothing has been written or called when this raises."""
     spec_file = root / "exam_spec.json"
-    spec = _validated(ExamSpec, _read_json(spec_file), spec_file)
+    spec = _validated(ExamSpec, _json(spec_file, _read(spec_file, root)), spec_file)
     assignment = Assignment(root=root, spec=spec)
     instructions = root / "instructions.txt"
-    if instructions.exists():
-        assignment.instructions = _read_text(instructions).strip() or None
+    raw = _read(instructions, root, missing_ok=True)
+    if raw is not None:
+        assignment.instructions = _text(instructions, raw).strip() or None
     ids = {q.question_id for q in spec.questions}
     per_question = root / "question_instructions.json"
-    if per_question.exists():
-        data = _read_json(per_question)
+    raw = _read(per_question, root, missing_ok=True)
+    if raw is not None:
+        data = _json(per_question, raw)
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise AssignmentError(f"{per_question}: expected an object of question id -> text")
         _known_ids(data, ids, per_question)
         assignment.question_instructions = {str(k): v for k, v in data.items()}
     rubrics_file = root / "user_rubrics.json"
-    if rubrics_file.exists():
-        assignment.user_rubrics = _user_rubrics(rubrics_file, spec)
+    raw = _read(rubrics_file, root, missing_ok=True)
+    if raw is not None:
+        assignment.user_rubrics = _user_rubrics(rubrics_file, _json(rubrics_file, raw), spec)
+    check_results_folder(root)
     return assignment
 
 
-def _user_rubrics(path: Path, spec: ExamSpec) -> dict[str, Rubric]:
-    data = _read_json(path)
+def check_results_folder(root: Path) -> None:
+    """``results/`` and everything in it stay inside the assignment, links followed, and hold
+    only folders and regular files: otherwise results would be written (or earlier ones read)
+    elsewhere, or a FIFO would block a read. An ``AssignmentError`` names the first that does
+    not."""
+    results = root / "results"
+    if not os.path.lexists(results):
+        return
+    _inside(results, root)
+    for folder, folders, files in os.walk(results):
+        for name in folders + files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                _inside(path, root)
+            elif not (path.is_dir() or path.is_file()):
+                raise AssignmentError(f"{path}: not a regular file; remove it from results/")
+
+
+def _inside(path: Path, root: Path, root_name: str = "the assignment") -> Path:
+    """``path``, if it leads inside ``root`` (or the settings allow it elsewhere)."""
+    allowed = get_config().allow_outside_paths
+    try:
+        resolved_inside(path, root, allow_outside=allowed, root_name=root_name)
+    except FileRefused as refused:
+        raise AssignmentError(_line(refused)) from None
+    return path
+
+
+def _line(refused: FileRefused) -> str:
+    if isinstance(refused, OutsideRoot):
+        return f"{refused} (set AITA_ALLOW_OUTSIDE_PATHS=true to allow it)"
+    return str(refused)
+
+
+def _user_rubrics(path: Path, data: Any, spec: ExamSpec) -> dict[str, Rubric]:
     if not isinstance(data, dict):
         raise AssignmentError(f"{path}: expected an object of question id -> rubric")
     _known_ids(data, {q.question_id for q in spec.questions}, path)
@@ -185,22 +251,37 @@ def _known_ids(data: dict[str, Any], ids: set[str], path: Path) -> None:
         raise AssignmentError(f"{path}: unknown question id(s): {', '.join(unknown)}")
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AssignmentError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise AssignmentError(f"{path}: cannot read ({error})") from None
+@overload
+def _read(path: Path, root: Path) -> bytes: ...
 
 
-def _read_json(path: Path) -> Any:
+@overload
+def _read(path: Path, root: Path, *, missing_ok: bool) -> bytes | None: ...
+
+
+def _read(path: Path, root: Path, *, missing_ok: bool = False) -> bytes | None:
+    """The file's bytes through ``read_inside`` (None if it is optional and absent)."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise AssignmentError(f"{path}: file not found") from None
-    except OSError as error:
-        raise AssignmentError(f"{path}: cannot read ({error.strerror})") from None
+        return read_inside(
+            path,
+            root,
+            max_bytes=MAX_INPUT_BYTES,
+            missing_ok=missing_ok,
+            allow_outside=get_config().allow_outside_paths,
+            root_name="the assignment",
+        )
+    except FileRefused as refused:
+        raise AssignmentError(_line(refused)) from None
+
+
+def _text(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise AssignmentError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
+def _json(path: Path, raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:

@@ -11,15 +11,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import orjson
-
 from aita.engine import BatchResult, OpenAICompatibleClient, TaskResult
 from aita.exam import AnswerKey, Made, QuestionGrade, Rubric, StudentAnswer
 from aita.files import write_json_atomic
 from aita.pipelines.assignment import Assignment, AssignmentError, ResultPaths
 from aita.pipelines.execution import RunOptions, run_batch
 from aita.pipelines.provenance import request_of, reusable, stamped
-from aita.pipelines.result_files import ResultFile
+from aita.pipelines.result_files import ResultFile, read_records
 from aita.pipelines.tasks import GradingTask, create_grading_tasks
 
 M = TypeVar("M", bound=Made)
@@ -107,14 +105,9 @@ def _answers(
     paths: ResultPaths, assignment: Assignment, student: str
 ) -> dict[str, StudentAnswer] | None:
     """The student's answers; None if the student has not been transcribed."""
-    path = paths.student_answers(student)
-    if not path.exists():
+    answers = read_records(paths.student_answers(student), StudentAnswer)
+    if answers is None:
         return None
-    try:
-        data = orjson.loads(path.read_bytes())
-        answers = {k: StudentAnswer.model_validate(v) for k, v in data.items()}
-    except (ValueError, AttributeError) as error:
-        raise AssignmentError(f"{path}: cannot read ({str(error).splitlines()[0]})") from None
     for q in assignment.spec.questions:
         answers.setdefault(q.question_id, StudentAnswer(question_id=q.question_id, text=""))
     return answers

@@ -57,6 +57,8 @@ from pathlib import Path
 import pypdfium2
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+from aita.files import FileRefused, read_inside
+
 #: Longest side, in pixels, of a page sent to a model.
 MAX_SIDE = 2048
 #: PDF pages are never rendered finer than this (a small page is not blown up past 300 dpi).
@@ -192,25 +194,9 @@ def _render_file(path: Path, root: Path, limits: _Limits) -> list[_Rendered]:
 def _read_inside(path: Path, root: Path, max_bytes: int) -> bytes:
     """The file's bytes, if it (or what its symlink leads to) is a file inside ``root``."""
     try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        raise _Refused(f"{path}: broken link or unreadable file") from None
-    if not real.is_relative_to(root):
-        raise _Refused(f"{path}: a link to {real}, outside the student's folder; not read")
-    if not real.is_file():
-        raise _Refused(f"{path}: not a regular file")
-    try:
-        size = real.stat().st_size
-        if size > max_bytes:
-            raise _Refused(
-                f"{path}: {_megabytes(size)}, more than the limit of {_megabytes(max_bytes)}"
-            )
-        with real.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as error:
-        raise _Refused(f"{path}: cannot read ({error.strerror or error})") from None
-    if len(data) > max_bytes:
-        raise _Refused(f"{path}: more than the limit of {_megabytes(max_bytes)}")
+        data = read_inside(path, root, max_bytes=max_bytes, root_name="the student's folder")
+    except FileRefused as refused:
+        raise _Refused(str(refused)) from None
     if not data:
         raise _Refused(f"{path}: empty file")
     return data
@@ -384,7 +370,3 @@ def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that compares digit runs as numbers: ``IMG_9`` before ``IMG_10``."""
     parts = _DIGITS.split(name.casefold())
     return tuple((1, int(p)) if p.isdigit() else (0, p) for p in parts if p)
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB"

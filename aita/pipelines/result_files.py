@@ -3,6 +3,9 @@
 Each ``put`` rewrites the file through a temporary file and a rename, so a crash leaves the
 previous complete version; the files hold tens of records, so the rewrite is cheap. A file that
 is not valid is reported and left untouched (nothing is overwritten without ``--force``).
+
+Every read goes through ``files.read_inside``: a result file must be a regular file of at most
+``MAX_RESULT_BYTES`` inside its own folder (a link elsewhere is refused, never followed).
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from typing import Generic, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from aita.config import get_config
 from aita.errors import validation_problem
-from aita.files import write_json_atomic
+from aita.files import FileRefused, read_inside, write_json_atomic
 from aita.pipelines.assignment import AssignmentError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: A result file larger than this is refused (aita's own are far smaller: answers are capped).
+MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 
 class ResultFile(Generic[M]):
@@ -32,6 +39,8 @@ class ResultFile(Generic[M]):
     def _load(self) -> dict[str, M]:
         try:
             return _parse_records(self.path, self.model)
+        except FileRefused as refused:
+            raise AssignmentError(f"{refused}; fix or remove it, or run with --force") from None
         except (OSError, ValueError, ValidationError) as error:
             reason = str(error).splitlines()[0]
             raise AssignmentError(
@@ -60,6 +69,8 @@ def read_records(path: Path, model: type[M]) -> dict[str, M] | None:
         return None
     try:
         return _parse_records(path, model)
+    except FileRefused as refused:
+        raise AssignmentError(f"{refused}; fix or remove it") from None
     except (OSError, ValueError, ValidationError) as error:
         reason = str(error).splitlines()[0]
         raise AssignmentError(f"{path}: cannot read ({reason}); fix or remove the file") from None
@@ -67,9 +78,10 @@ def read_records(path: Path, model: type[M]) -> dict[str, M] | None:
 
 def _parse_records(path: Path, model: type[M]) -> dict[str, M]:
     """The records of ``path`` (none if it does not exist); ValueError says which is invalid."""
-    if not path.exists():
+    raw = _read(path)
+    if raw is None:
         return {}
-    data = orjson.loads(path.read_bytes())
+    data = orjson.loads(raw)
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     records = {}
@@ -84,13 +96,26 @@ def _parse_records(path: Path, model: type[M]) -> dict[str, M]:
 
 def read_model(path: Path, model: type[M]) -> M | None:
     """One JSON document as ``model``; None when the file does not exist."""
-    if not path.exists():
+    try:
+        raw = _read(path)
+    except FileRefused as refused:
+        raise AssignmentError(f"{refused}; remove it or use --force") from None
+    if raw is None:
         return None
     try:
-        return model.model_validate_json(path.read_bytes())
+        return model.model_validate_json(raw)
     except (OSError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise AssignmentError(f"{path}: cannot read ({reason}); remove it or use --force") from None
+
+
+def _read(path: Path) -> bytes | None:
+    """The file's bytes (None if there is none): a regular file inside its own folder (unless
+    ``AITA_ALLOW_OUTSIDE_PATHS``)."""
+    allowed = get_config().allow_outside_paths
+    return read_inside(
+        path, path.parent, max_bytes=MAX_RESULT_BYTES, missing_ok=True, allow_outside=allowed
+    )
 
 
 def write_model(path: Path, record: BaseModel) -> None:

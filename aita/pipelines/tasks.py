@@ -4,6 +4,11 @@ Each asks for a ``*Content`` model (sent as a JSON schema) and returns the full 
 adding what is ours to know: ids, students, maxima. Validation that a schema cannot express
 (rubric points adding up; scores within their criterion) happens in ``parse_response``; a
 rubric that does not add up is retried with the error stated.
+
+Task ids are ``pipeline_task_id(kind, *names)``: ``answer_key/1a``, ``rubric/1a``,
+``transcribe/alice/page_003``, ``grade/alice/1a``. A ``/`` or ``%`` inside a student's or a
+question's name is escaped (``%2F``, ``%25``), so two different (student, question) pairs never
+share an id: students ``a`` and ``a_1`` with questions ``1_1`` and ``1`` stay apart.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ __all__ = [
     "create_grading_tasks",
     "create_rubric_tasks",
     "create_transcription_tasks",
+    "pipeline_task_id",
 ]
 
 SYSTEM_PROMPT = (
@@ -48,6 +54,12 @@ SYSTEM_PROMPT = (
     "requested schema."
 )
 LOW_CONFIDENCE = 0.6
+
+
+def pipeline_task_id(kind: str, *names: str) -> str:
+    """The id of a teaching-assistant task: ``kind/name/...``, each name with ``%`` and ``/``
+    escaped, so that an id is made by exactly one (kind, names)."""
+    return "/".join([kind, *(n.replace("%", "%25").replace("/", "%2F") for n in names)])
 
 
 def _question_header(question: Question) -> str:
@@ -115,7 +127,7 @@ class AnswerKeyTask(LLMTask):
 
     @property
     def task_id(self) -> str:
-        return f"answer_key_{self.question.question_id}"
+        return pipeline_task_id("answer_key", self.question.question_id)
 
     def build_messages(self) -> list[LLMMessage]:
         lines = [
@@ -171,16 +183,17 @@ class RubricTask(LLMTask):
         self.question_instructions = question_instructions
         self.temperature = temperature
         if answer_key is None:
-            self.dependencies = (f"answer_key_{question.question_id}",)
+            self.dependencies = (pipeline_task_id("answer_key", question.question_id),)
 
     @property
     def task_id(self) -> str:
-        return f"rubric_{self.question.question_id}"
+        return pipeline_task_id("rubric", self.question.question_id)
 
     def _key(self) -> AnswerKey | None:
         if self.answer_key is not None:
             return self.answer_key
-        found = self.dependency_results.get(f"answer_key_{self.question.question_id}")
+        key_task = pipeline_task_id("answer_key", self.question.question_id)
+        found = self.dependency_results.get(key_task)
         return found if isinstance(found, AnswerKey) else None
 
     def build_messages(self) -> list[LLMMessage]:
@@ -256,7 +269,7 @@ class TranscriptionTask(VisionLLMTask):
 
     @property
     def task_id(self) -> str:
-        return f"transcribe_{self.student}_page_{self.page:03d}"
+        return pipeline_task_id("transcribe", self.student, f"page_{self.page:03d}")
 
     @property
     def image_label(self) -> str:
@@ -321,7 +334,7 @@ class GradingTask(LLMTask):
 
     @property
     def task_id(self) -> str:
-        return f"grade_{self.student}_{self.question.question_id}"
+        return pipeline_task_id("grade", self.student, self.question.question_id)
 
     def build_messages(self) -> list[LLMMessage]:
         criteria = [

@@ -11,6 +11,13 @@ response formats answered with a valid instance. Replies are deterministic: by d
 
 Nagle's algorithm is off on every connection; otherwise small writes meet delayed ACKs and add
 ~40 ms to each response, which would make every timing measured against the simulator wrong.
+
+One request cannot make it work without bound: a body above ``max_request_bytes`` is answered
+413 unread, what a JSON schema asks for is capped (``schema_sample``), and a connection idle for
+``idle_timeout`` seconds is closed. For testing clients against broken or hostile providers it
+can also send oversized answers (``answer_bytes``, streamed: it never holds them), bodies
+without a length (``announce_length``), gzip (``compress``), a usage of its choosing
+(``usage``) and any body at all (``body``).
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import struct
 import sys
 import threading
 import time
+import uuid
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +50,8 @@ log = logging.getLogger("aita.simulator")
 Responder = Callable[[dict[str, Any]], str | None]
 
 PRICE_PER_MILLION = (0.30, 2.50)  # simulated (prompt, completion) USD per 1M tokens
+#: Pieces in which an oversized answer is written (it is never held whole).
+_PIECE = 1024 * 1024
 
 
 @dataclass
@@ -76,6 +87,22 @@ class SimulatorConfig:
     announce: bool = True
     seed: int | None = 0
     responder: Responder | None = None
+    #: a request body larger than this is answered 413 without being read
+    max_request_bytes: int = 32 * 1024 * 1024
+    #: seconds a connection may sit idle (between requests, or mid-request) before it is closed
+    idle_timeout: float = 30.0
+    #: answer with a completion whose content is this many bytes (0: the usual answer), written
+    #: in pieces as it is sent: a provider gone wrong, for testing a client's limits
+    answer_bytes: int = 0
+    #: send ``content-length``; off, bodies go chunked (as a streaming proxy sends them) and the
+    #: client cannot know their size before reading them
+    announce_length: bool = True
+    #: gzip bodies for clients that accept it
+    compress: bool = False
+    #: merged into every answer's ``usage`` (tests: ``{"cost": "abc"}``, ``{"cost": -1e9}``)
+    usage: dict[str, Any] | None = None
+    #: answer 200 with exactly this body (tests: bodies that are JSON but not a completion)
+    body: bytes | None = None
 
 
 @dataclass
@@ -144,7 +171,9 @@ class ProviderSimulator:
         )
         self._outage_until = 0.0
         self._outage_kind = "reset"
-        handler = type("Handler", (_Handler,), {"simulator": self})
+        handler = type(
+            "Handler", (_Handler,), {"simulator": self, "timeout": self.config.idle_timeout}
+        )
         self._server = _QuietServer(("127.0.0.1", port), handler)
         self._thread: threading.Thread | None = None
 
@@ -273,7 +302,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         sim = self.simulator
-        length = int(self.headers.get("content-length") or 0)
+        length = self._request_length()
+        if length is None:
+            return
         body = self.rfile.read(length)
         outage = sim._outage()
         if outage == "reset":  # drop the connection with a TCP reset, as a dead proxy does
@@ -338,6 +369,25 @@ class _Handler(BaseHTTPRequestHandler):
             with sim._lock:
                 sim.stats.in_flight -= 1
 
+    def _request_length(self) -> int | None:
+        """The body's announced length, or None after refusing the request (and closing the
+        connection, since its body is left unread)."""
+        declared = self.headers.get("content-length")
+        problem = None
+        if self.headers.get("transfer-encoding"):
+            status, problem = 411, "send the body with a content-length"
+        elif declared is not None and not declared.strip().isdigit():
+            status, problem = 400, "invalid content-length"
+        elif int(declared or 0) > self.simulator.config.max_request_bytes:
+            limit = self.simulator.config.max_request_bytes
+            status, problem = 413, f"request body larger than {limit} bytes"
+        if problem is None:
+            return int(declared or 0)
+        self.close_connection = True
+        self._count(status, None)
+        self._send(status, _error(problem, "invalid_request_error"))
+        return None
+
     def _complete(self, request: dict[str, Any], prompt: str, headers: dict[str, str]) -> None:
         sim = self.simulator
         fault = sim._roll()
@@ -366,7 +416,14 @@ class _Handler(BaseHTTPRequestHandler):
         if sim.config.fence_json and content.lstrip().startswith(("{", "[")):
             content = f"```json\n{content}\n```"
         self._count(200, prompt, ok=fault == "ok")
-        self._send(200, _completion(request, content, sim.config.report_cost), headers)
+        if sim.config.body is not None:
+            self._send_raw(200, sim.config.body, headers)
+            return
+        completion = _completion(request, content, sim.config.report_cost, sim.config.usage)
+        if sim.config.answer_bytes:
+            self._send_oversized(completion, sim.config.answer_bytes, headers)
+            return
+        self._send(200, completion, headers)
 
     def _count(self, status: int, prompt: str | None, ok: bool = False) -> None:
         stats = self.simulator.stats
@@ -381,18 +438,66 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_raw(status, orjson.dumps(payload), headers)
 
     def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self._send_pieces(status, [data], len(data), headers)
+
+    def _send_oversized(
+        self, completion: dict[str, Any], size: int, headers: dict[str, str]
+    ) -> None:
+        """``completion`` with its content replaced by ``size`` bytes, written piece by piece."""
+        marker = f"@@{uuid.uuid4().hex}@@"  # nothing a request sent can hold it
+        completion["choices"][0]["message"]["content"] = marker
+        head, tail = orjson.dumps(completion).split(marker.encode())
+
+        def pieces() -> Iterator[bytes]:
+            yield head
+            for start in range(0, size, _PIECE):
+                yield b"x" * min(_PIECE, size - start)
+            yield tail
+
+        self._send_pieces(200, pieces(), len(head) + size + len(tail), headers)
+
+    def _send_pieces(
+        self,
+        status: int,
+        pieces: Iterable[bytes],
+        length: int,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Headers, then the body's pieces: with ``content-length`` or chunked, gzipped when
+        the simulator compresses and the client accepts it."""
+        config = self.simulator.config
+        gzip = config.compress and "gzip" in self.headers.get("accept-encoding", "")
+        chunked = gzip or not config.announce_length
         try:
             self.send_response(status)
             self.send_header("content-type", "application/json")
-            if self.simulator.config.announce:
+            if config.announce:
                 self.send_header(SIMULATED_HEADER, "true")
-            self.send_header("content-length", str(len(data)))
+            if gzip:
+                self.send_header("content-encoding", "gzip")
+            if chunked:
+                self.send_header("transfer-encoding", "chunked")
+            else:
+                self.send_header("content-length", str(length))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
+            if gzip:
+                pieces = _gzipped(pieces)
+            for piece in pieces:
+                if piece:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+
+
+def _gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    for piece in pieces:
+        yield compressor.compress(piece)
+    yield compressor.flush()
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:
@@ -442,7 +547,12 @@ def _json_schema_of(request: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _completion(request: dict[str, Any], content: str, report_cost: bool) -> dict[str, Any]:
+def _completion(
+    request: dict[str, Any],
+    content: str,
+    report_cost: bool,
+    usage_override: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A chat completion; an answer longer than ``max_tokens`` (4 characters a token) is cut
     there, with ``finish_reason`` ``length``, as a real model's would be."""
     finish_reason = "stop"
@@ -461,6 +571,7 @@ def _completion(request: dict[str, Any], content: str, report_cost: bool) -> dic
         usage["cost"] = (
             prompt_tokens * PRICE_PER_MILLION[0] + completion_tokens * PRICE_PER_MILLION[1]
         ) / 1e6
+    usage.update(usage_override or {})
     return {
         "id": "chatcmpl-sim",
         "object": "chat.completion",
