@@ -649,3 +649,47 @@ def test_the_simulator_closes_idle_connections(simulator: SimulatorFactory) -> N
         while chunk := conn.recv(65536):  # a kept-alive connection, then closed when idle
             received += chunk
     assert received.startswith(b"HTTP/1.1 200") and b"[sim] hi" in received
+
+
+def test_a_fifo_among_the_checkpoints_is_passed_over_not_waited_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from aita.cli import main as cli_main
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    os.mkfifo(folder / "job_20250101_000000.checkpoint.json")
+    assert cli_main(["checkpoints", "list", "--checkpoint-dir", str(folder)]) == 0
+    assert "no checkpoints" in capsys.readouterr().out
+
+
+def test_a_journal_line_too_long_for_any_record_is_skipped_unread(tmp_path: Path) -> None:
+    from aita.engine import Checkpoint, CheckpointManager, TaskRecord
+
+    manager = CheckpointManager(tmp_path)
+    checkpoint = Checkpoint(name="job")
+    checkpoint.records["t0"] = TaskRecord("t0", succeeded=True, raw_response="ok")
+    path = manager.save(checkpoint)
+    with open(path, "ab") as handle:
+        handle.write(b'{"task_id": "big", "raw": "' + b"x" * (64 * 1024 * 1024 + 10) + b'"}\n')
+        handle.write(b'{"task_id":"t1","ok":true,"raw":"fine"}\n')
+    loaded = manager.load(path)
+    assert set(loaded.records) == {"t0", "t1"}
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_vision_task_refuses_an_image_that_is_no_regular_file(
+    tmp_path: Path, special: str
+) -> None:
+    import os
+
+    from aita.engine import image_to_data_url
+
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "scan.png"
+        os.mkfifo(path)
+    with pytest.raises(Exception, match="not a regular file"):
+        image_to_data_url(path)

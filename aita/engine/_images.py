@@ -1,7 +1,8 @@
 """Images for vision tasks: a local file becomes an inline base64 data URL (never an upload).
 
 The file's first bytes must be those of an image, so a corrupt or mislabelled page fails here,
-before any call is paid for.
+before any call is paid for; it must be a regular file (a FIFO or ``/dev/zero`` is refused, not
+read) of at most 20 MB.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from aita.files import read_inside
+
 #: What an image costs in prompt tokens, roughly, across vision models (for estimates only).
 IMAGE_TOKENS = 1000
+#: A local image larger than this is refused (providers take 20 MB at most).
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 
 def image_to_data_url(url_or_path: str | Path) -> str:
@@ -19,7 +24,7 @@ def image_to_data_url(url_or_path: str | Path) -> str:
     if text.startswith(("http://", "https://", "data:")):
         return text
     path = Path(text)
-    data = path.read_bytes()
+    data = read_inside(path, Path(path.anchor or "/"), max_bytes=MAX_IMAGE_BYTES)
     mime = image_type(data)
     if mime is None:
         raise ValueError(f"{path.name}: not a readable image (PNG, JPEG, WebP, TIFF or GIF)")

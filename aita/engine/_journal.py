@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -48,6 +49,9 @@ FORMAT_VERSION = 2
 #: Versions this code reads (version 1 had no request keys: its records never match a task).
 READABLE_VERSIONS = frozenset({1, 2})
 SUFFIX = ".checkpoint.json"
+#: No valid record is longer: answers are capped (``AITA_MAX_ANSWER_BYTES``, 4 MB by default),
+#: and a record holds one answer, escaped. A longer line is skipped unread.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 _STAMP = "%Y%m%d_%H%M%S"
 
 #: How a task stood against the journal when it came up: answered from it, or why not.
@@ -307,6 +311,8 @@ class CheckpointManager:
         )
         found: list[tuple[str, int, str, Path]] = []
         for path in self.checkpoint_dir.glob(f"*{SUFFIX}"):
+            if not path.is_file() or path.is_symlink():
+                continue  # a FIFO, a folder or a link is no checkpoint of ours
             match = pattern.match(path.name[: -len(SUFFIX)])
             if match:
                 found.append((match["stamp"], int(match["n"] or 0), match["name"], path))
@@ -334,15 +340,25 @@ class CheckpointManager:
         memory: a stream resumes from a journal of any size."""
         path = Path(path)
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang, a device not end
+                raise CheckpointError(f"{path}: not a regular file")
             handle = open(path, "rb")  # noqa: SIM115 - closed below, after the header check
         except OSError as error:
             raise CheckpointError(f"{path}: cannot read ({error.strerror})") from None
         with handle:
-            first = handle.readline()
+            first = handle.readline(MAX_LINE_BYTES)
             checkpoint = _from_header(first, path)
             offset = checkpoint.valid_bytes = len(first)
             skipped = 0
-            for line in handle:
+            while line := handle.readline(MAX_LINE_BYTES + 1):
+                if len(line) > MAX_LINE_BYTES:  # no record is that long: skip to the line's end
+                    while line and not line.endswith(b"\n"):
+                        offset += len(line)
+                        line = handle.readline(MAX_LINE_BYTES)
+                    offset += len(line)
+                    checkpoint.valid_bytes = offset
+                    skipped += 1
+                    continue
                 if not line.endswith(b"\n"):  # only the last line can lack one: cut it off
                     log.warning("%s: dropped a torn last record (killed mid-write)", path)
                     break
