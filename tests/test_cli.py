@@ -219,9 +219,9 @@ def test_checkpoints_list_show_and_clean(
     )
     code, out, _ = run(capsys, "checkpoints", "list")
     assert code == 0 and "midterm__dry-run__generate-rubric" in out
-    assert "19 ok / 0 failed of 19" in out
+    assert "19 tasks: 19 done, 0 failed" in out
     code, out, _ = run(capsys, "checkpoints", "show", "midterm__dry-run__generate-rubric")
-    assert code == 0 and "19 ok" in out
+    assert code == 0 and "19 done" in out
     code, out, err = run(capsys, "checkpoints", "clean")  # stdin is not a terminal here
     assert code == 1 and "--yes" in err
     assert len(CheckpointManager("checkpoints").list_checkpoints()) == 1  # nothing deleted
