@@ -320,3 +320,23 @@ def test_vision_step_reads_its_image_next_to_the_pipeline(
 def test_example_files_are_valid() -> None:
     pipeline = load_pipeline(STUDY_GUIDE)
     assert [s.label for s in pipeline.stages] == ["outline", "materials", "review"]
+
+
+def test_course_tasks_accept_json_in_markdown_fences(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    from aita.pipelines.dry_run import dry_run_responder
+
+    sim = simulator(fence_json=True, responder=dry_run_responder)
+    client = client_for(sim)
+    options = RunOptions(show_progress=False, reuse=False)
+    outcome = generate_course(
+        "notes on fences",
+        "Fenced",
+        tmp_path / "out",
+        lambda tasks, name, done: run_batch(tasks, client, options, name, done),
+        max_chapters=2,
+    )
+    assert not outcome.failed and outcome.summary_file is not None
+    assert len(outcome.chapter_files) == 2
+    assert sum(b.metrics.total_retries for b in outcome.batches) == 0  # read at first answer
