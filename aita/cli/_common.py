@@ -9,8 +9,10 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,8 +103,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if (
             "%(default)" in text
             or not action.option_strings
-            or default is None
-            or default is False
+            or default in (None, False, "")
             or default is argparse.SUPPRESS
         ):
             return text
@@ -126,10 +127,11 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """A sub-command with the house help format and its examples as the epilog."""
     epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples) if examples else None
+    text = description or help[0].upper() + help[1:] + "."
     return commands.add_parser(
         name,
         help=help,
-        description=description or help[0].upper() + help[1:] + ".",
+        description=textwrap.fill(text, width=min(shutil.get_terminal_size().columns, 100) - 2),
         epilog=epilog,
         parents=list(parents),
         formatter_class=HelpFormatter,
@@ -159,14 +161,21 @@ def run_options() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="use the built-in simulator: no key, no cost"
     )
     common.add_argument(
-        "--model", help="the model to call (default: AITA_MODEL, google/gemini-2.5-flash)"
+        "--model",
+        metavar="NAME",
+        help="the model to call, e.g. openai/gpt-4o-mini (default: AITA_MODEL, "
+        "google/gemini-2.5-flash)",
     )
     common.add_argument(
-        "--workers", type=positive_int, help="parallel calls (default: AITA_MAX_WORKERS, 5)"
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="parallel calls (default: AITA_MAX_WORKERS, 5)",
     )
     common.add_argument(
         "--rate-limit",
         type=positive_float,
+        metavar="RPS",
         help="requests per second (default: AITA_RATE_LIMIT_RPS, 10)",
     )
     common.add_argument(
@@ -183,9 +192,14 @@ def run_options() -> argparse.ArgumentParser:
 
 def assignment_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, parents=[run_options()])
-    common.add_argument("--assignment", required=True, help="assignment folder name (or path)")
     common.add_argument(
-        "--data-dir", type=Path, help="where assignments live (default: AITA_DATA_DIR, ./data)"
+        "--assignment", required=True, metavar="NAME", help="assignment folder name (or path)"
+    )
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="where assignments live (default: AITA_DATA_DIR, ./data)",
     )
     common.add_argument(
         "--no-resume", action="store_true", help="do not reuse results of earlier runs"

@@ -48,15 +48,25 @@ def register(commands: Commands) -> None:
             "--output-dir courses --model openai/gpt-4o-mini",
         ],
     )
-    course.add_argument("--content", type=Path, required=True, help="the notes (text/markdown)")
-    course.add_argument("--title", required=True, help="course title (also its folder name)")
     course.add_argument(
-        "--output-dir", type=Path, default=Path("courses"), help="where the course folder goes"
+        "--content", type=Path, required=True, metavar="FILE", help="the notes (text/markdown)"
     )
     course.add_argument(
-        "--chapters", type=positive_int, default=8, help="at most this many chapters"
+        "--title", required=True, metavar="TEXT", help="course title (also its folder name)"
     )
-    course.add_argument("--instructions", help="extra instructions for every chapter")
+    course.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("courses"),
+        metavar="DIR",
+        help="where the course folder goes",
+    )
+    course.add_argument(
+        "--chapters", type=positive_int, default=8, metavar="N", help="at most this many"
+    )
+    course.add_argument(
+        "--instructions", metavar="TEXT", help="extra instructions for every chapter"
+    )
     course.add_argument(
         "--no-resume", action="store_true", help="do not reuse calls of an earlier run"
     )
@@ -77,9 +87,14 @@ def register(commands: Commands) -> None:
         ],
     )
     run.add_argument("pipeline", type=Path, help="the pipeline YAML file")
-    run.add_argument("--input", default="", help="text for {{input}} and {{pipeline_input}}")
     run.add_argument(
-        "--output", type=Path, help="results JSON (default: <pipeline name>.results.json)"
+        "--input", default="", metavar="TEXT", help="text for {{input}} and {{pipeline_input}}"
+    )
+    run.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="results JSON (default: <pipeline name>.results.json)",
     )
     run.add_argument(
         "--no-resume", action="store_true", help="run every step again, reusing nothing"
