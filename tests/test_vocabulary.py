@@ -10,12 +10,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from aita.cli import main
 from aita.config import get_config
-from aita.engine import TaskRecord, TaskResult
+from aita.engine import (
+    BadRequest,
+    CheckpointManager,
+    LLMMessage,
+    LLMResponse,
+    ParallelLLMExecutor,
+    SimpleLLMTask,
+    Usage,
+)
 from aita.outcomes import Tally, outcome_of, outcome_of_record
 from aita.pipelines.dry_run import dry_run_responder
 from tests.conftest import SimulatorFactory
@@ -202,28 +209,62 @@ def test_truncated_and_skipped_steps_agree_in_line_results_and_checkpoint(
     assert "skipped after_broken: 'broken' has no output" in err
 
 
-@pytest.mark.parametrize(
-    ("fields", "outcome"),
-    [
-        ({"success": True}, "done"),
-        ({"success": True, "finish_reason": "length"}, "flagged"),
-        ({"success": True, "used_fallback": True, "error": "x"}, "flagged"),
-        ({"success": True, "from_checkpoint": True}, "reused"),
-        ({"success": True, "cached": True}, "reused"),
-        ({"success": False, "error_type": "ProviderError"}, "failed"),
-        ({"success": False, "error_type": "DependencyFailed"}, "skipped"),
-        ({"success": False, "error_type": "Cancelled"}, "cancelled"),
-    ],
-)
-def test_a_result_and_its_journal_record_have_the_same_outcome(
-    fields: dict[str, Any], outcome: str
-) -> None:
-    from aita.engine._journal import record_of
+class ScriptedClient:
+    """Answers by prompt: ``cut`` is cut off at the token limit, ``bad`` is refused."""
 
-    result = TaskResult(task_id="t", **fields)
-    assert outcome_of(result) == outcome
-    record = TaskRecord.from_json_line(orjson.dumps(record_of(result).to_json()))
-    expected = "done" if outcome == "reused" else outcome  # the journal does not know reuse
-    if fields.get("used_fallback") and not hasattr(record, "used_fallback"):
-        pytest.xfail("the journal does not record fallbacks yet")
-    assert outcome_of_record(record) == expected
+    model = "scripted"
+
+    def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        text = str(messages[-1].content)
+        if text.startswith("bad"):
+            raise BadRequest("refused", status_code=400)
+        finish = "length" if text.startswith("cut") else "stop"
+        return LLMResponse(text, Usage(1, 1, 2), "scripted", finish_reason=finish)
+
+
+class WithFallback(SimpleLLMTask):
+    def fallback(self, error: Exception) -> str:
+        return "stand-in"
+
+
+def test_a_result_and_its_journal_record_have_the_same_outcome(tmp_path: Path) -> None:
+    tasks = [
+        SimpleLLMTask("done", "fine"),
+        SimpleLLMTask("cut", "cut here"),
+        WithFallback("fell_back", "bad, with a fallback"),
+        SimpleLLMTask("failed", "bad"),
+        SimpleLLMTask("skipped", "fine", dependencies=["failed"]),
+    ]
+    executor = ParallelLLMExecutor(
+        ScriptedClient(), max_workers=1, max_retries=0, checkpoint_dir=tmp_path, rate_limit=None
+    )
+    batch = executor.execute_batch(tasks, checkpoint_name="outcomes")
+    said = {r.task_id: outcome_of(r) for r in batch.task_results}
+    assert said == {
+        "done": "done",
+        "cut": "flagged",
+        "fell_back": "flagged",
+        "failed": "failed",
+        "skipped": "skipped",
+    }
+    assert batch.checkpoint_path is not None
+    records = CheckpointManager(tmp_path).load(batch.checkpoint_path).records
+    kept = {task_id: outcome_of_record(record) for task_id, record in records.items()}
+    if not hasattr(records["fell_back"], "used_fallback"):
+        assert kept.pop("fell_back") == "failed"  # until the journal records fallbacks
+        said.pop("fell_back")
+    assert kept == said
+    again = executor.execute_batch(tasks, checkpoint_name="outcomes")
+    assert outcome_of(again.task_results[0]) == "reused"
+
+
+def test_cancelled_tasks_are_cancelled_in_the_journal_too(tmp_path: Path) -> None:
+    tasks = [SimpleLLMTask("first", "bad"), SimpleLLMTask("second", "fine")]
+    executor = ParallelLLMExecutor(
+        ScriptedClient(), max_workers=1, max_retries=0, checkpoint_dir=tmp_path, rate_limit=None
+    )
+    batch = executor.execute_batch(tasks, checkpoint_name="stop", fail_fast=True)
+    assert [outcome_of(r) for r in batch.task_results] == ["failed", "cancelled"]
+    assert batch.checkpoint_path is not None
+    records = CheckpointManager(tmp_path).load(batch.checkpoint_path).records
+    assert [outcome_of_record(records[t.task_id]) for t in tasks] == ["failed", "cancelled"]
