@@ -280,6 +280,7 @@ def test_ctrl_c_during_generate_rubric_saves_and_the_rerun_redoes_only_the_rest(
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "resume with: aita generate-rubric" in err and "Traceback" not in err
+    assert "checkpoint_name" not in err  # the Python hint is for Python callers
     done_before = len(json.loads(keys.read_text()))
     rubrics_file = results(data_dir) / "rubrics.json"
     done_before += len(json.loads(rubrics_file.read_text())) - 1 if rubrics_file.exists() else 0

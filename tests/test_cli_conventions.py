@@ -249,6 +249,7 @@ def test_unknown_prices_are_never_shown_as_zero(
     assert "cost price unknown" in out and "$0.0000" not in out
     code, out, _ = run(capsys, "costs")
     assert "nobody/knows-this-model" in out and "price unknown (6 calls;" in out
+    assert re.search(r"by operation:\n  run +price unknown", out)
     assert "$0.0000" not in out and "unknown " not in out.replace("price unknown", "")
 
 

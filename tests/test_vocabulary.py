@@ -115,7 +115,7 @@ def test_each_command_its_checkpoint_and_its_result_files_agree(
     code, out, _ = run(capsys, "run", str(STUDY_GUIDE), "--dry-run", "--output", str(output))
     assert code == 0
     said = counts(out)
-    [name] = {p.name.rsplit("_", 2)[0] for p in Path("checkpoints").glob("pipeline__*")}
+    [name] = {p.name.rsplit("_", 2)[0] for p in Path("checkpoints").glob("*__run_*")}
     assert said == checkpoint_counts(capsys, name) == {"done": 6}
     assert dict(Tally(s["status"] for s in read(output)["steps"].values())) == said
 
@@ -201,7 +201,7 @@ def test_truncated_and_skipped_steps_agree_in_line_results_and_checkpoint(
     assert (
         dict(Tally(s["status"] for s in json.loads(output.read_text())["steps"].values())) == said
     )
-    [name] = {p.name.rsplit("_", 2)[0] for p in Path("checkpoints").glob("pipeline__*")}
+    [name] = {p.name.rsplit("_", 2)[0] for p in Path("checkpoints").glob("*__run_*")}
     assert checkpoint_counts(capsys, name) == said
     code, shown, _ = run(capsys, "checkpoints", "show", name)
     assert "flagged short: the answer was cut off at the token limit" in shown

@@ -189,8 +189,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
 
 def pipeline_checkpoint_name(path: Path, dry_run: bool) -> str:
     """The journal of one pipeline file (by its resolved path), a dry run's apart from a real
-    run's. A step is answered from it only for the same request, so another ``--input`` or an
-    edited step runs again."""
+    run's: ``study_guide-1a2b3c4d5e__run`` (``run`` is the operation ``aita costs`` shows). A
+    step is answered from it only for the same request, so another ``--input`` or an edited
+    step runs again."""
     where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
-    name = f"pipeline__{safe_filename(path.stem, limit=40, empty='pipeline')}__{where}"
-    return f"{name}__dry-run" if dry_run else name
+    name = f"{safe_filename(path.stem, limit=40, empty='pipeline')}-{where}"
+    return f"{name}__dry-run__run" if dry_run else f"{name}__run"
