@@ -109,7 +109,8 @@ def configure_output(*, verbose: bool, quiet: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    library = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    # the library's own log: errors only with -q, else as the root logger says
+    library = logging.ERROR if quiet else logging.INFO if verbose else logging.NOTSET
     logging.getLogger("aita").setLevel(library)
     for name, stream, fmt in (
         ("aita.cli.info", "stdout", "%(message)s"),
