@@ -15,7 +15,9 @@ Scenarios (every runner gets a fresh provider simulator with the same settings):
 Alternatives on a-c: sequential calls; a ThreadPoolExecutor with the openai SDK's own retries;
 langchain_core's InMemoryRateLimiter with the SDK; aiolimiter with AsyncOpenAI. Runners whose
 package is missing are skipped (they are in the ``bench`` extra). "ideal" is the best any client
-could do; efficiency is ideal / wall time. Nothing is asserted: the figures go into the README.
+could do; efficiency is ideal / wall time, shown only for a runner that finished every task
+("-" otherwise, in the table and in the JSON as null). Nothing is asserted: the figures go into
+the README.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class Row:
     scenario: str
     runner: str
     wall: float
-    efficiency: float
+    #: ideal / wall; None for a runner that lost tasks (finishing early by dropping work is
+    #: not speed)
+    efficiency: float | None
     succeeded: int
     failed: int
     rate_limited: int
@@ -203,6 +207,11 @@ def scenarios(smoke: bool) -> list[Scenario]:
     ]  # fmt: skip
 
 
+def efficiency_text(row: Row) -> str:
+    """The efficiency as printed: "-" for a runner that did not finish every task."""
+    return "-" if row.efficiency is None else f"{row.efficiency:.2f}"
+
+
 def measure(scenario: Scenario, runner_name: str, runner: Runner) -> Row:
     with ProviderSimulator(scenario.server) as sim:
         started = time.perf_counter()
@@ -212,7 +221,7 @@ def measure(scenario: Scenario, runner_name: str, runner: Runner) -> Row:
             scenario=scenario.name,
             runner=runner_name,
             wall=round(wall, 3),
-            efficiency=round(scenario.ideal / wall, 3),
+            efficiency=round(scenario.ideal / wall, 3) if ok == scenario.tasks else None,
             succeeded=ok,
             failed=scenario.tasks - ok,
             rate_limited=sim.stats.rate_limited,
@@ -318,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure(scenario, name, runner))
             r = rows[-1]
             print(
-                f"{r.scenario:<46} {r.runner:<30} {r.wall:>7.2f}s {r.efficiency:>5.2f} "
+                f"{r.scenario:<46} {r.runner:<30} {r.wall:>7.2f}s {efficiency_text(r):>5} "
                 f"ok={r.succeeded:<4} failed={r.failed:<4} 429s={r.rate_limited:<5} "
                 f"req/task={r.requests_per_task:.2f}",
                 flush=True,

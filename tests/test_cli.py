@@ -219,9 +219,9 @@ def test_checkpoints_list_show_and_clean(
     )
     code, out, _ = run(capsys, "checkpoints", "list")
     assert code == 0 and "midterm__dry-run__generate-rubric" in out
-    assert "19 ok / 0 failed of 19" in out
+    assert "19 tasks: 19 done, 0 failed" in out
     code, out, _ = run(capsys, "checkpoints", "show", "midterm__dry-run__generate-rubric")
-    assert code == 0 and "19 ok" in out
+    assert code == 0 and "19 done" in out
     code, out, err = run(capsys, "checkpoints", "clean")  # stdin is not a terminal here
     assert code == 1 and "--yes" in err
     assert len(CheckpointManager("checkpoints").list_checkpoints()) == 1  # nothing deleted
@@ -280,6 +280,7 @@ def test_ctrl_c_during_generate_rubric_saves_and_the_rerun_redoes_only_the_rest(
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "resume with: aita generate-rubric" in err and "Traceback" not in err
+    assert "checkpoint_name" not in err  # the Python hint is for Python callers
     done_before = len(json.loads(keys.read_text()))
     rubrics_file = results(data_dir) / "rubrics.json"
     done_before += len(json.loads(rubrics_file.read_text())) - 1 if rubrics_file.exists() else 0

@@ -126,7 +126,7 @@ def test_example_pipeline_runs_in_parallel_and_reports_its_speedup(
     assert code == 0, err
     assert "[INFO] Starting parallel group 'materials' with 4 steps" in err
     assert "[INFO] [4/4] Started:" in err and "Parallel group completed in" in err
-    assert "6/6 steps succeeded" in out and "speedup" in out
+    assert "6 steps: 6 done, 0 failed" in out and "speedup" in out
     results = json.loads(output.read_text())
     assert results["succeeded"] and results["speedup"] > 1.0
     assert "photosynthesis" in results["steps"]["outline"]["output"]
@@ -258,9 +258,7 @@ def test_group_steps_overlap_only_when_parallel_is_on(
     for parallel, expected in ((True, 3), (False, 1)):
         sim = simulator(latency=0.1)
         pipeline = load_pipeline(group_pipeline(tmp_path, parallel=parallel))
-        result = run_pipeline(
-            pipeline, client_for(sim), "x", parallel=parallel, report=lambda _: None
-        )
+        result = run_pipeline(pipeline, client_for(sim), "x", parallel=parallel)
         assert result.succeeded
         assert sim.stats.max_in_flight == expected
 
@@ -279,14 +277,14 @@ def test_parallel_env_variable_overrides_the_file(
 def test_fail_fast_group_stops_the_pipeline(simulator: SimulatorFactory, tmp_path: Path) -> None:
     sim = simulator(models=frozenset({"sim/ok", "google/gemini-2.5-flash"}))
     pipeline = load_pipeline(group_pipeline(tmp_path, workers=1, model_a="sim/missing"))
-    result = run_pipeline(pipeline, client_for(sim), "x", parallel=True, report=lambda _: None)
+    result = run_pipeline(pipeline, client_for(sim), "x", parallel=True)
     status = {name: r.status for name, r in result.steps.items()}
     assert status == {
         "a": "failed",
-        "b": "skipped",
-        "c": "skipped",
-        "after_a": "skipped",
-        "after_b": "skipped",
+        "b": "cancelled",
+        "c": "cancelled",
+        "after_a": "cancelled",
+        "after_b": "cancelled",
     }
     assert "does not exist" in (result.steps["a"].error or "")
     assert sim.stats.requests == 1
@@ -295,14 +293,14 @@ def test_fail_fast_group_stops_the_pipeline(simulator: SimulatorFactory, tmp_pat
 def test_without_fail_fast_the_rest_goes_on(simulator: SimulatorFactory, tmp_path: Path) -> None:
     sim = simulator(models=frozenset({"sim/ok", "google/gemini-2.5-flash"}))
     pipeline = load_pipeline(group_pipeline(tmp_path, fail_fast=False, model_a="sim/missing"))
-    result = run_pipeline(pipeline, client_for(sim), "x", parallel=True, report=lambda _: None)
+    result = run_pipeline(pipeline, client_for(sim), "x", parallel=True)
     status = {name: r.status for name, r in result.steps.items()}
     assert status == {
         "a": "failed",
-        "b": "succeeded",
-        "c": "succeeded",
+        "b": "done",
+        "c": "done",
         "after_a": "skipped",
-        "after_b": "succeeded",
+        "after_b": "done",
     }
     assert result.steps["after_b"].output == "[sim] [sim] B" and not result.succeeded
 
@@ -315,12 +313,30 @@ def test_vision_step_reads_its_image_next_to_the_pipeline(
         tmp_path, "steps: [{name: look, type: vision, params: {image: scan.png, prompt: Read it}}]"
     )
     sim = simulator()
-    result = run_pipeline(
-        load_pipeline(path), client_for(sim), parallel=True, report=lambda _: None
-    )
+    result = run_pipeline(load_pipeline(path), client_for(sim), parallel=True)
     assert result.steps["look"].output == "[sim] Read it [images: 1]"
 
 
 def test_example_files_are_valid() -> None:
     pipeline = load_pipeline(STUDY_GUIDE)
     assert [s.label for s in pipeline.stages] == ["outline", "materials", "review"]
+
+
+def test_course_tasks_accept_json_in_markdown_fences(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    from aita.pipelines.dry_run import dry_run_responder
+
+    sim = simulator(fence_json=True, responder=dry_run_responder)
+    client = client_for(sim)
+    options = RunOptions(show_progress=False, reuse=False)
+    outcome = generate_course(
+        "notes on fences",
+        "Fenced",
+        tmp_path / "out",
+        lambda tasks, name, done: run_batch(tasks, client, options, name, done),
+        max_chapters=2,
+    )
+    assert not outcome.failed and outcome.summary_file is not None
+    assert len(outcome.chapter_files) == 2
+    assert sum(b.metrics.total_retries for b in outcome.batches) == 0  # read at first answer

@@ -2,6 +2,10 @@
 
 Exit codes: 0 all done, 1 some tasks failed (the rest saved), 2 bad input, 130 interrupted
 (finished work saved; the same command resumes).
+
+Output: results on stdout, errors on stderr. Informational lines (``aita.cli.info``: files
+written, calls and cost) and ``aita run``'s step lines (``aita.run``) go through ``logging``, so
+``-q`` leaves only results and errors and ``-v`` adds the library's own log.
 """
 
 from __future__ import annotations
@@ -11,14 +15,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aita.cli import assignment, cache, records, report, simulator, workflows
+import aita
+from aita.cli import assignment, cache, completion, records, report, simulator, workflows
 from aita.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    add_verbose,
+    HelpFormatter,
+    add_verbosity,
     command_line,
+    printable,
 )
 from aita.errors import AitaError
 from aita.pipelines.execution import Declined
@@ -28,33 +35,37 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="aita", description="Parallel LLM batches and teaching-assistant pipelines."
+        prog="aita",
+        description="Parallel LLM batches and teaching-assistant pipelines.",
+        epilog="Run 'aita COMMAND --help' for a command's options and examples.",
+        formatter_class=HelpFormatter,
     )
-    add_verbose(parser)
+    parser.add_argument("--version", action="version", version=f"aita {aita.__version__}")
+    add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (assignment, report, workflows, records, cache, simulator):
+    for group in (assignment, report, workflows, records, cache, simulator, completion):
         group.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_output(verbose=bool(args.verbose), quiet=bool(args.quiet))
     try:
         return int(args.handler(args))
     except Declined as declined:
-        print(f"aita: {declined}", file=sys.stderr)
+        print(f"aita: {printable(declined)}", file=sys.stderr)
         return EXIT_FAILED
     except AitaError as error:
-        print(f"aita: {error}", file=sys.stderr)
+        print(f"aita: {printable(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as interrupted:
-        detail = f": {interrupted}" if str(interrupted) else ""
-        print(f"\naita: interrupted{detail}", file=sys.stderr)
-        print(f"finished work is saved; resume with: {command_line()}", file=sys.stderr)
+        # The engine's BatchInterrupted tells a Python caller which checkpoint_name resumes;
+        # here the command that resumes is what to say.
+        path = getattr(interrupted, "checkpoint_path", None)
+        saved = f"finished work is saved in {printable(path)}" if path else "finished work is saved"
+        print("\naita: interrupted", file=sys.stderr)
+        print(f"{saved}; resume with: {command_line()}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into a pager or head that closed early
         sys.stderr.close()
@@ -63,7 +74,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(
-            f"aita: internal error: {type(error).__name__}: {error} (run with -v for details)",
+            f"aita: internal error: {type(error).__name__}: {printable(error)} "
+            "(run with -v for details)",
             file=sys.stderr,
         )
         return EXIT_FAILED
+
+
+class _Console(logging.Handler):
+    """Writes records to the current ``sys.stdout`` or ``sys.stderr`` (looked up at each
+    record, not at set-up, so redirected streams are honoured), each as one line with no
+    control characters: step names, errors and file names come from outside."""
+
+    def __init__(self, stream: str, fmt: str) -> None:
+        super().__init__()
+        self.stream = stream
+        self.setFormatter(logging.Formatter(fmt))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = getattr(sys, self.stream)
+        try:
+            stream.write(printable(self.format(record)) + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def configure_output(*, verbose: bool, quiet: bool) -> None:
+    """Levels and handlers for one run of the command (idempotent: ``main`` may run often in
+    one process)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # the library's own log: errors only with -q, else as the root logger says
+    library = logging.ERROR if quiet else logging.INFO if verbose else logging.NOTSET
+    logging.getLogger("aita").setLevel(library)
+    for name, stream, fmt in (
+        ("aita.cli.info", "stdout", "%(message)s"),
+        ("aita.run", "stderr", "[%(levelname)s] %(message)s"),
+    ):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, _Console)]:
+            logger.removeHandler(handler)
+        logger.addHandler(_Console(stream, fmt))
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)

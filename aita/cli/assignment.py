@@ -9,9 +9,13 @@ from typing import TypeVar
 
 from aita.cli._common import (
     EXIT_FAILED,
+    Commands,
+    add_command,
     assignment_of,
     assignment_options,
+    info,
     options_of,
+    printable,
     report,
 )
 from aita.engine import OpenAICompatibleClient
@@ -25,22 +29,51 @@ T = TypeVar("T")
 Pipeline = Callable[[Assignment, OpenAICompatibleClient, RunOptions], T]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Commands) -> None:
     common = assignment_options()
-    rubric = commands.add_parser(
+    rubric = add_command(
+        commands,
         "generate-rubric",
         parents=[common],
         help="answer keys and grading rubrics for every question",
-        description="Answer keys, then rubrics built on them; written to results/.",
+        description="An answer key per question, then a rubric per question built on its key; "
+        "written to results/answer_keys.json and results/rubrics.json. Instructor rubrics "
+        "(user_rubrics.json) are used as they are.",
+        examples=[
+            "aita generate-rubric --assignment midterm --dry-run",
+            "aita generate-rubric --data-dir exams --assignment midterm --model openai/gpt-4o",
+            "aita generate-rubric --assignment midterm --force --yes   # redo every rubric",
+        ],
     )
     rubric.set_defaults(handler=_generate_rubric)
-    for name, handler, text in (
-        ("transcribe", _transcribe, "scanned pages to text through a vision model"),
-        ("grade", _grade, "score transcribed answers against the rubrics"),
-    ):
-        command = commands.add_parser(name, parents=[common], help=text, description=text)
+    transcribe_command = add_command(
+        commands,
+        "transcribe",
+        parents=[common],
+        help="scanned pages to text through a vision model",
+        description="Every page of every submission (images, photos, PDFs) through a vision "
+        "model; each page is saved under results/transcriptions/ as soon as it is done.",
+        examples=[
+            "aita transcribe --assignment midterm --dry-run",
+            "aita transcribe --assignment midterm --student alice --workers 4",
+        ],
+    )
+    transcribe_command.set_defaults(handler=_transcribe)
+    grade_command = add_command(
+        commands,
+        "grade",
+        parents=[common],
+        help="score transcribed answers against the rubrics",
+        description="Each transcribed answer against its question's rubric: points per "
+        "criterion and feedback; results/grades/<student>.json and a class summary.",
+        examples=[
+            "aita grade --assignment midterm --dry-run",
+            "aita grade --assignment midterm --student alice -q",
+        ],
+    )
+    grade_command.set_defaults(handler=_grade)
+    for command in (transcribe_command, grade_command):
         command.add_argument("--student", help="only this student (default: all)")
-        command.set_defaults(handler=handler)
 
 
 def _run(args: argparse.Namespace, pipeline: Pipeline[T]) -> tuple[Assignment, T]:
@@ -56,32 +89,35 @@ def _generate_rubric(args: argparse.Namespace) -> int:
     n = len(assignment.spec.questions)
     instructor = sum(r.source == "instructor" for r in outcome.rubrics.values())
     print(
-        f"{assignment.spec.exam_name}: answer keys {len(outcome.answer_keys)}/{n}, "
+        f"{printable(assignment.spec.exam_name)}: answer keys {len(outcome.answer_keys)}/{n}, "
         f"rubrics {len(outcome.rubrics)}/{n} ({instructor} from the instructor, "
         f"{len(outcome.flagged)} flagged for review); {outcome.reused} reused from earlier runs"
     )
     if outcome.flagged_keys:
-        print(f"review these answer keys: {', '.join(outcome.flagged_keys)}")
+        print(f"review these answer keys: {', '.join(map(printable, outcome.flagged_keys))}")
     if outcome.flagged:
-        print(f"review these rubrics: {', '.join(outcome.flagged)}")
+        print(f"review these rubrics: {', '.join(map(printable, outcome.flagged))}")
+    code = report(outcome.batch, reused=outcome.reused)
     if outcome.written:
-        print(f"written to {' and '.join(str(path) for path in outcome.written)}")
+        info(f"written to {' and '.join(str(path) for path in outcome.written)}")
     else:
-        print(f"nothing new to write: {assignment.results_for(args.dry_run).results} is up to date")
-    return report(outcome.batch, outcome.failed)
+        info(f"nothing new to write: {assignment.results_for(args.dry_run).results} is up to date")
+    return code
 
 
 def _transcribe(args: argparse.Namespace) -> int:
     assignment, outcome = _run(args, partial(transcribe, student=args.student))
     done = outcome.pages_total - sum(len(p) for p in outcome.incomplete.values())
     print(
-        f"{assignment.spec.exam_name}: {done}/{outcome.pages_total} pages transcribed for "
-        f"{len(outcome.students)} student(s); {outcome.pages_reused} reused from earlier runs"
+        f"{printable(assignment.spec.exam_name)}: {done}/{outcome.pages_total} pages "
+        f"transcribed for {len(outcome.students)} student(s); {outcome.pages_reused} reused "
+        "from earlier runs"
     )
     for student, pages in outcome.incomplete.items():
-        print(f"{student}: pages not transcribed: {', '.join(map(str, pages))}")
-    print(f"written to {assignment.results_for(args.dry_run).results / 'transcriptions'}")
-    return report(outcome.batch, outcome.failed)
+        print(f"{printable(student)}: pages not transcribed: {', '.join(map(str, pages))}")
+    code = report(outcome.batch, reused=outcome.pages_reused)
+    info(f"written to {assignment.results_for(args.dry_run).results / 'transcriptions'}")
+    return code
 
 
 def _grade(args: argparse.Namespace) -> int:
@@ -91,14 +127,18 @@ def _grade(args: argparse.Namespace) -> int:
     for name in outcome.students:
         row = students.get(name)
         if name in outcome.not_gradable:
-            print(f"{name}: not gradable: {outcome.not_gradable[name]}")
+            print(f"{printable(name)}: not gradable: {printable(outcome.not_gradable[name])}")
         elif row:
             so_far = "" if row["complete"] else f" so far ({row['graded_questions']}/{n} graded)"
-            review = f", review: {', '.join(row['needs_review'])}" if row["needs_review"] else ""
+            review = (
+                f", review: {', '.join(map(printable, row['needs_review']))}"
+                if row["needs_review"]
+                else ""
+            )
             score = f"{row['total']:g}/{row['max_total']:g}"
-            print(f"{name}: {score}{so_far} ({row['percent']}%){review}")
+            print(f"{printable(name)}: {score}{so_far} ({row['percent']}%){review}")
     if outcome.questions_without_rubric:
-        missing = ", ".join(outcome.questions_without_rubric)
+        missing = ", ".join(map(printable, outcome.questions_without_rubric))
         print(
             f"not gradable for want of a rubric: question(s) {missing} (run aita generate-rubric)"
         )
@@ -109,6 +149,6 @@ def _grade(args: argparse.Namespace) -> int:
             f"median {stats['median']:g}, min {stats['min']:g}, max {stats['max']:g}"
         )
     print(f"{outcome.reused} grades reused from earlier runs")
-    print(f"written to {assignment.results_for(args.dry_run).grade_summary.parent}")
-    code = report(outcome.batch, outcome.failed)
+    code = report(outcome.batch, reused=outcome.reused)
+    info(f"written to {assignment.results_for(args.dry_run).grade_summary.parent}")
     return EXIT_FAILED if outcome.incomplete else code

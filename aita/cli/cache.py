@@ -5,18 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aita.cli._common import EXIT_OK, add_verbose
+from aita.cli._common import EXIT_OK, Commands, add_command, add_verbosity, info
 from aita.config import get_config
 from aita.engine import ResponseCache
 from aita.terminal import confirm
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    cache = commands.add_parser("cache", help="how full the response cache is, or empty it")
+def register(commands: Commands) -> None:
+    cache = add_command(
+        commands,
+        "cache",
+        help="how full the response cache is, or empty it",
+        description="The response cache (on with --cache or AITA_CACHE=true): entries, size, "
+        "hits and misses; or empty it.",
+        examples=["aita cache stats", "aita cache clear --yes"],
+    )
     cache.add_argument("action", choices=["stats", "clear"])
-    cache.add_argument("--cache-path", type=Path, help="default: AITA_CACHE_PATH")
+    cache.add_argument(
+        "--cache-path",
+        type=Path,
+        help="default: AITA_CACHE_PATH, ~/.cache/aita/responses.sqlite3",
+    )
     cache.add_argument("--yes", action="store_true", help="clear without asking")
-    add_verbose(cache, default=argparse.SUPPRESS)
+    add_verbosity(cache, default=argparse.SUPPRESS)
     cache.set_defaults(handler=_cache)
 
 
@@ -35,7 +46,7 @@ def _cache(args: argparse.Namespace) -> int:
             return EXIT_OK
         question = f"delete the {stats['entries']} cached responses in {path}?"
         if not args.yes and not confirm(question, when_not_a_terminal=False):
-            print("nothing deleted (--yes clears without asking)")
+            info("nothing deleted (--yes clears without asking)")
             return EXIT_OK
         print(f"deleted {cache.clear()} cached response(s)")
     return EXIT_OK

@@ -6,37 +6,71 @@ Costs come from the spend ledger, not from checkpoints: cleaning checkpoints los
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from aita.cli._common import EXIT_FAILED, EXIT_OK, add_verbose, cost_text
+from aita.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Commands,
+    add_command,
+    add_verbosity,
+    cost_text,
+    printable,
+)
 from aita.config import get_config
-from aita.engine import CheckpointManager, SpendEntry, SpendLedger
+from aita.engine import (
+    Checkpoint,
+    CheckpointManager,
+    SpendEntry,
+    SpendLedger,
+    TaskRecord,
+    Usage,
+    cost_of,
+)
 from aita.errors import AitaError
+from aita.outcomes import Tally, outcome_of_record
 from aita.terminal import confirm
 
-log = logging.getLogger("aita.cli")
 
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    checkpoints = commands.add_parser("checkpoints", help="list, show or clean checkpoints")
+def register(commands: Commands) -> None:
+    checkpoints = add_command(
+        commands,
+        "checkpoints",
+        help="list, show or clean checkpoints",
+        description="The checkpoint journals of earlier runs: how their tasks ended (done, "
+        "flagged, failed, skipped, cancelled), what they cost; or delete them. Cleaning never "
+        "touches the spend ledger.",
+        examples=[
+            "aita checkpoints list",
+            "aita checkpoints show midterm__generate-rubric",
+            "aita checkpoints clean --keep 1 midterm__grade",
+            "aita checkpoints clean --yes",
+        ],
+    )
     checkpoints.add_argument("action", choices=["list", "show", "clean"])
     checkpoints.add_argument("name", nargs="?", help="checkpoint name or file (show, clean)")
-    checkpoints.add_argument("--checkpoint-dir", type=Path, help="default: AITA_CHECKPOINT_DIR")
+    checkpoints.add_argument(
+        "--checkpoint-dir", type=Path, help="default: AITA_CHECKPOINT_DIR, ./checkpoints"
+    )
     checkpoints.add_argument(
         "--keep", type=int, default=0, help="clean: keep the newest N per name"
     )
     checkpoints.add_argument("--yes", action="store_true", help="clean without asking")
-    add_verbose(checkpoints, default=argparse.SUPPRESS)
+    add_verbosity(checkpoints, default=argparse.SUPPRESS)
     checkpoints.set_defaults(handler=_checkpoints)
 
-    costs = commands.add_parser(
-        "costs", help="what the paid calls cost, by operation, model and batch"
+    costs = add_command(
+        commands,
+        "costs",
+        help="what the paid calls cost, by operation, model and batch",
+        description="What the paid calls cost, by operation, model and batch, from the spend "
+        "ledger. Calls at a price nobody knows are counted, never shown as $0.",
+        examples=["aita costs", "aita costs --ledger team-spend.jsonl"],
     )
-    costs.add_argument("--ledger", type=Path, help="the spend ledger (AITA_SPEND_LEDGER)")
-    add_verbose(costs, default=argparse.SUPPRESS)
+    costs.add_argument("--ledger", type=Path, help="the spend ledger (default: AITA_SPEND_LEDGER)")
+    add_verbosity(costs, default=argparse.SUPPRESS)
     costs.set_defaults(handler=_costs)
 
 
@@ -62,8 +96,10 @@ def _checkpoints(args: argparse.Namespace) -> int:
             raise AitaError(f"no checkpoint named {args.name!r} in {manager.checkpoint_dir}")
         checkpoint = manager.load(target)
         print(_checkpoint_line(manager, target))
-        for record in checkpoint.failed.values():
-            print(f"  failed {record.task_id}: {record.error}")
+        for record in checkpoint.records.values():
+            outcome = outcome_of_record(record)
+            if outcome != "done":
+                print(f"  {outcome} {printable(record.task_id)}: {_reason(record)}")
         return EXIT_OK
     paths = manager.list_checkpoints(args.name)
     doomed = len(paths) - (args.keep if args.name else 0)
@@ -85,12 +121,42 @@ def _checkpoint_line(manager: CheckpointManager, path: Path) -> str:
     try:
         c = manager.load(path)
     except AitaError as error:
-        return f"{path.name}: unreadable ({error})"
-    cost = sum(t["cost"] for t in c.spent.values())
+        return f"{printable(path.name)}: unreadable ({printable(error)})"
+    tally = Tally(outcome_of_record(r) for r in c.records.values())
     return (
-        f"{path.name}: {c.name}, {len(c.succeeded)} ok / {len(c.failed)} failed of "
-        f"{c.total_tasks} tasks, ${cost:.4f}, created {c.created_at}"
+        f"{printable(path.name)}: {printable(c.name)}, {tally.describe()}, "
+        f"cost {_checkpoint_cost(c)}, created {printable(c.created_at)}"
     )
+
+
+def _checkpoint_cost(c: Checkpoint) -> str:
+    """What the calls this journal records cost (superseded records included: they were paid
+    for); calls at an unknown price are counted as such, never as $0."""
+    simulated_models = {r.model for r in c.records.values() if r.simulated}
+    known, unpriced, simulated = 0.0, 0, 0
+    for model, spent in c.spent.items():
+        calls = int(spent["records"])
+        if model in simulated_models:
+            simulated += calls
+        elif spent["cost"] > 0 or _priced(model):
+            known += spent["cost"]
+        else:
+            unpriced += calls
+    return cost_text(known, unpriced, simulated)
+
+
+def _priced(model: str) -> bool:
+    """Whether anyone knows ``model``'s price (if so, a recorded $0 was reported as free)."""
+    return cost_of(model, Usage(prompt_tokens=1, completion_tokens=1)) is not None
+
+
+def _reason(record: TaskRecord) -> str:
+    if record.succeeded and record.finish_reason == "length":
+        return "the answer was cut off at the token limit"
+    error = printable(record.error or "no reason recorded")
+    for word in ("skipped: ", "cancelled: "):
+        error = error.removeprefix(word)
+    return error
 
 
 def _costs(args: argparse.Namespace) -> int:
@@ -105,34 +171,39 @@ def _costs(args: argparse.Namespace) -> int:
     for entry in ledger.entries():
         for table, name in (
             (by_operation, entry.operation),
-            (by_model, entry.model),
+            (by_model, entry.model or "(model not reported)"),
             (by_batch, entry.batch),
         ):
             table.setdefault(name, Spend()).add(entry)
         total.add(entry)
-    if not total.calls:
+    if not total.calls and not total.cached:
         print(f"no paid calls recorded in {ledger.path}")
         return EXIT_OK
     print(f"spend ledger: {ledger.path}")
     for title, table in (("operation", by_operation), ("model", by_model), ("batch", by_batch)):
         print(f"by {title}:")
         for name, spend in sorted(table.items()):
-            print(f"  {name:<40} {spend.describe()}")
+            print(f"  {printable(name):<40} {spend.describe()}")
     print(f"total: {total.describe()}")
     return EXIT_OK
 
 
 @dataclass
 class Spend:
-    """What a group of ledger entries cost; calls at an unknown price are counted, not priced."""
+    """What a group of ledger entries cost; calls at an unknown price are counted, not priced,
+    and answers from the response cache are no calls."""
 
     calls: int = 0
+    cached: int = 0
     cost: float = 0.0
     unpriced: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
     def add(self, entry: SpendEntry) -> None:
+        if entry.cached:
+            self.cached += 1
+            return
         self.calls += 1
         self.prompt_tokens += entry.prompt_tokens
         self.completion_tokens += entry.completion_tokens
@@ -143,4 +214,6 @@ class Spend:
 
     def describe(self) -> str:
         tokens = f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
-        return f"{cost_text(self.cost, self.unpriced)} ({self.calls} calls; {tokens})"
+        cached = f", {self.cached} answered from the cache" if self.cached else ""
+        cost = cost_text(self.cost, self.unpriced) if self.calls else "$0"
+        return f"{cost} ({self.calls} calls{cached}; {tokens})"

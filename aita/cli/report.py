@@ -6,13 +6,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from aita.cli._common import EXIT_OK, add_verbose, assignment_of
+from aita.cli._common import (
+    EXIT_OK,
+    Commands,
+    add_command,
+    add_verbosity,
+    assignment_of,
+    info,
+    printable,
+)
 from aita.pipelines.assignment import ResultPaths
 from aita.pipelines.report import write_report
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    report = commands.add_parser(
+def register(commands: Commands) -> None:
+    report = add_command(
+        commands,
         "report",
         help="results/report.html and results/gradebook.csv from the grades (no model calls)",
         description=(
@@ -21,16 +30,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "results/gradebook.csv (a row per student, a column per question) from what "
             "generate-rubric, transcribe and grade wrote. Calls no model."
         ),
+        examples=[
+            "aita report --assignment midterm",
+            "aita report --assignment midterm --dry-run   # the simulated results",
+        ],
     )
     report.add_argument("--assignment", required=True, help="assignment folder name (or path)")
-    report.add_argument("--data-dir", type=Path, help="where assignments live (AITA_DATA_DIR)")
+    report.add_argument(
+        "--data-dir", type=Path, help="where assignments live (default: AITA_DATA_DIR, ./data)"
+    )
     report.add_argument(
         "--dry-run",
         action="store_true",
         help="report the dry run's simulated results (results/dry-run/); without it, the real "
         "results, or the dry run's when there are no real grades yet",
     )
-    add_verbose(report, default=argparse.SUPPRESS)
+    add_verbosity(report, default=argparse.SUPPRESS)
     report.set_defaults(handler=_report)
 
 
@@ -45,12 +60,12 @@ def _report(args: argparse.Namespace) -> int:
     report = outcome.report
     not_graded = report.count("transcribed, not graded", "not transcribed")
     print(
-        f"{assignment.spec.exam_name}: {len(report.students)} student(s): "
+        f"{printable(assignment.spec.exam_name)}: {len(report.students)} student(s): "
         f"{report.count('graded')} graded, {report.count('partly graded')} partly graded, "
         f"{not_graded} not graded"
         + ("; dry run (simulated) results included" if report.simulated else "")
     )
-    print(f"written to {paths.report} and {paths.gradebook}")
+    info(f"written to {paths.report} and {paths.gradebook}")
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,9 +11,15 @@ from pathlib import Path
 from aita.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
-    cost_text,
+    Commands,
+    add_command,
+    calls_line,
+    check_output_dir,
+    check_output_file,
+    info,
     options_of,
     positive_int,
+    printable,
     report,
     run_options,
 )
@@ -20,49 +27,89 @@ from aita.config import get_config
 from aita.engine import BatchResult, LLMTask, TaskResult
 from aita.errors import AitaError
 from aita.files import safe_filename, write_json_atomic
+from aita.outcomes import Tally
 from aita.pipelines.execution import check_spend, open_client, run_batch
 from aita.workflows.course import generate_course
 from aita.workflows.yaml_pipeline import load_pipeline, run_pipeline, stage_tasks
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    course = commands.add_parser(
+def register(commands: Commands) -> None:
+    course = add_command(
+        commands,
         "generate-course",
         parents=[run_options()],
         help="a course from notes: outline, chapters in parallel, summary",
         description="An outline call, then every chapter in parallel (each saved as soon as it "
-        "is done), then a course summary.",
+        "is done), then a course summary. Run it again to finish an interrupted course: "
+        "finished calls are reused.",
+        examples=[
+            'aita generate-course --content notes.md --title "LLM at Scale" --dry-run',
+            'aita generate-course --content notes.md --title "LLM at Scale" --chapters 5 '
+            "--output-dir courses --model openai/gpt-4o-mini",
+        ],
     )
-    course.add_argument("--content", type=Path, required=True, help="the notes (text/markdown)")
-    course.add_argument("--title", required=True, help="course title (also its folder name)")
-    course.add_argument("--output-dir", type=Path, default=Path("courses"))
-    course.add_argument("--chapters", type=positive_int, default=8, help="at most this many")
-    course.add_argument("--instructions", help="extra instructions for every chapter")
+    course.add_argument(
+        "--content", type=Path, required=True, metavar="FILE", help="the notes (text/markdown)"
+    )
+    course.add_argument(
+        "--title", required=True, metavar="TEXT", help="course title (also its folder name)"
+    )
+    course.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("courses"),
+        metavar="DIR",
+        help="where the course folder goes",
+    )
+    course.add_argument(
+        "--chapters", type=positive_int, default=8, metavar="N", help="at most this many"
+    )
+    course.add_argument(
+        "--instructions", metavar="TEXT", help="extra instructions for every chapter"
+    )
+    course.add_argument(
+        "--no-resume", action="store_true", help="do not reuse calls of an earlier run"
+    )
     course.set_defaults(handler=_generate_course)
 
-    run = commands.add_parser(
+    run = add_command(
+        commands,
         "run",
         parents=[run_options()],
         help="run a YAML pipeline of LLM steps",
-        description="Run a YAML pipeline: steps in order, parallel groups together.",
+        description="Run a YAML pipeline: steps in order, parallel groups together. Every "
+        "finished step is kept: run the same command again after Ctrl-C or a failure and only "
+        "the steps that did not finish (or whose inputs changed) call the model.",
+        examples=[
+            'aita run examples/pipelines/study_guide.yaml --input "photosynthesis" --dry-run',
+            "aita run guide.yaml --input cells --output out/guide.json --model openai/gpt-4o",
+            "aita run guide.yaml -q --yes   # only the result line and errors",
+        ],
     )
     run.add_argument("pipeline", type=Path, help="the pipeline YAML file")
-    run.add_argument("--input", default="", help="text for {{input}}")
     run.add_argument(
-        "--output", type=Path, help="results JSON (default: <pipeline name>.results.json)"
+        "--input", default="", metavar="TEXT", help="text for {{input}} and {{pipeline_input}}"
+    )
+    run.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="results JSON (default: <pipeline name>.results.json)",
+    )
+    run.add_argument(
+        "--no-resume", action="store_true", help="run every step again, reusing nothing"
+    )
+    run.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let steps read files outside the pipeline's folder",
     )
     run.set_defaults(handler=_run_pipeline)
 
 
 def _generate_course(args: argparse.Namespace) -> int:
-    try:
-        content = args.content.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AitaError(f"{args.content}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise AitaError(f"{args.content}: cannot read ({error})") from None
-    if not content.strip():
-        raise AitaError(f"{args.content}: the notes are empty")
+    content = _read_notes(args.content)
+    check_output_dir(args.output_dir)
     options = options_of(args)
     with open_client(options) as client:
 
@@ -77,24 +124,38 @@ def _generate_course(args: argparse.Namespace) -> int:
     chapters = len(outcome.outline.chapters) if outcome.outline else 0
     print(f"{len(outcome.chapter_files)}/{chapters} chapters written to {outcome.course_dir}")
     for path in outcome.chapter_files:
-        print(f"  {path.name}")
+        info(f"  {path.name}")
     if outcome.summary_file:
-        print(f"  {outcome.summary_file.name}")
-    metrics = [b.metrics for b in outcome.batches]
-    cost = cost_text(
-        sum(m.total_cost for m in metrics),
-        sum(m.unpriced_requests for m in metrics),
-        sum(m.simulated_requests for m in metrics),
-    )
-    print(f"calls: {sum(m.requests for m in metrics)}, cost: {cost}")
-    return report(None, outcome.failed)
+        info(f"  {outcome.summary_file.name}")
+    return report(outcome.batches)
+
+
+def _read_notes(path: Path) -> str:
+    try:
+        if path.exists() and not path.is_file():
+            raise AitaError(f"{path}: not a regular file")
+        content = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AitaError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AitaError(f"{path}: cannot read ({error})") from None
+    if not content.strip():
+        raise AitaError(f"{path}: the notes are empty")
+    return content
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args.pipeline)
+    pipeline = load_pipeline(args.pipeline, allow_outside_paths=args.allow_outside_paths)
+    output = args.output or Path(
+        f"{safe_filename(pipeline.name, limit=60, empty='pipeline')}.results.json"
+    )
+    check_output_file(output, "results file")
+    if args.model:  # the command line's model replaces the file's default, not a step's own
+        pipeline.settings.model = args.model
     configured = get_config().pipeline_parallel_enabled
     parallel = configured if configured is not None else bool(pipeline.settings.parallel)
     options = options_of(args)
+    options.model = pipeline.settings.model
     with open_client(options) as client:
         every_step = [t for stage in pipeline.stages for t in stage_tasks(pipeline, stage, {}, "")]
         check_spend(every_step, client, options)
@@ -103,21 +164,34 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             client,
             args.input,
             parallel=parallel,
-            report=lambda line: print(line, file=sys.stderr, flush=True),
             max_workers=args.workers,
             rate_limit=None if options.dry_run else args.rate_limit,
+            checkpoint_name=pipeline_checkpoint_name(args.pipeline, options.dry_run),
+            resume=not args.no_resume,
+            cache=options.cache,
         )
-    output = args.output or Path(
-        f"{safe_filename(pipeline.name, limit=60, empty='pipeline')}.results.json"
-    )
     write_json_atomic(output, run.to_json(args.input))
+    tally = Tally(record.status for record in run.steps.values())
     print(
-        f"{pipeline.name}: {sum(r.status == 'succeeded' for r in run.steps.values())}/"
-        f"{len(run.steps)} steps succeeded in {run.total_duration:.2f}s "
-        f"(sequential estimate {run.sequential_estimate:.2f}s, speedup {run.speedup:.2f}x)"
+        f"{printable(pipeline.name)}: {tally.describe('steps')} in {run.total_duration:.2f}s "
+        f"({run.timing()})"
     )
     for name, record in run.steps.items():
-        if record.status != "succeeded":
-            print(f"{name}: {record.status}: {record.error}", file=sys.stderr)
-    print(f"results written to {output}")
+        if not record.has_output:
+            reason = printable(record.error or "no reason given")
+            reason = reason.removeprefix(f"{record.status}: ")
+            print(f"{record.status} {printable(name)}: {reason}", file=sys.stderr)
+    if run.batches:
+        info(calls_line([batch.metrics for batch in run.batches]))
+    info(f"results written to {output}")
     return EXIT_OK if run.succeeded else EXIT_FAILED
+
+
+def pipeline_checkpoint_name(path: Path, dry_run: bool) -> str:
+    """The journal of one pipeline file (by its resolved path), a dry run's apart from a real
+    run's: ``study_guide-1a2b3c4d5e__run`` (``run`` is the operation ``aita costs`` shows). A
+    step is answered from it only for the same request, so another ``--input`` or an edited
+    step runs again."""
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
+    name = f"{safe_filename(path.stem, limit=40, empty='pipeline')}-{where}"
+    return f"{name}__dry-run__run" if dry_run else f"{name}__run"

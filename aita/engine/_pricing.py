@@ -1,7 +1,16 @@
-"""What a call cost: the provider's reported figure when it gives one, else a price table."""
+"""What a call cost: the provider's reported figure when it gives one, else a price table.
+
+Three sources, in order: the cost the provider reports with the answer (OpenRouter does); the
+small table below (or the executor's ``prices=``); then genai-prices, pydantic's maintained
+price data for hundreds of models and providers, which ships its data inside the package and is
+read offline (aita never asks it to fetch updates). A model none of them knows has no price:
+``None``, shown as "price unknown", never as $0.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -9,6 +18,8 @@ from aita.engine._client import Usage
 
 if TYPE_CHECKING:
     from aita.engine._tasks import LLMTask
+
+log = logging.getLogger("aita.pricing")
 
 #: USD per million (prompt, completion) tokens. Pass ``prices=`` to the executor to override.
 PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
@@ -26,8 +37,10 @@ PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
 def cost_of(
     model: str, usage: Usage, prices: Mapping[str, tuple[float, float]] | None = None
 ) -> float | None:
-    """USD for one call: the provider's figure, else the price table's; None when neither
-    knows (a local model, a model nobody prices): unknown is not free."""
+    """USD for one call: the provider's figure, else the price table's, else genai-prices';
+    None when nobody knows (a local model, a model nobody prices): unknown is not free.
+
+    ``model`` may be OpenRouter's ``provider/model`` or a bare ``model``."""
     if usage.cost is not None:
         return usage.cost
     table = prices if prices is not None else PRICES_PER_MILLION
@@ -35,7 +48,7 @@ def cost_of(
     if price is None and "/" not in model:
         price = next((p for name, p in table.items() if name.endswith(f"/{model}")), None)
     if price is None:
-        return None
+        return _genai_price(model, usage.prompt_tokens, usage.completion_tokens)
     return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000
 
 
@@ -52,3 +65,52 @@ def estimate_cost(
             return None
         total += cost
     return total
+
+
+def _genai_price(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """The price genai-prices gives for this usage, or None if it does not know the model."""
+    found = _genai_model(model)
+    if found is None:
+        return None
+    provider_id, model_ref = found
+    from genai_prices import Usage as PriceUsage
+    from genai_prices import calc_price
+
+    try:
+        price = calc_price(
+            PriceUsage(input_tokens=prompt_tokens, output_tokens=completion_tokens),
+            model_ref,
+            provider_id=provider_id,
+        )
+        return float(price.total_price)
+    except Exception as error:  # pricing must never fail a paid call
+        log.debug("genai-prices could not price %s: %s", model, error)
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _genai_model(model: str) -> tuple[str | None, str] | None:
+    """How genai-prices names ``model``: (provider id, model ref), or None if it does not know
+    it. ``provider/model`` is looked up as OpenRouter names it, then as the provider's own
+    model; a bare name by the model alone. Looked up once per model."""
+    try:
+        from genai_prices import Usage as PriceUsage
+        from genai_prices import calc_price
+    except ImportError:  # pragma: no cover - a dependency, but pricing must not need it
+        return None
+    candidates: list[tuple[str | None, str]] = [(None, model)]
+    if "/" in model:
+        provider, _, name = model.partition("/")
+        candidates = [("openrouter", model), (provider, name)]
+    for provider_id, model_ref in candidates:
+        try:
+            calc_price(
+                PriceUsage(input_tokens=1, output_tokens=1), model_ref, provider_id=provider_id
+            )
+        except LookupError:
+            continue
+        except Exception as error:
+            log.debug("genai-prices could not look up %s: %s", model, error)
+            continue
+        return provider_id, model_ref
+    return None

@@ -25,9 +25,12 @@ references to unknown or later steps and dependency cycles are refused.
 
 from __future__ import annotations
 
+import logging
 import re
+import stat
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -36,8 +39,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aita.engine import (
+    BatchResult,
     LLMClient,
     LLMMessage,
+    LLMResponse,
     LLMTask,
     ParallelLLMExecutor,
     RateLimiter,
@@ -45,7 +50,11 @@ from aita.engine import (
     TaskResult,
     image_to_data_url,
 )
-from aita.errors import AitaError, TaskGraphError, validation_problem
+from aita.errors import AitaError, Cancelled, DependencyFailed, TaskGraphError, validation_problem
+from aita.outcomes import outcome_of
+from aita.workflows.service_time import sequential_seconds
+
+log = logging.getLogger("aita.run")
 
 TEXT_TYPES = frozenset({"text", "llm", "chat", "text_generation", "text_to_text"})
 VISION_TYPES = frozenset({"vision", "image_to_text", "analyze_image"})
@@ -133,27 +142,42 @@ class Pipeline:
     stages: list[Stage]
     base_dir: Path
     description: str = ""
+    #: files outside ``base_dir`` may be read (``--allow-outside-paths``)
+    allow_outside_paths: bool = False
 
 
 # -- loading -----------------------------------------------------------------------------------
 
+#: the largest pipeline file read (a pipeline is a page of YAML, not a data set)
+MAX_PIPELINE_BYTES = 1_000_000
+#: the largest image a vision step sends (providers refuse larger ones anyway)
+MAX_IMAGE_BYTES = 20_000_000
 
-def load_pipeline(path: Path) -> Pipeline:
-    """Parse and check a pipeline file; every problem is a one-line ``PipelineError``."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PipelineError(f"{path}: cannot read ({error})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise PipelineError(f"{path}: invalid YAML{where}: {problem}") from None
+
+class _PipelineLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: ``*name`` can repeat a large node many times over (nine
+    nested aliases in 658 bytes expand to gigabytes), and no pipeline needs one."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a pipeline", event.start_mark
+            )
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
+def load_pipeline(path: Path, *, allow_outside_paths: bool = False) -> Pipeline:
+    """Parse and check a pipeline file; every problem is a one-line ``PipelineError``.
+
+    The file must be a regular file under ``MAX_PIPELINE_BYTES``, with no YAML aliases. Every
+    file a step reads (a vision step's image) must be a regular file under
+    ``MAX_IMAGE_BYTES`` inside the pipeline's folder (anywhere with ``allow_outside_paths``):
+    all checked here, before any call."""
+    data = _parse(_read_pipeline_file(path), path)
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: expected a mapping with 'steps'")
-    unknown = sorted(set(data) - {"name", "description", "settings", "steps"})
+    unknown = sorted(set(map(str, data)) - {"name", "description", "settings", "steps"})
     if unknown:
         raise PipelineError(f"{path}: unknown top-level field(s): {', '.join(unknown)}")
     settings = _validate(PipelineSettings, data.get("settings") or {}, path, "settings")
@@ -178,9 +202,88 @@ def load_pipeline(path: Path) -> Pipeline:
         settings=settings,
         stages=stages,
         base_dir=path.parent,
+        allow_outside_paths=allow_outside_paths,
     )
     _check_references(pipeline, path)
+    _check_files(pipeline, path)
     return pipeline
+
+
+def _read_pipeline_file(path: Path) -> str:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found") from None
+    except OSError as error:
+        raise PipelineError(f"{path}: cannot read ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
+        raise PipelineError(f"{path}: not a regular file")
+    if info.st_size > MAX_PIPELINE_BYTES:
+        raise PipelineError(f"{path}: larger than {MAX_PIPELINE_BYTES // 1_000_000} MB")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PIPELINE_BYTES + 1)
+    except OSError as error:
+        raise PipelineError(f"{path}: cannot read ({error.strerror})") from None
+    if len(data) > MAX_PIPELINE_BYTES:  # it grew after the check
+        raise PipelineError(f"{path}: larger than {MAX_PIPELINE_BYTES // 1_000_000} MB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PipelineError(f"{path}: not UTF-8 text ({error.reason})") from None
+
+
+def _parse(text: str, path: Path) -> Any:
+    try:
+        return yaml.load(text, Loader=_PipelineLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PipelineError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise PipelineError(f"{path}: invalid YAML: nested too deeply") from None
+
+
+def _check_files(pipeline: Pipeline, path: Path) -> None:
+    for stage in pipeline.stages:
+        for step in stage.steps:
+            image = step.params.get("image")
+            if step.is_vision and not _is_url(str(image)):
+                try:
+                    image_file(pipeline, str(image))
+                except ValueError as error:
+                    raise PipelineError(
+                        f"{path}: step {step.name!r}: params.image: {error}"
+                    ) from None
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://", "data:"))
+
+
+def image_file(pipeline: Pipeline, image: str) -> Path:
+    """The file a vision step's ``image`` names, resolved (symlinks followed); ``ValueError``
+    saying why if it is missing, not a regular file, too large, or outside the pipeline's
+    folder (unless the pipeline allows that)."""
+    folder = pipeline.base_dir.resolve()
+    try:
+        target = (pipeline.base_dir / image).resolve(strict=True)
+    except FileNotFoundError:
+        raise ValueError(f"{image}: no such file") from None
+    except (OSError, RuntimeError) as error:  # a symlink loop, a name too long
+        raise ValueError(f"{image}: cannot be read ({error})") from None
+    if not pipeline.allow_outside_paths and not target.is_relative_to(folder):
+        raise ValueError(
+            f"{image}: outside the pipeline's folder {folder} "
+            "(--allow-outside-paths allows files elsewhere)"
+        )
+    info = target.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{image}: not a regular file")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{image}: larger than {MAX_IMAGE_BYTES // 1_000_000} MB")
+    return target
 
 
 def _name_of(raw: Any, number: int) -> str:
@@ -250,23 +353,29 @@ def _check_references(pipeline: Pipeline, path: Path) -> None:
 
 
 class StepTask(LLMTask):
-    """One pipeline step as an executor task; same-stage references are its dependencies."""
+    """One pipeline step as an executor task; same-stage references are its dependencies.
+
+    Its messages carry everything the step reads (the rendered prompt with the outputs it
+    uses, the image's bytes) and its parameters the model, so its request key changes when
+    any of its inputs does: a resumed run answers an unchanged step from the checkpoint and
+    runs a changed one again."""
 
     def __init__(
         self,
         step: StepSpec,
-        base_dir: Path,
+        pipeline: Pipeline,
         earlier: Mapping[str, str],
         pipeline_input: str,
         same_stage: set[str],
-        default_model: str | None,
     ) -> None:
         self.step = step
-        self.base_dir = base_dir
+        self.pipeline = pipeline
         self.earlier = earlier
         self.pipeline_input = pipeline_input
         self.dependencies = tuple(sorted(same_stage))
-        self.model = step.model or default_model
+        self.model = step.model or pipeline.settings.model
+        #: why this step will not run (a step it reads has no output, the pipeline stopped)
+        self.blocked: Exception | None = None
 
     @property
     def task_id(self) -> str:
@@ -290,6 +399,8 @@ class StepTask(LLMTask):
         return _TEMPLATE.sub(value, text)
 
     def build_messages(self) -> list[LLMMessage]:
+        if self.blocked is not None:
+            raise self.blocked
         params = self.step.params
         prompt = self.render(str(params.get("prompt") or "{{input}}"))
         messages = []
@@ -297,14 +408,10 @@ class StepTask(LLMTask):
             messages.append(LLMMessage("system", self.render(str(params["system"]))))
         if self.step.is_vision:
             image = str(params["image"])
-            local = (
-                image
-                if image.startswith(("http://", "https://", "data:"))
-                else self.base_dir / image
-            )
+            url = image if _is_url(image) else image_to_data_url(image_file(self.pipeline, image))
             parts: list[dict[str, Any]] = [
                 {"type": "text", "text": prompt},
-                {"type": "image_url", "image_url": {"url": image_to_data_url(local)}},
+                {"type": "image_url", "image_url": {"url": url}},
             ]
             messages.append(LLMMessage("user", parts))
         else:
@@ -323,27 +430,26 @@ def stage_tasks(
 ) -> list[StepTask]:
     names = {s.name for s in stage.steps}
     return [
-        StepTask(
-            step,
-            pipeline.base_dir,
-            outputs,
-            pipeline_input,
-            _references(step)[0] & names,
-            pipeline.settings.model,
-        )
+        StepTask(step, pipeline, outputs, pipeline_input, _references(step)[0] & names)
         for step in stage.steps
     ]
 
 
 @dataclass
 class StepRecord:
-    status: Literal["succeeded", "failed", "skipped"]
+    #: how the step ended, in the CLI's vocabulary (``aita.outcomes``)
+    status: Literal["done", "flagged", "failed", "skipped", "cancelled", "reused"]
     output: str | None = None
     error: str | None = None
+    #: seconds inside calls to the provider (queueing at a busy server included)
     duration: float = 0.0
     tokens: int = 0
     cost: float = 0.0
     model: str | None = None
+
+    @property
+    def has_output(self) -> bool:
+        return self.status in ("done", "flagged", "reused")
 
 
 @dataclass
@@ -352,30 +458,82 @@ class PipelineRun:
     parallel: bool
     steps: dict[str, StepRecord] = field(default_factory=dict)
     total_duration: float = 0.0
+    #: seconds the calls made would have taken one after another (their service times);
+    #: None when no call was made
+    sequential_estimate: float | None = None
+    checkpoint_path: Path | None = None
+    #: the executor batches the stages ran (their metrics: calls, tokens, cost)
+    batches: list[BatchResult] = field(default_factory=list)
 
     @property
-    def sequential_estimate(self) -> float:
-        return sum(r.duration for r in self.steps.values())
-
-    @property
-    def speedup(self) -> float:
-        return self.sequential_estimate / self.total_duration if self.total_duration else 0.0
+    def speedup(self) -> float | None:
+        """Sequential estimate over the time taken; None when nothing was called."""
+        if not self.sequential_estimate or self.total_duration <= 0:
+            return None
+        return self.sequential_estimate / self.total_duration
 
     @property
     def succeeded(self) -> bool:
-        return all(r.status == "succeeded" for r in self.steps.values())
+        return all(r.has_output for r in self.steps.values())
+
+    def timing(self) -> str:
+        """``sequential estimate 1.20s, speedup 1.98x``, or why there is none."""
+        if self.speedup is None:
+            return "no calls made: no speedup to report"
+        return f"sequential estimate {self.sequential_estimate:.2f}s, speedup {self.speedup:.2f}x"
 
     def to_json(self, pipeline_input: str) -> dict[str, Any]:
+        estimate = self.sequential_estimate
         return {
             "pipeline": self.pipeline,
             "input": pipeline_input,
             "parallel": self.parallel,
             "succeeded": self.succeeded,
             "total_duration": round(self.total_duration, 3),
-            "sequential_estimate": round(self.sequential_estimate, 3),
-            "speedup": round(self.speedup, 2),
+            "sequential_estimate": round(estimate, 3) if estimate is not None else None,
+            "speedup": round(self.speedup, 2) if self.speedup is not None else None,
             "steps": {name: vars(record) for name, record in self.steps.items()},
         }
+
+
+class _CallClock:
+    """The client, timed: when each call started and ended, for the sequential estimate."""
+
+    def __init__(self, client: LLMClient) -> None:
+        self.client = client
+        self.calls: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        return getattr(self.client, "model", None)
+
+    @property
+    def base_url(self) -> Any:
+        return getattr(self.client, "base_url", None)
+
+    def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        started = time.perf_counter()
+        try:
+            return self.client.complete(messages, **params)
+        finally:
+            ended = time.perf_counter()
+            with self._lock:
+                self.calls.append((started, ended))
+
+
+@dataclass
+class RunSettings:
+    """How the stages' executors run: workers, rate, retries, checkpoint and cache."""
+
+    parallel: bool
+    limiter: RateLimiter
+    max_workers: int | None = None
+    max_retries: int | None = None
+    #: the journal every stage continues (None: no checkpoint, no resume)
+    checkpoint_name: str | None = None
+    checkpoint_dir: Path | None = None
+    cache: bool | None = None
 
 
 def run_pipeline(
@@ -384,43 +542,57 @@ def run_pipeline(
     pipeline_input: str = "",
     *,
     parallel: bool,
-    report: Callable[[str], object] = print,
     max_workers: int | None = None,
     rate_limit: float | None = None,
     max_retries: int | None = None,
+    checkpoint_name: str | None = None,
+    resume: bool = True,
+    checkpoint_dir: Path | None = None,
+    cache: bool | None = None,
 ) -> PipelineRun:
-    """Run the stages in order; ``report`` receives the progress lines."""
+    """Run the stages in order; progress lines go to the ``aita.run`` logger.
+
+    With ``checkpoint_name``, every finished step is journalled as it ends, and a run under the
+    same name answers a step from the journal when it asks exactly what it asked before (the
+    same prompt with the same inputs, model and parameters): an interrupted pipeline run again
+    calls the model only for the steps that had not finished. ``resume=False`` starts a new
+    journal."""
+    clock = _CallClock(client)
+    settings = RunSettings(
+        parallel=parallel,
+        limiter=RateLimiter(rate_limit or pipeline.settings.requests_per_second),
+        max_workers=max_workers,
+        max_retries=max_retries,
+        checkpoint_name=checkpoint_name,
+        checkpoint_dir=checkpoint_dir,
+        cache=cache,
+    )
     run = PipelineRun(pipeline=pipeline.name, parallel=parallel)
-    limiter = RateLimiter(rate_limit or pipeline.settings.requests_per_second)
     outputs: dict[str, str] = {}
     stopped_by: str | None = None
     started = time.perf_counter()
-    for stage in pipeline.stages:
-        if stopped_by is not None:
-            for step in stage.steps:
-                run.steps[step.name] = StepRecord(
-                    "skipped", error=f"pipeline stopped: {stopped_by}"
-                )
-            continue
+    for number, stage in enumerate(pipeline.stages):
         failed = _run_stage(
             pipeline,
             stage,
             run,
             outputs,
             pipeline_input,
-            parallel,
-            report,
-            limiter,
-            max_workers,
-            max_retries,
-            client,
+            settings,
+            clock,
+            stopped_by=stopped_by,
+            resume=resume or number > 0,
         )
-        if failed and (stage.group is None or stage.group.fail_fast):
+        if stopped_by is None and failed and (stage.group is None or stage.group.fail_fast):
             stopped_by = f"{failed} failed"
     run.total_duration = time.perf_counter() - started
-    report(
-        f"[INFO] Pipeline '{pipeline.name}' finished in {run.total_duration:.2f}s "
-        f"(sequential estimate {run.sequential_estimate:.2f}s, speedup {run.speedup:.2f}x)"
+    if clock.calls:
+        run.sequential_estimate = sequential_seconds(clock.calls)
+    log.info(
+        "Pipeline '%s' finished in %.2fs (%s)",
+        pipeline.name,
+        run.total_duration,
+        run.timing(),
     )
     return run
 
@@ -431,84 +603,145 @@ def _run_stage(
     run: PipelineRun,
     outputs: dict[str, str],
     pipeline_input: str,
-    parallel: bool,
-    report: Callable[[str], object],
-    limiter: RateLimiter,
-    max_workers: int | None,
-    max_retries: int | None,
-    client: LLMClient,
+    settings: RunSettings,
+    clock: _CallClock,
+    *,
+    stopped_by: str | None,
+    resume: bool,
 ) -> str | None:
-    """Run one stage; returns the name of the first step that ran and failed, if any."""
-    tasks: list[LLMTask] = []
-    for task in stage_tasks(pipeline, stage, outputs, pipeline_input):
-        reads = _references(task.step)[0]
-        missing = sorted(r for r in reads if r in run.steps and r not in outputs)
-        if missing:
-            reason = f"skipped: {missing[0]!r} has no output"
-            run.steps[task.task_id] = StepRecord("skipped", error=reason)
-        else:
-            tasks.append(task)
-    if not tasks:
-        return None  # skipped for want of input: that failure was reported where it happened
+    """Run one stage; returns the name of the first step that ran and failed, if any.
+
+    Steps that cannot run (the pipeline stopped, or a step they read has no output) go through
+    the executor too, failing before any call, so the checkpoint records them as the run
+    reports them: cancelled or skipped."""
+    tasks = stage_tasks(pipeline, stage, outputs, pipeline_input)
+    _block(tasks, run, outputs, stopped_by)
+    ready = [t for t in tasks if t.blocked is None]
+    blocked = [t for t in tasks if t.blocked is not None]
     group = stage.group
     width = 1
-    if parallel and group is not None:
+    if settings.parallel and group is not None:
         width = min(
-            group.max_workers, pipeline.settings.max_workers, max_workers or group.max_workers
+            group.max_workers,
+            pipeline.settings.max_workers,
+            settings.max_workers or group.max_workers,
         )
     total = len(tasks)
     numbers: dict[str, int] = {}
-    if group is not None:
-        mode = "parallel group" if parallel else "group (sequentially: parallel execution is off)"
-        report(f"[INFO] Starting {mode} '{stage.label}' with {total} steps")
+    if group is not None and ready:
+        mode = (
+            "parallel group"
+            if settings.parallel
+            else "group (sequentially: parallel execution is off)"
+        )
+        log.info("Starting %s '%s' with %d steps", mode, stage.label, len(ready))
 
     def on_start(task: LLMTask) -> None:
         numbers[task.task_id] = len(numbers) + 1
-        report(f"[INFO] [{numbers[task.task_id]}/{total}] Started: {task.task_id}")
+        log.info("[%d/%d] Started: %s", numbers[task.task_id], total, task.task_id)
 
     def on_done(result: TaskResult) -> None:
-        n = numbers.get(result.task_id, 0)
-        if result.success:
-            report(f"[INFO] [{n}/{total}] Completed: {result.task_id} ({result.call_time:.1f}s)")
+        n, name = numbers.get(result.task_id, 0), result.task_id
+        outcome = outcome_of(result)
+        if outcome in ("done", "flagged"):
+            how = " (cut off at the token limit)" if outcome == "flagged" else ""
+            log.info("[%d/%d] Completed: %s (%.1fs)%s", n, total, name, result.call_time, how)
+        elif outcome == "reused":
+            log.info("[%d/%d] Reused: %s (unchanged since an earlier run)", n, total, name)
+        elif outcome == "failed":
+            log.error("[%d/%d] Failed: %s: %s", n, total, name, (result.error or ""))
         else:
-            report(f"[ERROR] [{n}/{total}] Failed: {result.task_id}: {result.error}")
+            reason = (result.error or "").removeprefix(f"{outcome}: ")
+            log.warning("%s %s: %s", outcome.capitalize(), name, reason)
 
-    executor = ParallelLLMExecutor(
-        client,
-        max_workers=width,
-        rate_limiter=limiter,
-        enable_checkpointing=False,
-        show_progress=False,
-        max_retries=max_retries,
-    )
-    stage_started = time.perf_counter()
-    batch = executor.execute_batch(
-        tasks,
-        on_task_complete=on_done,
-        on_task_start=on_start,
-        fail_fast=group.fail_fast if group is not None else False,
-        timeout=group.timeout if group is not None else None,
-    )
+    def executor(width: int) -> ParallelLLMExecutor:
+        return ParallelLLMExecutor(
+            clock,
+            max_workers=width,
+            rate_limiter=settings.limiter,
+            enable_checkpointing=settings.checkpoint_name is not None,
+            checkpoint_dir=settings.checkpoint_dir,
+            show_progress=False,
+            max_retries=settings.max_retries,
+            cache=settings.cache,
+        )
+
+    results: list[TaskResult] = []
+    if blocked:  # recorded first, so the journal is continued by the steps that run
+        for task in blocked:
+            task.dependencies = ()
+        batch = executor(1).execute_batch(
+            blocked,
+            checkpoint_name=settings.checkpoint_name,
+            resume_from_checkpoint=resume,
+            on_task_complete=on_done,
+        )
+        results.extend(batch.task_results)
+        run.batches.append(batch)
+        resume = True
     first_failure = None
-    for result in batch.task_results:
+    if ready:
+        calls_before = len(clock.calls)
+        stage_started = time.perf_counter()
+        batch = executor(width).execute_batch(
+            ready,
+            checkpoint_name=settings.checkpoint_name,
+            resume_from_checkpoint=resume,
+            on_task_complete=on_done,
+            on_task_start=on_start,
+            fail_fast=group.fail_fast if group is not None else False,
+            timeout=group.timeout if group is not None else None,
+        )
+        run.checkpoint_path = batch.checkpoint_path or run.checkpoint_path
+        results.extend(batch.task_results)
+        run.batches.append(batch)
+        if group is not None:
+            took = time.perf_counter() - stage_started
+            calls = clock.calls[calls_before:]
+            sequential = (
+                f"vs {sequential_seconds(calls):.1f}s sequential" if calls else "no calls made"
+            )
+            log.info("Parallel group completed in %.1fs (%s)", took, sequential)
+    by_name = {r.task_id: r for r in results}
+    for task in tasks:  # in the file's order
+        result = by_name[task.task_id]
         record = StepRecord(
-            "succeeded" if result.success else "failed",
-            output=result.result if result.success else None,
+            outcome_of(result),
+            output=str(result.result) if result.success else None,
             error=result.error,
             duration=result.call_time,
             tokens=result.tokens,
             cost=result.cost,
             model=result.model,
         )
-        if result.error_type in {"DependencyFailed", "Cancelled"}:
-            record.status = "skipped"
-        run.steps[result.task_id] = record
-        if result.success:
-            outputs[result.task_id] = str(result.result)
+        run.steps[task.task_id] = record
+        if record.has_output:
+            outputs[task.task_id] = str(result.result)
         elif first_failure is None and record.status == "failed":
-            first_failure = result.task_id
-    if group is not None:
-        took = time.perf_counter() - stage_started
-        sequential = sum(r.call_time for r in batch.task_results)
-        report(f"[INFO] Parallel group completed in {took:.1f}s (vs {sequential:.1f}s sequential)")
+            first_failure = task.task_id
     return first_failure
+
+
+def _block(
+    tasks: list[StepTask], run: PipelineRun, outputs: Mapping[str, str], stopped_by: str | None
+) -> None:
+    """Mark the steps that cannot run: all of them once the pipeline has stopped; else those
+    reading a step with no output, and (in turn) those reading a blocked step of the stage."""
+    if stopped_by is not None:
+        for task in tasks:
+            task.blocked = Cancelled(f"cancelled: the pipeline stopped ({stopped_by})")
+        return
+    for task in tasks:
+        reads = _references(task.step)[0]
+        missing = sorted(r for r in reads if r in run.steps and r not in outputs)
+        if missing:
+            task.blocked = DependencyFailed(f"skipped: {missing[0]!r} has no output")
+    changed = True
+    while changed:
+        changed = False
+        blocked = {t.task_id for t in tasks if t.blocked is not None}
+        for task in tasks:
+            needs = sorted(set(task.dependencies) & blocked)
+            if task.blocked is None and needs:
+                task.blocked = DependencyFailed(f"skipped: {needs[0]!r} did not run")
+                changed = True
