@@ -1,7 +1,9 @@
-"""The one yes/no question aita asks, and only where someone can answer it."""
+"""What aita shows on a terminal and asks there: text from outside made safe to print, and the
+one yes/no question, asked only where someone can answer it."""
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TextIO
 
@@ -25,3 +27,23 @@ def confirm(
         return when_not_a_terminal
     print(f"{question} [y/N] ", end="", file=stderr, flush=True)
     return stdin.readline().strip().lower() in {"y", "yes"}
+
+
+_ESCAPE_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[P^_X][^\x1b]*(?:\x1b\\)?"  # DCS, PM, APC, SOS strings
+    r"|\x1b[@-Z\\-_]?"  # any other escape
+)
+_LINE_BREAKS = re.compile(r"[\r\n\t\v\f\u2028\u2029\x85]+")
+#: C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a reader sees
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """``text`` (from a provider, a model, a file or a file name) fit for one terminal line:
+    escape sequences removed, line breaks and tabs made spaces, other control characters
+    dropped. Everything the CLI prints that came from outside goes through here."""
+    cleaned = _ESCAPE_SEQUENCE.sub("", str(text))
+    cleaned = _LINE_BREAKS.sub(" ", cleaned)
+    return _CONTROLS.sub("", cleaned)

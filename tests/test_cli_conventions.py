@@ -14,11 +14,12 @@ import pytest
 
 import aita
 from aita.cli import build_parser, main
-from aita.cli._common import cost_text, printable
+from aita.cli._common import cost_text
 from aita.config import get_config
 from aita.engine import Usage, cost_of, estimate_cost
 from aita.pipelines.dry_run import dry_run_responder
 from aita.simulator import ProviderSimulator
+from aita.terminal import printable
 from tests.conftest import SimulatorFactory
 
 ROOT = Path(__file__).resolve().parent.parent

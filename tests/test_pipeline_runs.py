@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +34,6 @@ def as_provider(monkeypatch: pytest.MonkeyPatch, sim: ProviderSimulator) -> None
     monkeypatch.setenv("AITA_BASE_URL", sim.base_url)
     monkeypatch.setenv("AITA_MODEL", "sim/echo")
     get_config.cache_clear()
-
-
-def one_at_a_time(seconds: float) -> Any:
-    """A responder that makes the simulator a server working on one request at a time (as a
-    llama.cpp server with one slot): the rest wait their turn."""
-    lock = threading.Lock()
-
-    def respond(request: dict[str, Any]) -> None:
-        with lock:
-            time.sleep(seconds)
-
-    return respond
 
 
 def results_of(path: Path) -> dict[str, Any]:
@@ -119,7 +106,7 @@ def test_speedup_against_a_one_at_a_time_server_is_about_one(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    as_provider(monkeypatch, simulator(announce=False, responder=one_at_a_time(0.25)))
+    as_provider(monkeypatch, simulator(announce=False, latency=0.25, concurrency=1))
     output = tmp_path / "o.json"
     code, out, err = run(capsys, "run", str(STUDY_GUIDE), "--yes", "--output", str(output))
     assert code == 0, err

@@ -21,9 +21,11 @@ from aita.engine import (
     LLMResponse,
     ParallelLLMExecutor,
     SimpleLLMTask,
+    Tally,
     Usage,
+    outcome_of,
+    outcome_of_record,
 )
-from aita.outcomes import Tally, outcome_of, outcome_of_record
 from aita.pipelines.dry_run import dry_run_responder
 from tests.conftest import SimulatorFactory
 
@@ -148,11 +150,6 @@ def test_fallback_rubrics_are_flagged_in_the_end_line_and_the_result_file(
     assert sum(r["source"] == "fallback" for r in rubrics.values()) == 9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the checkpoint journal does not yet record that a result was a fallback "
-    "(TaskRecord.used_fallback); until it does, checkpoints list counts one as failed",
-)
 def test_fallback_rubrics_are_flagged_in_checkpoints_list_too(
     data_dir: Path,
     capsys: pytest.CaptureFixture[str],

@@ -25,10 +25,10 @@ from aita.cli._common import (
     HelpFormatter,
     add_verbosity,
     command_line,
-    printable,
 )
 from aita.errors import AitaError
 from aita.pipelines.execution import Declined
+from aita.terminal import printable
 
 __all__ = ["build_parser", "main"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -18,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aita.config import get_config
-from aita.engine import BatchResult, ExecutionMetrics, TaskResult
+from aita.engine import BatchResult, ExecutionMetrics, Tally, TaskResult, outcome_of
 from aita.errors import AitaError
-from aita.outcomes import Tally, outcome_of
 from aita.pipelines.assignment import Assignment, find_assignment, load_assignment
 from aita.pipelines.execution import RunOptions
+from aita.terminal import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -36,26 +35,6 @@ def info(text: str) -> None:
 
 
 # -- text from outside ---------------------------------------------------------------------
-
-_ESCAPE_SEQUENCE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
-    r"|\x1b[P^_X][^\x1b]*(?:\x1b\\)?"  # DCS, PM, APC, SOS strings
-    r"|\x1b[@-Z\\-_]?"  # any other escape
-)
-_LINE_BREAKS = re.compile(r"[\r\n\t\v\f\u2028\u2029\x85]+")
-#: C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a reader sees
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: object) -> str:
-    """``text`` (from a provider, a model, a file or a file name) fit for one terminal line:
-    escape sequences removed, line breaks and tabs made spaces, other control characters
-    dropped. Everything the CLI prints that came from outside goes through here."""
-    cleaned = _ESCAPE_SEQUENCE.sub("", str(text))
-    cleaned = _LINE_BREAKS.sub(" ", cleaned)
-    return _CONTROLS.sub("", cleaned)
-
 
 # -- option types --------------------------------------------------------------------------
 
@@ -222,6 +201,7 @@ def options_of(args: argparse.Namespace) -> RunOptions:
         show_progress=False if quiet(args) else None,
         model=args.model,
         cache=args.cache,
+        quiet=quiet(args),
     )
 
 

@@ -15,7 +15,6 @@ from aita.cli._common import (
     assignment_options,
     info,
     options_of,
-    printable,
     report,
 )
 from aita.engine import OpenAICompatibleClient
@@ -24,6 +23,7 @@ from aita.pipelines.execution import RunOptions, open_client
 from aita.pipelines.grade import grade
 from aita.pipelines.rubric import generate_rubrics
 from aita.pipelines.transcribe import transcribe
+from aita.terminal import printable
 
 T = TypeVar("T")
 Pipeline = Callable[[Assignment, OpenAICompatibleClient, RunOptions], T]

@@ -17,7 +17,6 @@ from aita.cli._common import (
     add_command,
     add_verbosity,
     cost_text,
-    printable,
 )
 from aita.config import get_config
 from aita.engine import (
@@ -25,13 +24,14 @@ from aita.engine import (
     CheckpointManager,
     SpendEntry,
     SpendLedger,
+    Tally,
     TaskRecord,
     Usage,
     cost_of,
+    outcome_of_record,
 )
 from aita.errors import AitaError
-from aita.outcomes import Tally, outcome_of_record
-from aita.terminal import confirm
+from aita.terminal import confirm, printable
 
 
 def register(commands: Commands) -> None:

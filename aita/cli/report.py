@@ -13,10 +13,10 @@ from aita.cli._common import (
     add_verbosity,
     assignment_of,
     info,
-    printable,
 )
 from aita.pipelines.assignment import ResultPaths
 from aita.pipelines.report import write_report
+from aita.terminal import printable
 
 
 def register(commands: Commands) -> None:

@@ -19,16 +19,15 @@ from aita.cli._common import (
     info,
     options_of,
     positive_int,
-    printable,
     report,
     run_options,
 )
 from aita.config import get_config
-from aita.engine import BatchResult, LLMTask, TaskResult
+from aita.engine import BatchResult, LLMTask, Tally, TaskResult
 from aita.errors import AitaError
 from aita.files import safe_filename, write_json_atomic
-from aita.outcomes import Tally
 from aita.pipelines.execution import check_spend, open_client, run_batch
+from aita.terminal import printable
 from aita.workflows.course import generate_course
 from aita.workflows.yaml_pipeline import load_pipeline, run_pipeline, stage_tasks
 

@@ -33,6 +33,7 @@ from aita.engine._openai import (
     retry_after,
 )
 from aita.engine._outage import OutageGate
+from aita.engine._outcomes import OUTCOMES, Outcome, Tally, outcome_of, outcome_of_record
 from aita.engine._pricing import PRICES_PER_MILLION, cost_of, estimate_cost
 from aita.engine._results import BatchResult, ExecutionMetrics, TaskResult
 from aita.engine._retry import (
@@ -78,6 +79,7 @@ from aita.errors import (
 )
 
 __all__ = [
+    "OUTCOMES",
     "PRICES_PER_MILLION",
     "SIMULATED_HEADER",
     "AdaptiveRate",
@@ -109,6 +111,7 @@ __all__ = [
     "NoOpRateLimiter",
     "OpenAICompatibleClient",
     "OutageGate",
+    "Outcome",
     "ParallelLLMExecutor",
     "ProviderError",
     "ProviderOutage",
@@ -126,6 +129,7 @@ __all__ = [
     "SimpleLLMTask",
     "SpendEntry",
     "SpendLedger",
+    "Tally",
     "TaskGraph",
     "TaskGraphError",
     "TaskRecord",
@@ -145,6 +149,8 @@ __all__ = [
     "is_outage",
     "is_retryable",
     "json_schema_response_format",
+    "outcome_of",
+    "outcome_of_record",
     "request_key",
     "retry_after",
     "unfenced",

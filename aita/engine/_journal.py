@@ -78,6 +78,8 @@ class TaskRecord:
     #: answered by the provider simulator, not a real model
     simulated: bool = False
     finish_reason: str | None = None
+    #: the task's fallback stood in (the record is not ``succeeded``: a resume tries again)
+    used_fallback: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The record as its journal line holds it."""
@@ -99,6 +101,8 @@ class TaskRecord:
             data["sim"] = True
         if self.finish_reason is not None:
             data["finish"] = self.finish_reason
+        if self.used_fallback:
+            data["fallback"] = True
         return data
 
     @classmethod
@@ -119,6 +123,7 @@ class TaskRecord:
             key=data.key,
             simulated=data.sim,
             finish_reason=data.finish,
+            used_fallback=data.fallback,
         )
 
 
@@ -145,6 +150,7 @@ class _RecordLine(BaseModel):
     model: str | None = None
     sim: bool = False
     finish: str | None = None
+    fallback: bool = False
     error: str | None = None
     error_type: str | None = None
     retries: NonNegativeInt = 0
@@ -572,6 +578,7 @@ def record_of(result: TaskResult) -> TaskRecord:
         key=result.request_key,
         simulated=result.simulated,
         finish_reason=result.finish_reason,
+        used_fallback=result.used_fallback,
     )
 
 

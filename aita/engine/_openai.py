@@ -48,6 +48,7 @@ from aita.errors import (
     RateLimited,
     ResponseTooLarge,
 )
+from aita.terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class OpenAICompatibleClient:
 
     def _message(self, text: str) -> str:
         """Provider text fit for an error message: one line, secrets redacted, bounded."""
-        line = self._redact(one_line(text))
+        line = self._redact(printable(text).strip())
         if len(line) > MAX_MESSAGE_CHARS:
             line = line[: MAX_MESSAGE_CHARS - 1] + "…"
         return line
@@ -279,17 +280,6 @@ class Redactor:
                 if right - left >= self._run:
                     yield left, right
                 at = text.find(piece, at + 1)
-
-
-#: Terminal escape sequences (CSI, OSC, and two-character escapes), and every other control or
-#: direction-changing character, in text a provider sent.
-_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])")
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069\s]+")
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line: escape sequences removed, controls and line breaks as one space."""
-    return _CONTROLS.sub(" ", _ESCAPES.sub("", text)).strip()
 
 
 def _text_of(content: Any) -> str | None:

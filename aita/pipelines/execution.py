@@ -30,7 +30,7 @@ from aita.engine import (
 from aita.errors import AitaError, ConfigError
 from aita.pipelines.dry_run import dry_run_responder
 from aita.simulator import ProviderSimulator, SimulatorConfig
-from aita.terminal import confirm
+from aita.terminal import confirm, printable
 
 DRY_RUN_MODEL = "dry-run/simulator"
 
@@ -53,6 +53,8 @@ class RunOptions:
     model: str | None = None
     #: answer requests asked before from the response cache (None: ``AITA_CACHE``)
     cache: bool | None = None
+    #: ``-q``: say nothing that needs no answer (the spend check is still asked on a terminal)
+    quiet: bool = False
 
     def batch_name(self, assignment: str, operation: str) -> str:
         """The checkpoint name of one pipeline's batch; a dry run's is apart from a real one's."""
@@ -97,17 +99,36 @@ def check_spend(
     stderr = stderr or sys.stderr
     if options.dry_run or not tasks:
         return
-    estimate = estimate_cost(tasks, client.model)
-    price = "price unknown" if estimate is None else f"estimated ${estimate:.4f} before retries"
-    host = urlsplit(client.base_url).hostname or client.base_url
-    print(
-        f"about to make {len(tasks)} call(s) to {client.model} at {host} ({price})",
-        file=stderr,
+    by_model: dict[str, list[LLMTask]] = {}
+    for task in tasks:  # a task may name its own model (a pipeline step's ``model``)
+        by_model.setdefault(_model_of(task, client.model), []).append(task)
+    estimates = [estimate_cost(group, model) for model, group in by_model.items()]
+    known = [e for e in estimates if e is not None]
+    price = (
+        f"estimated ${sum(known):.4f} before retries"
+        if len(known) == len(estimates)
+        else "price unknown"
     )
+    host = urlsplit(client.base_url).hostname or client.base_url
+    asking = not options.yes and (stdin or sys.stdin).isatty()
+    if asking or not options.quiet:
+        print(
+            f"about to make {len(tasks)} call(s) to {printable(', '.join(by_model))} at "
+            f"{printable(host)} ({price})",
+            file=stderr,
+        )
     if not options.yes and not confirm(
         "continue?", when_not_a_terminal=True, stdin=stdin, stderr=stderr
     ):
         raise Declined("cancelled; no calls were made")
+
+
+def _model_of(task: LLMTask, default: str) -> str:
+    try:
+        model = task.request_params().get("model")
+    except Exception:  # a task that cannot build its request fails when it runs, not here
+        model = None
+    return model if isinstance(model, str) and model else default
 
 
 def run_batch(

@@ -23,6 +23,7 @@ without a length (``announce_length``), gzip (``compress``), a usage of its choo
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import random
@@ -82,6 +83,9 @@ class SimulatorConfig:
     limit_header: str | None = None
     #: a text-only model: a request with images fails as llama.cpp's server fails it
     vision: bool = True
+    #: serve at most this many requests at once, the rest waiting their turn (a llama.cpp
+    #: server with N slots); None: no limit
+    concurrency: int | None = None
     #: say in a header of every answer that it is simulated, so no result of the simulator is
     #: ever taken for a real model's; tests switch it off to stand in for a real provider
     announce: bool = True
@@ -171,6 +175,11 @@ class ProviderSimulator:
         )
         self._outage_until = 0.0
         self._outage_kind = "reset"
+        self._slots = (
+            threading.BoundedSemaphore(self.config.concurrency)
+            if self.config.concurrency
+            else contextlib.nullcontext()
+        )
         handler = type(
             "Handler", (_Handler,), {"simulator": self, "timeout": self.config.idle_timeout}
         )
@@ -364,7 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
             sim.stats.max_in_flight = max(sim.stats.max_in_flight, sim.stats.in_flight)
             sim.stats.images_received += images
         try:
-            self._complete(request, prompt, limit_headers)
+            with sim._slots:  # wait for a free slot, as a server with few slots does
+                self._complete(request, prompt, limit_headers)
         finally:
             with sim._lock:
                 sim.stats.in_flight -= 1

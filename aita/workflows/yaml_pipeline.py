@@ -49,9 +49,9 @@ from aita.engine import (
     TaskGraph,
     TaskResult,
     image_to_data_url,
+    outcome_of,
 )
 from aita.errors import AitaError, Cancelled, DependencyFailed, TaskGraphError, validation_problem
-from aita.outcomes import outcome_of
 from aita.workflows.service_time import sequential_seconds
 
 log = logging.getLogger("aita.run")

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from aita.engine import TaskRecord, TaskResult
+from aita.engine._journal import TaskRecord
+from aita.engine._results import TaskResult
 
 Outcome = Literal["done", "flagged", "failed", "skipped", "cancelled", "reused"]
 #: The order outcomes are listed in.
@@ -28,6 +29,7 @@ OUTCOMES: tuple[Outcome, ...] = ("done", "flagged", "reused", "failed", "skipped
 
 
 def outcome_of(result: TaskResult) -> Outcome:
+    """How a task of this run ended."""
     if not result.success:
         return _not_done(result.error_type)
     if result.used_fallback or result.finish_reason == "length":
@@ -40,7 +42,7 @@ def outcome_of(result: TaskResult) -> Outcome:
 def outcome_of_record(record: TaskRecord) -> Outcome:
     """A journal record's outcome. The journal keeps a fallback as not succeeded (so a resume
     tries it again); a record that says it was a fallback is flagged, not failed."""
-    if getattr(record, "used_fallback", False):
+    if record.used_fallback:
         return "flagged"
     if record.succeeded:
         return "flagged" if record.finish_reason == "length" else "done"
