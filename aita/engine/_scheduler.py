@@ -10,6 +10,7 @@ tasks waiting for it; a failed one skips them (and theirs) with the reason. ``ca
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import deque
@@ -118,7 +119,13 @@ class BatchScheduler:
             while not self.stop.is_set():
                 if self._ready:
                     indices = [self._ready.popleft()]
-                    indices += self._take_partners(indices[0])
+                    indices += take_partners(
+                        indices[0],
+                        self._ready,
+                        self.tasks.__getitem__,
+                        self._solo,
+                        self.max_batch_size,
+                    )
                     self._in_flight += len(indices)
                     break
                 if self._in_flight == 0:
@@ -131,25 +138,6 @@ class BatchScheduler:
         if task.dependencies:
             task.dependency_results = dependencies
         return Job(indices, [self.tasks[i] for i in indices])
-
-    def _take_partners(self, index: int) -> list[int]:
-        """Under the lock: ready tasks that can share a call with task ``index``."""
-        first = self.tasks[index]
-        if not isinstance(first, BatchableLLMTask) or index in self._solo:
-            return []
-        limit = (self.max_batch_size or first.max_batch_size) - 1
-        partners: list[int] = []
-        scan = min(len(self._ready), 4 * limit)  # bounded: no quadratic scans of huge queues
-        for i in [self._ready[k] for k in range(scan)]:
-            other = self.tasks[i]
-            compatible = isinstance(other, BatchableLLMTask) and first.can_batch_with(other)
-            if compatible and i not in self._solo:
-                partners.append(i)
-                if len(partners) == limit:
-                    break
-        for i in partners:
-            self._ready.remove(i)
-        return partners
 
     def _dependency_results(self, index: int) -> dict[str, object]:
         return {
@@ -218,6 +206,33 @@ class BatchScheduler:
             self.outlet.announce(item)
         if self.fail_fast and not result.success:
             self.cancel(f"cancelled: {result.task_id} failed and fail_fast is on")
+
+
+def take_partners(
+    index: int,
+    ready: deque[int],
+    task_of: Callable[[int], LLMTask],
+    solo: set[int],
+    max_batch_size: int | None,
+) -> list[int]:
+    """Ready tasks that can share a call with task ``index``, taken off ``ready`` (its caller
+    holds the lock): compatible batchable tasks not set to run alone, up to the batch size.
+    Only the head of ``ready`` is scanned, so a huge queue costs no quadratic time."""
+    first = task_of(index)
+    if not isinstance(first, BatchableLLMTask) or index in solo:
+        return []
+    limit = (max_batch_size or first.max_batch_size) - 1
+    partners: list[int] = []
+    for i in list(itertools.islice(ready, 4 * max(0, limit))):
+        other = task_of(i)
+        compatible = isinstance(other, BatchableLLMTask) and first.can_batch_with(other)
+        if compatible and i not in solo:
+            partners.append(i)
+            if len(partners) == limit:
+                break
+    for i in partners:
+        ready.remove(i)
+    return partners
 
 
 def _succeeded(result: TaskResult | None) -> bool:

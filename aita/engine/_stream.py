@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Iterator
 
 from aita.engine._results import TaskResult, not_run
-from aita.engine._scheduler import Job, Outlet
-from aita.engine._tasks import BatchableLLMTask, LLMTask
+from aita.engine._scheduler import Job, Outlet, take_partners
+from aita.engine._tasks import LLMTask
 from aita.errors import Cancelled, TaskGraphError
 
 
@@ -112,30 +112,19 @@ class StreamScheduler:
             while not self.stop.is_set():
                 if self._ready:
                     indices = [self._ready.popleft()]
-                    indices += self._take_partners(indices[0])
+                    indices += take_partners(
+                        indices[0],
+                        self._ready,
+                        self._tasks.__getitem__,
+                        self._solo,
+                        self.max_batch_size,
+                    )
                     self._in_flight += len(indices)
                     return Job(indices, [self._tasks[i] for i in indices])
                 if self._exhausted and self._in_flight == 0:
                     return None
                 self._changed.wait()
             return None
-
-    def _take_partners(self, index: int) -> list[int]:
-        first = self._tasks[index]
-        if not isinstance(first, BatchableLLMTask) or index in self._solo:
-            return []
-        limit = (self.max_batch_size or first.max_batch_size) - 1
-        partners = []
-        for i in list(self._ready)[: 4 * max(0, limit)]:
-            other = self._tasks[i]
-            compatible = isinstance(other, BatchableLLMTask) and first.can_batch_with(other)
-            if compatible and i not in self._solo:
-                partners.append(i)
-                if len(partners) == limit:
-                    break
-        for i in partners:
-            self._ready.remove(i)
-        return partners
 
     def run_alone(self, indices: list[int]) -> None:
         with self._changed:
