@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aita.cli import assignment, cache, records, report, simulator, workflows
+from aita.cli import assignment, batch, cache, records, report, simulator, workflows
 from aita.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_verbose(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (assignment, report, workflows, records, cache, simulator):
+    for group in (assignment, report, workflows, batch, records, cache, simulator):
         group.register(commands)
     return parser
 

@@ -8,10 +8,12 @@
 Everything public is named here; the modules behind it are private and may change. Reading
 order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
 ``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
-many processes, in Redis) and ``_cache`` (responses by request key, in SQLite).
+many processes, in Redis), ``_cache`` (responses by request key, in SQLite) and ``_batch_api``
+(tasks through a provider's Batch API, at half price).
 """
 
 from aita.engine._adaptive import AdaptiveRate
+from aita.engine._batch_api import cancel_batch_api, run_via_batch_api
 from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import (
@@ -131,6 +133,7 @@ __all__ = [
     "TruncatedResponse",
     "Usage",
     "VisionLLMTask",
+    "cancel_batch_api",
     "client_model",
     "cost_of",
     "create_executor",
@@ -145,6 +148,7 @@ __all__ = [
     "json_schema_response_format",
     "request_key",
     "retry_after",
+    "run_via_batch_api",
     "unfenced",
     "validate_json",
     "with_correction",

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from aita.engine import SIMULATED_HEADER
+from aita.simulator.batches import BATCH_PATHS, BatchService
 from aita.simulator.schema_sample import sample_instance
 
 log = logging.getLogger("aita.simulator")
@@ -144,6 +145,8 @@ class ProviderSimulator:
         )
         self._outage_until = 0.0
         self._outage_kind = "reset"
+        #: the Files and Batches API (``aita.simulator.batches``)
+        self.batch_api = BatchService(self)
         handler = type("Handler", (_Handler,), {"simulator": self})
         self._server = _QuietServer(("127.0.0.1", port), handler)
         self._thread: threading.Thread | None = None
@@ -263,7 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
+        if self.path.startswith(BATCH_PATHS):
+            self.simulator.batch_api.handle(self, "GET", b"")
+        elif self.path.rstrip("/") == "/v1/models":
             models = sorted(self.simulator.config.models or {"sim/echo"})
             self._send(
                 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]}
@@ -282,6 +287,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if outage == "503":
             self._send(503, _error("service unavailable", "server_error"))
+            return
+        if self.path.startswith(BATCH_PATHS):
+            sim.batch_api.handle(self, "POST", body)
             return
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, _error(f"unknown endpoint {self.path}", "not_found"))
