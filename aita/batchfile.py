@@ -37,6 +37,7 @@ from aita.engine import (
     LLMClient,
     LLMMessage,
     LLMTask,
+    OpenAICompatibleClient,
     ParallelLLMExecutor,
     ProviderError,
     TaskResult,
@@ -299,6 +300,7 @@ class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as error:
             raise AitaError(f"{path}: cannot write ({error.strerror})") from None
@@ -525,7 +527,7 @@ class BatchFileJob:
                 self.summary.metrics = stream.metrics
         return self.summary
 
-    def run_batch_api(self, client: LLMClient, **options: Any) -> BatchFileSummary:
+    def run_batch_api(self, client: OpenAICompatibleClient, **options: Any) -> BatchFileSummary:
         """The remaining requests through the provider's Batch API (``run_via_batch_api``;
         ``options`` go to it); results written in input order as the prefix completes."""
         with ResultsFile(self.results) as results:

@@ -140,3 +140,28 @@ def test_batch_api_with_10_percent_failing_items_killed_while_polling_finishes_a
     ledger = list(SpendLedger(os.environ["AITA_SPEND_LEDGER"]).entries())
     assert len(ledger) == count
     assert sum(entry.cost or 0.0 for entry in ledger) == pytest.approx(half)
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_printing_the_command_that_finishes_the_file(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = simulator(latency=0.02, announce=False)
+    count = 1000
+    lines = [json.dumps({"custom_id": f"r{i:05d}", "prompt": f"task {i}"}) for i in range(count)]
+    (tmp_path / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    proc = start(sim.base_url, "requests.jsonl", "-o", "results.jsonl", "--workers", str(WORKERS))
+    deadline = time.monotonic() + 60
+    while sim.stats.requests < 200 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 130, err
+    resume = re.search(r"resume with: aita (.*)", err)
+    assert resume is not None, err
+    assert 0 < len(results(tmp_path / "results.jsonl")) < count
+    code, _, err = finish(start(sim.base_url, *resume.group(1).split()[2:]))
+    assert code == 0, err
+    final = results(tmp_path / "results.jsonl")
+    assert [answer_of(line) for line in final] == [f"[sim] task {i}" for i in range(count)]
+    assert sim.stats.repeated_calls() <= WORKERS

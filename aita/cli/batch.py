@@ -17,12 +17,15 @@ from aita.cli._common import (
     positive_int,
     run_options,
 )
-from aita.engine import OpenAICompatibleClient, ParallelLLMExecutor, ProviderError, cancel_batch_api
+from aita.engine import (
+    BATCH_DISCOUNT,
+    OpenAICompatibleClient,
+    ParallelLLMExecutor,
+    ProviderError,
+    cancel_batch_api,
+)
 from aita.pipelines.execution import Declined, RunOptions, open_client
 from aita.terminal import confirm
-
-#: What the Batch API charges next to the same calls made one by one.
-BATCH_PRICE = 0.5
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +47,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("-o", "--output", type=Path, required=True, help="the results (JSON lines)")
     run.add_argument("--model", help="the model of requests that name none (default: AITA_MODEL)")
     run.add_argument(
-        "--shard", type=_shard, help="I/N: only the requests whose custom_id hashes to part I"
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="only the requests whose custom_id hashes to part I of N",
     )
     run.add_argument(
         "--batch-api",
@@ -55,11 +61,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument(
         "--poll-interval",
         type=positive_float,
+        metavar="SECONDS",
         help="--batch-api: seconds between looks at the batches (default: 1, slowing to 60)",
     )
     run.add_argument(
         "--max-rounds",
         type=positive_int,
+        metavar="N",
         default=5,
         help="--batch-api: how often failed requests are submitted (default: 5)",
     )
@@ -72,7 +80,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "not collect. What the provider already answered is still collected by the next run.",
     )
     cancel.add_argument("-o", "--output", type=Path, required=True, help="the results file")
-    cancel.add_argument("--shard", type=_shard, help="I/N, as given to batch run")
+    cancel.add_argument("--shard", type=_shard, metavar="I/N", help="as given to batch run")
     add_verbose(cancel, default=argparse.SUPPRESS)
     cancel.set_defaults(handler=_cancel)
 
@@ -131,7 +139,7 @@ def _check_spend(
     """Before paid calls: how many, and an estimate of their cost; asked on a terminal."""
     if options.dry_run:
         return
-    calls, cost = job.estimate(client, BATCH_PRICE if batch_api else 1.0)
+    calls, cost = job.estimate(client, BATCH_DISCOUNT if batch_api else 1.0)
     if not calls:
         return
     price = "price unknown" if cost is None else f"estimated ${cost:.4f} before retries"

@@ -13,7 +13,7 @@ many processes, in Redis), ``_cache`` (responses by request key, in SQLite) and 
 """
 
 from aita.engine._adaptive import AdaptiveRate
-from aita.engine._batch_api import cancel_batch_api, run_via_batch_api
+from aita.engine._batch_api import BATCH_DISCOUNT, cancel_batch_api, run_via_batch_api
 from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import (
@@ -79,6 +79,7 @@ from aita.errors import (
 )
 
 __all__ = [
+    "BATCH_DISCOUNT",
     "PRICES_PER_MILLION",
     "SIMULATED_HEADER",
     "AdaptiveRate",

@@ -36,7 +36,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
-from aita.engine._client import SIMULATED_HEADER, LLMClient, Usage
+from aita.engine._client import SIMULATED_HEADER, Usage
 from aita.engine._executor import (
     UNSET,
     BatchInterrupted,
@@ -47,7 +47,7 @@ from aita.engine._executor import (
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, record_of
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendLedger
-from aita.engine._openai import error_for_status
+from aita.engine._openai import OpenAICompatibleClient, error_for_status
 from aita.engine._pricing import cost_of
 from aita.engine._results import AttemptCounts, BatchResult, TaskResult, batch_metrics, not_run
 from aita.engine._tasks import LLMTask
@@ -86,7 +86,7 @@ T = TypeVar("T")
 
 
 def run_via_batch_api(
-    client: LLMClient,
+    client: OpenAICompatibleClient,
     tasks: Iterable[LLMTask],
     checkpoint_name: str | None = None,
     resume_from_checkpoint: bool = True,
@@ -105,8 +105,8 @@ def run_via_batch_api(
 ) -> BatchResult:
     """Run ``tasks`` through the provider's Batch API; ``task_results`` in input order.
 
-    ``client`` must be an ``OpenAICompatibleClient`` (``create_openrouter_client``) whose
-    server has the Files and Batches endpoints (OpenAI has; OpenRouter has not). Tasks must be
+    ``client`` is an ``OpenAICompatibleClient`` (``create_openrouter_client``) whose server
+    has the Files and Batches endpoints (OpenAI has; OpenRouter has not). Tasks must be
     independent and their ids unique. The checkpoint journal of ``checkpoint_name`` (default:
     named after the task classes) answers tasks it already holds; the batches a killed run
     submitted are collected, not submitted again. ``resume_from_checkpoint=False`` starts a new
@@ -148,7 +148,7 @@ def run_via_batch_api(
 
 
 def cancel_batch_api(
-    client: LLMClient, checkpoint_name: str, checkpoint_dir: str | Path | None = None
+    client: OpenAICompatibleClient, checkpoint_name: str, checkpoint_dir: str | Path | None = None
 ) -> list[str]:
     """Cancel the batches that runs of ``checkpoint_name`` submitted and did not collect; their
     ids. The next run collects what the provider answered before it stopped (that was paid
@@ -222,7 +222,7 @@ class _Pending:
 class _BatchJob:
     def __init__(
         self,
-        client: LLMClient,
+        client: OpenAICompatibleClient,
         name: str,
         settings: ExecutorSettings,
         *,
@@ -232,7 +232,7 @@ class _BatchJob:
         limits: tuple[int, int],
         completion_window: str,
     ) -> None:
-        sdk = getattr(client, "_sdk", None)
+        sdk = getattr(client, "_sdk", None)  # the client's own SDK instance and connections
         if not isinstance(sdk, openai.OpenAI):
             raise ConfigError(
                 f"the Batch API needs an OpenAI-compatible client (create_openrouter_client), "
@@ -325,8 +325,8 @@ class _BatchJob:
             self._wait_for(state, carried + self._submit(state, todo))
             carried = []
 
-    def _covered_by(self, batch: _Submitted) -> set[str]:
-        """The pending tasks a batch asks exactly what they ask now."""
+    def _covered_by(self, batch: _Submitted | _Uploaded) -> set[str]:
+        """The pending tasks a batch (or an uploaded file) asks exactly what they ask now."""
         return {
             task_id
             for task_id, key in self._keys_of(batch).items()
@@ -467,13 +467,16 @@ class _BatchJob:
 
     def _adopt_uploads(self, state: _State) -> None:
         """Files a killed run uploaded: the batch it may have created is found by its input
-        file and adopted; else it is created now."""
+        file and adopted; else it is created now, if it still asks something needed."""
         for upload in list(state.uploads):
             existing = self._find_batch_of(upload.input_file_id, upload.uploaded_at)
             if existing is not None:
                 self._record(state, upload, existing)
-            else:
+            elif self._covered_by(upload):
                 self._create(state, upload)
+            else:
+                state.uploads.remove(upload)
+                self._save(state)
 
     def _find_batch_of(self, input_file_id: str, since: float) -> str | None:
         page = self._call(lambda: self.sdk.batches.list(limit=100), "list batches")
@@ -526,9 +529,10 @@ class _BatchJob:
                     progress[batch.id] = (counts.completed + counts.failed) if counts else 0
                     statuses.append(info.status)
                     if info.status in FINISHED:
-                        self._collect(
-                            state, batch, info.status, info.output_file_id, info.error_file_id
-                        )
+                        why: str = info.status
+                        if info.errors and info.errors.data:
+                            why += ": " + "; ".join(str(e.message) for e in info.errors.data[:3])
+                        self._collect(state, batch, why, info.output_file_id, info.error_file_id)
                         progress[batch.id] = batch.requests
                         waiting.pop(batch.id)
                 bar.n = min(int(bar.total or 0), sum(progress.values()))
@@ -564,16 +568,16 @@ class _BatchJob:
             pending = self.pending.get(task_id)
             if pending is not None and sent[task_id] == pending.key:
                 pending.attempts += 1
-                pending.error = ProviderUnavailable(f"not answered: the batch {status}")
+                pending.error = ProviderUnavailable(f"not answered (the batch {status})")
         batch.collected = True
         self._save(state)
 
-    def _keys_of(self, batch: _Submitted) -> dict[str, str]:
+    def _keys_of(self, batch: _Submitted | _Uploaded) -> dict[str, str]:
         try:
             lines = (self.folder / batch.keys).read_bytes().splitlines()
             return {task_id: key for task_id, key in map(orjson.loads, lines)}
         except (OSError, ValueError) as error:
-            log.warning("batch %s: its keys are unreadable (%s); not reused", batch.id, error)
+            log.warning("%s: unreadable (%s); its answers are not used", batch.keys, error)
             return {}
 
     def _items(self, file_id: str) -> Iterator[tuple[dict[str, Any], bool]]:
