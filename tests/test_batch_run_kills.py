@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -165,3 +166,28 @@ def test_ctrl_c_exits_130_printing_the_command_that_finishes_the_file(
     final = results(tmp_path / "results.jsonl")
     assert [answer_of(line) for line in final] == [f"[sim] task {i}" for i in range(count)]
     assert sim.stats.repeated_calls() <= WORKERS
+
+
+@pytest.mark.slow
+def test_batch_api_killed_at_random_instants_never_pays_for_an_answer_twice(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = simulator(announce=False, report_cost=False)
+    sim.batch_api.simulation = BatchSimulation(processing_seconds=1.5, failure_rate=0.2)
+    stats = sim.batch_api.stats
+    count = 300
+    lines = [json.dumps({"custom_id": f"r{i:05d}", "prompt": f"task {i}"}) for i in range(count)]
+    (tmp_path / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    args = ("requests.jsonl", "-o", "results.jsonl", "--batch-api", "--poll-interval", "0.05")
+    rng = random.Random(7)
+    for _ in range(6):
+        proc = start(sim.base_url, *args)
+        time.sleep(rng.uniform(1.5, 3.0))  # starting Python and the SDK takes ~1.5 s
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    code, _, err = finish(start(sim.base_url, *args))
+    assert code == 0, err
+    final = results(tmp_path / "results.jsonl")
+    assert [answer_of(line) for line in final] == [f"[sim] task {i}" for i in range(count)]
+    assert stats.repeated_answers() == 0  # every answer was paid for once
+    assert stats.uploaded_requests == count + stats.failed_items  # only failures went again
