@@ -442,7 +442,7 @@ class BatchFileJob:
         return checkpoint_name_for(self.results, self.shard, self.dry_run)
 
     def lines(self) -> Iterator[RequestLine]:
-        """The request lines of this job (its shard), invalid ones reported as they are read."""
+        """The request lines of this job (its shard), read one by one."""
         for line in read_request_lines(self.requests, self.default_model):
             if self.shard is not None and not self.shard.holds(line):
                 continue
@@ -508,11 +508,12 @@ class BatchFileJob:
         stays bounded by its window, results are written in input order as they are ready."""
         window = 4 * executor.max_workers
         with ResultsFile(self.results) as results:
+            remaining = self.remaining(results)  # checked before any work starts
             taken: deque[RequestLine] = deque()
             ids = TaskIds(remember=window)
 
             def tasks() -> Iterator[LLMTask]:
-                for line in self.remaining(results):
+                for line in remaining:
                     taken.append(line)
                     yield task_of(line, ids.of(line), self.requests)
 

@@ -167,12 +167,14 @@ def test_results_of_other_requests_are_refused_and_left_alone(
     out = tmp_path / "out.jsonl"
     assert main(["batch", "run", str(requests), "-o", str(out), "--dry-run"]) == 0
     before = out.read_bytes()
+    checkpoints = sorted((tmp_path / "checkpoints").iterdir())
     changed = prompts(5)
     changed[2]["custom_id"] = "other"
     write_requests(requests, changed)
     assert main(["batch", "run", str(requests), "-o", str(out), "--dry-run"]) == 2
     assert "line 3 answers custom_id 'r0002'" in capsys.readouterr().err
     assert out.read_bytes() == before
+    assert sorted((tmp_path / "checkpoints").iterdir()) == checkpoints  # nothing started
 
 
 def test_a_file_that_is_not_a_results_file_is_refused(tmp_path: Path) -> None:
