@@ -11,6 +11,7 @@ Scenarios (every runner gets a fresh provider simulator with the same settings):
   d) overhead: an in-process zero-latency client, 2,000 and 20,000 tasks, checkpoints on
   e) memory: peak RSS for 100,000 queued tasks, beyond the tasks themselves
   f) faults at the limit: 240 calls, server and client 20/s, 10% answered 500, 12 workers
+  g) streaming memory: 1,000,000 tasks from a generator through execute_stream, checkpoints on
 
 Alternatives on a-c: sequential calls; a ThreadPoolExecutor with the openai SDK's own retries;
 langchain_core's InMemoryRateLimiter with the SDK; aiolimiter with AsyncOpenAI. Runners whose
@@ -274,6 +275,38 @@ def memory(count: int) -> dict[str, Any]:
     return {"tasks": count, "bytes_per_task": round(float(done.stdout.strip()))}
 
 
+def stream_memory_child(count: int) -> None:
+    """g) run in a fresh process: peak RSS while ``count`` tasks from a generator go through
+    ``execute_stream`` (journal on), beyond the process before the stream started."""
+    with tempfile.TemporaryDirectory() as folder:
+        executor = ParallelLLMExecutor(
+            InstantClient(), max_workers=8, rate_limit=None, checkpoint_dir=folder,
+            show_progress=False, spend_ledger=f"{folder}/spend.jsonl",
+        )  # fmt: skip
+        before = _rss_bytes()
+        started = time.perf_counter()
+        tasks = (SimpleLLMTask(f"t{i:07d}", f"p{i}") for i in range(count))
+        done = sum(1 for _ in executor.execute_stream(tasks, checkpoint_name="memory"))
+        wall = time.perf_counter() - started
+    assert done == count
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"{max(0, peak - before)} {wall}")
+
+
+def stream_memory(count: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--stream-memory-child", str(count)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    grown, wall = done.stdout.split()
+    return {
+        "tasks": count,
+        "peak_growth_mb": round(int(grown) / 2**20, 1),
+        "bytes_per_task": round(int(grown) / count, 1),
+        "tasks_per_second": round(count / float(wall)),
+    }
+
+
 def simulator_round_trip(calls: int = 200) -> dict[str, Any]:
     """Checked first: the simulator must add no latency of its own (Nagle's algorithm with
     delayed ACKs would add ~40 ms to every small response). Median of sequential calls with
@@ -307,9 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     parser.add_argument("--only", help="scenario letters to run, e.g. 'ab' (default: all)")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--stream-memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child)
+        return 0
+    if args.stream_memory_child:
+        stream_memory_child(args.stream_memory_child)
         return 0
     warm_up()
     round_trip = simulator_round_trip()
@@ -317,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         f"simulator round trip at zero latency: median {round_trip['median_ms']} ms, "
         f"p95 {round_trip['p95_ms']} ms"
     )
-    only = set(args.only or "abcdef")
+    only = set(args.only or "abcdefg")
     rows = []
     for scenario in (s for s in scenarios(args.smoke) if s.key in only):
         for name, runner in RUNNERS.items():
@@ -339,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     mem = memory(10_000 if args.smoke else 100_000) if "e" in only else {}
     if mem:
         print(f"e) memory: {mem['bytes_per_task']} bytes per queued task ({mem['tasks']} tasks)")
+    streamed = stream_memory(10_000 if args.smoke else 1_000_000) if "g" in only else {}
+    if streamed:
+        print(
+            f"g) stream memory: {streamed['bytes_per_task']} bytes per task "
+            f"({streamed['tasks']} tasks, peak RSS +{streamed['peak_growth_mb']} MB, "
+            f"{streamed['tasks_per_second']} tasks/s)"
+        )
     write_json_atomic(
         args.json,
         {
@@ -349,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": [asdict(r) for r in rows],
             "overhead": engine,
             "memory": mem,
+            "stream_memory": streamed,
         },
     )
     print(f"\nwritten to {args.json}")

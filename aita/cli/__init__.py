@@ -16,7 +16,16 @@ import sys
 from collections.abc import Sequence
 
 import aita
-from aita.cli import assignment, cache, completion, records, report, simulator, workflows
+from aita.cli import (
+    assignment,
+    batch,
+    cache,
+    completion,
+    records,
+    report,
+    simulator,
+    workflows,
+)
 from aita.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -43,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aita {aita.__version__}")
     add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (assignment, report, workflows, records, cache, simulator, completion):
+    for group in (assignment, report, workflows, batch, records, cache, simulator, completion):
         group.register(commands)
     return parser
 

@@ -8,10 +8,12 @@
 Everything public is named here; the modules behind it are private and may change. Reading
 order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
 ``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
-many processes, in Redis) and ``_cache`` (responses by request key, in SQLite).
+many processes, in Redis), ``_cache`` (responses by request key, in SQLite) and ``_batch_api``
+(tasks through a provider's Batch API, at half price).
 """
 
 from aita.engine._adaptive import AdaptiveRate
+from aita.engine._batch_api import BATCH_DISCOUNT, cancel_batch_api, run_via_batch_api
 from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import (
@@ -79,6 +81,7 @@ from aita.errors import (
 )
 
 __all__ = [
+    "BATCH_DISCOUNT",
     "OUTCOMES",
     "PRICES_PER_MILLION",
     "SIMULATED_HEADER",
@@ -137,6 +140,7 @@ __all__ = [
     "TruncatedResponse",
     "Usage",
     "VisionLLMTask",
+    "cancel_batch_api",
     "client_model",
     "cost_of",
     "create_executor",
@@ -153,6 +157,7 @@ __all__ = [
     "outcome_of_record",
     "request_key",
     "retry_after",
+    "run_via_batch_api",
     "unfenced",
     "validate_json",
     "with_correction",

@@ -108,6 +108,17 @@ class OpenAICompatibleClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
+    @property
+    def sdk(self) -> openai.OpenAI:
+        """The openai SDK client underneath (its connections, key and base URL), for the
+        endpoints aita calls besides chat completions (files and batches: ``_batch_api``)."""
+        return self._sdk
+
+    def redact(self, text: str) -> str:
+        """``text`` with this client's key (and any long fragment of it) and the base URL's
+        credentials taken out."""
+        return self._redact(text)
+
     def close(self) -> None:
         """Close the HTTP connections."""
         self._sdk.close()

@@ -3,7 +3,8 @@
 ``TaskRun`` follows one task through its attempts (tokens, cost and call time add up over every
 attempt: a response that failed to parse was still paid for) and makes its result; ``not_run``
 makes the result of a task that never ran (skipped, cancelled); ``share_of`` the result of one
-member of a combined call; ``restored`` the result of a task answered in an earlier run.
+member of a combined call; ``restored`` the result of a task answered in an earlier run;
+``from_batch_api`` one answered through the provider's Batch API.
 ``batch_metrics`` sums a finished batch.
 """
 
@@ -222,6 +223,32 @@ class TaskRun:
             request_key=self.key,
             **fields,
         )
+
+
+def from_batch_api(
+    task_id: str,
+    *,
+    attempts: int,
+    started: float,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: float,
+    request_key: str | None,
+    **fields: Any,
+) -> TaskResult:
+    """A task answered through the provider's Batch API: tokens and cost over every round it
+    was submitted in (``started``: when the run began, ``time.perf_counter``)."""
+    return TaskResult(
+        task_id=task_id,
+        retry_count=max(0, attempts - 1),
+        execution_time=time.perf_counter() - started,
+        tokens=prompt_tokens + completion_tokens,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=cost,
+        request_key=request_key,
+        **fields,
+    )
 
 
 def not_run(task_id: str, error: Exception) -> TaskResult:

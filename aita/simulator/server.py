@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from aita.engine import SIMULATED_HEADER
+from aita.simulator.batches import BATCH_PATHS, BatchService
 from aita.simulator.schema_sample import sample_instance
 
 log = logging.getLogger("aita.simulator")
@@ -180,6 +181,8 @@ class ProviderSimulator:
             if self.config.concurrency
             else contextlib.nullcontext()
         )
+        #: the Files and Batches API (``aita.simulator.batches``)
+        self.batch_api = BatchService(self)
         handler = type(
             "Handler", (_Handler,), {"simulator": self, "timeout": self.config.idle_timeout}
         )
@@ -301,7 +304,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
+        if self.path.startswith(BATCH_PATHS):
+            self.simulator.batch_api.handle(self, "GET", b"")
+        elif self.path.rstrip("/") == "/v1/models":
             models = sorted(self.simulator.config.models or {"sim/echo"})
             self._send(
                 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]}
@@ -322,6 +327,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if outage == "503":
             self._send(503, _error("service unavailable", "server_error"))
+            return
+        if self.path.startswith(BATCH_PATHS):
+            sim.batch_api.handle(self, "POST", body)
             return
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, _error(f"unknown endpoint {self.path}", "not_found"))
@@ -379,6 +387,14 @@ class _Handler(BaseHTTPRequestHandler):
             with sim._lock:
                 sim.stats.in_flight -= 1
 
+    def _body_limit(self) -> int:
+        """Uploads of batch files may be as large as the Files API allows; requests no more
+        than ``max_request_bytes``."""
+        if self.path.rstrip("/") == "/v1/files":
+            files = self.simulator.batch_api.simulation.max_file_bytes
+            return max(self.simulator.config.max_request_bytes, files)
+        return self.simulator.config.max_request_bytes
+
     def _request_length(self) -> int | None:
         """The body's announced length, or None after refusing the request (and closing the
         connection, since its body is left unread)."""
@@ -388,8 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, problem = 411, "send the body with a content-length"
         elif declared is not None and not declared.strip().isdigit():
             status, problem = 400, "invalid content-length"
-        elif int(declared or 0) > self.simulator.config.max_request_bytes:
-            limit = self.simulator.config.max_request_bytes
+        elif int(declared or 0) > (limit := self._body_limit()):
             status, problem = 413, f"request body larger than {limit} bytes"
         if problem is None:
             return int(declared or 0)

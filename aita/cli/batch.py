@@ -1,0 +1,185 @@
+"""``aita batch run`` and ``aita batch cancel``: a JSONL file of requests through a model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aita.batchfile import BatchFileJob, BatchFileSummary, Shard, checkpoint_name_for
+from aita.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_verbosity,
+    cost_text,
+    options_of,
+    positive_float,
+    positive_int,
+    run_options,
+)
+from aita.engine import (
+    BATCH_DISCOUNT,
+    OpenAICompatibleClient,
+    ParallelLLMExecutor,
+    ProviderError,
+    cancel_batch_api,
+)
+from aita.pipelines.execution import Declined, RunOptions, open_client
+from aita.terminal import confirm, printable
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="a JSONL file of requests through a model (OpenAI Batch API formats)",
+        description="Requests in OpenAI's Batch API input format in, its output format out.",
+    )
+    actions = batch.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser(
+        "run",
+        parents=[run_options()],
+        help="answer every request line; resumes where an earlier run stopped",
+        description="One result line per request line, in input order, written as each is "
+        "ready. Run it again after a kill or Ctrl-C and it continues where it stopped: no line "
+        "twice, none lost.",
+    )
+    run.add_argument("requests", type=Path, help="the requests (JSON lines)")
+    run.add_argument("-o", "--output", type=Path, required=True, help="the results (JSON lines)")
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="only the requests whose custom_id hashes to part I of N",
+    )
+    run.add_argument(
+        "--batch-api",
+        action="store_true",
+        help="through the provider's Batch API (Files and Batches endpoints): half the price, "
+        "answers within its completion window",
+    )
+    run.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        metavar="SECONDS",
+        help="--batch-api: seconds between looks at the batches (default: 1, slowing to 60)",
+    )
+    run.add_argument(
+        "--max-rounds",
+        type=positive_int,
+        metavar="N",
+        default=5,
+        help="--batch-api: how often failed requests are submitted (default: 5)",
+    )
+    run.set_defaults(handler=_run)
+
+    cancel = actions.add_parser(
+        "cancel",
+        help="cancel the provider batches a --batch-api run left running",
+        description="Cancel the batches that --batch-api runs writing OUTPUT submitted and did "
+        "not collect. What the provider already answered is still collected by the next run.",
+    )
+    cancel.add_argument("-o", "--output", type=Path, required=True, help="the results file")
+    cancel.add_argument("--shard", type=_shard, metavar="I/N", help="as given to batch run")
+    add_verbosity(cancel, default=argparse.SUPPRESS)
+    cancel.set_defaults(handler=_cancel)
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    job = BatchFileJob(
+        args.requests,
+        args.output,
+        shard=args.shard,
+        default_model=args.model,
+        dry_run=args.dry_run,
+        warn=lambda line: print(f"aita: {line}", file=sys.stderr, flush=True),
+    )
+    options = options_of(args)
+    with open_client(options) as client:
+        _check_spend(job, client, options, args.batch_api)
+        try:
+            if args.batch_api:
+                summary = job.run_batch_api(
+                    client, poll_interval=args.poll_interval, max_rounds=args.max_rounds
+                )
+            else:
+                summary = job.run_live(_executor(client, options))
+        except ProviderError as error:  # the provider went away while batches were polled
+            print(f"aita: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    return _report(job, summary, args.batch_api)
+
+
+def _executor(client: OpenAICompatibleClient, options: RunOptions) -> ParallelLLMExecutor:
+    settings: dict[str, Any] = {
+        "max_workers": options.workers,
+        "cache": options.cache,
+        "show_progress": options.show_progress,
+    }
+    if options.dry_run:  # the simulator of a dry run has no limit
+        settings["rate_limit"] = None
+    elif options.rate_limit is not None:
+        settings["rate_limit"] = options.rate_limit
+    return ParallelLLMExecutor(client, **settings)
+
+
+def _check_spend(
+    job: BatchFileJob, client: OpenAICompatibleClient, options: RunOptions, batch_api: bool
+) -> None:
+    """Before paid calls: how many, and an estimate of their cost; asked on a terminal."""
+    if options.dry_run:
+        return
+    calls, cost = job.estimate(client, BATCH_DISCOUNT if batch_api else 1.0)
+    if not calls:
+        return
+    price = "price unknown" if cost is None else f"estimated ${cost:.4f} before retries"
+    way = " through the Batch API" if batch_api else ""
+    host = urlsplit(client.base_url).hostname or client.base_url
+    if not options.quiet or (not options.yes and sys.stdin.isatty()):
+        print(f"about to make {calls} call(s){way} at {printable(host)} ({price})", file=sys.stderr)
+    if not options.yes and not confirm("continue?", when_not_a_terminal=True):
+        raise Declined("cancelled; no calls were made")
+
+
+def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> int:
+    total, failed = summary.total, summary.total_failed
+    reused = summary.earlier - summary.earlier_failed
+    earlier = f", {reused} reused (written by earlier runs)" if reused else ""
+    done = summary.written - summary.failed
+    print(f"{printable(job.results)}: {total} lines: {done} done, {failed} failed{earlier}")
+    m = summary.metrics
+    if m is not None:
+        if job.dry_run:
+            cost = "$0 (simulated)"
+        else:
+            cost = cost_text(m.total_cost, m.unpriced_requests, m.simulated_requests)
+            cost += " at the batch price" if batch_api and m.requests else ""
+        print(
+            f"calls: {m.requests} ({m.total_retries} retries), tokens: {m.total_tokens}, "
+            f"cost: {cost}, time: {m.wall_time:.1f}s"
+        )
+    for line, result in summary.failures:
+        where = f"{printable(job.requests)} line {line.number} ({printable(line.custom_id)})"
+        print(f"failed: {where}: {printable(result.error)}", file=sys.stderr)
+    if summary.failed > len(summary.failures):
+        print(f"... and {summary.failed - len(summary.failures)} more", file=sys.stderr)
+    if failed:
+        print(f"{failed} line(s) failed: their error lines are in {job.results}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with open_client(RunOptions()) as client:
+        name = checkpoint_name_for(args.output, args.shard, dry_run=False)
+        cancelled = cancel_batch_api(client, name)
+    listed = f": {printable(' '.join(cancelled))}" if cancelled else ""
+    print(f"cancelled {len(cancelled)} batch(es){listed}")
+    return EXIT_OK

@@ -1,0 +1,822 @@
+"""Tasks through a provider's Batch API (OpenAI's Files and Batches endpoints), at half price.
+
+    result = run_via_batch_api(client, tasks, checkpoint_name="nightly")
+
+The tasks' requests are written as Batch API input lines (``custom_id`` is the task id), split
+into files the provider accepts (50,000 requests and 200 MB each), uploaded and submitted; the
+batches are polled with a progress bar, and their output and error files read back item by item,
+matched by ``custom_id`` and checked against the request key the item was sent with. Each answer
+goes through the task's own ``parse_response`` into the checkpoint journal, in the same records
+``execute_batch`` writes, so either can resume the other. Items that failed, expired, went
+unanswered or did not parse are submitted again in a further round, up to ``max_rounds``.
+
+Killed at any instant, a run costs nothing twice: the batches it submitted are in a small state
+file beside the journal (``<checkpoint dir>/<name>.batch-api.json``, written atomically before
+and after each submission), and the next run collects them instead of submitting again. A batch
+created in the instant between the provider's answer and that write is found again by its input
+file in the provider's list of batches. Answers already in the journal are reused as by
+``execute_batch``: same task id, same request key.
+
+Costs are the batch price: the provider's reported cost when it gives one, else the price
+table's (``cost_of``) times ``BATCH_DISCOUNT``. Every paid item is a line in the spend ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import openai
+import orjson
+from pydantic import BaseModel, ValidationError
+from tqdm.auto import tqdm
+
+from aita.engine._client import SIMULATED_HEADER, Usage
+from aita.engine._executor import (
+    UNSET,
+    BatchInterrupted,
+    ExecutorSettings,
+    _Unset,
+    default_checkpoint_name,
+)
+from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, record_of
+from aita.engine._keys import client_model, request_key
+from aita.engine._ledger import SpendLedger
+from aita.engine._openai import OpenAICompatibleClient, error_for_status
+from aita.engine._pricing import cost_of
+from aita.engine._results import (
+    AttemptCounts,
+    BatchResult,
+    TaskResult,
+    batch_metrics,
+    from_batch_api,
+    not_run,
+)
+from aita.engine._tasks import LLMTask
+from aita.errors import (
+    BadRequest,
+    ConfigError,
+    EmptyResponse,
+    InvalidResponse,
+    ModelNotFound,
+    ProviderError,
+    ProviderOutage,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ProviderUnreachable,
+    RateLimited,
+    ResponseParseError,
+    TaskGraphError,
+    TruncatedResponse,
+)
+from aita.files import json_line, write_bytes_atomic, write_json_atomic
+
+log = logging.getLogger("aita.batch_api")
+
+#: What a batch costs next to the same calls made one by one.
+BATCH_DISCOUNT = 0.5
+#: OpenAI's limits for one batch input file.
+MAX_REQUESTS_PER_FILE = 50_000
+MAX_BYTES_PER_FILE = 200 * 1024 * 1024
+ENDPOINT = "/v1/chat/completions"
+#: Batch statuses after which nothing changes.
+FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
+#: Polling starts this often (seconds) and slows down to ``POLL_MAX``.
+POLL_FIRST, POLL_MAX = 1.0, 60.0
+
+T = TypeVar("T")
+
+
+def run_via_batch_api(
+    client: OpenAICompatibleClient,
+    tasks: Iterable[LLMTask],
+    checkpoint_name: str | None = None,
+    resume_from_checkpoint: bool = True,
+    on_task_complete: Callable[[TaskResult], object] | None = None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    show_progress: bool | None = None,
+    spend_ledger: str | Path | _Unset | None = UNSET,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    max_rounds: int = 5,
+    poll_interval: float | None = None,
+    max_requests_per_file: int = MAX_REQUESTS_PER_FILE,
+    max_bytes_per_file: int = MAX_BYTES_PER_FILE,
+    completion_window: str = "24h",
+    outage_budget: float | None = None,
+) -> BatchResult:
+    """Run ``tasks`` through the provider's Batch API; ``task_results`` in input order.
+
+    ``client`` is an ``OpenAICompatibleClient`` (``create_openrouter_client``) whose server
+    has the Files and Batches endpoints (OpenAI has; OpenRouter has not). Tasks must be
+    independent and their ids unique. The checkpoint journal of ``checkpoint_name`` (default:
+    named after the task classes) answers tasks it already holds; the batches a killed run
+    submitted are collected, not submitted again. ``resume_from_checkpoint=False`` starts a new
+    journal and cancels the batches an earlier run left open.
+
+    ``poll_interval`` (seconds; default: from 1 s, slowing to 60 s) is how often the batches
+    are looked at; ``max_rounds`` bounds how often failed items are submitted. A provider
+    unreachable for longer than ``outage_budget`` seconds (``AITA_OUTAGE_BUDGET``) while the
+    batches are polled raises ``ProviderOutage``; the batches keep running and a later run
+    collects them. Ctrl-C raises ``BatchInterrupted`` the same way. Checkpointing is always
+    on: it is what makes a batch job resumable.
+    """
+    task_list = list(tasks)
+    settings = ExecutorSettings.resolve(
+        None,
+        UNSET,
+        None,
+        True,
+        None,
+        checkpoint_dir,
+        None,
+        show_progress,
+        spend_ledger,
+        outage_budget,
+        redis_url=None,
+    )
+    name = checkpoint_name or default_checkpoint_name(task_list)
+    job = _BatchJob(
+        client,
+        name,
+        settings,
+        prices=prices,
+        max_rounds=max(1, max_rounds),
+        poll_interval=poll_interval,
+        limits=(max(1, max_requests_per_file), max(1, max_bytes_per_file)),
+        completion_window=completion_window,
+    )
+    return job.run(task_list, resume_from_checkpoint, on_task_complete)
+
+
+def cancel_batch_api(
+    client: OpenAICompatibleClient, checkpoint_name: str, checkpoint_dir: str | Path | None = None
+) -> list[str]:
+    """Cancel the batches that runs of ``checkpoint_name`` submitted and did not collect; their
+    ids. The next run collects what the provider answered before it stopped (that was paid
+    for) and submits the rest again."""
+    settings = ExecutorSettings.resolve(
+        None, UNSET, None, True, None, checkpoint_dir, None, False, None, None, redis_url=None
+    )
+    job = _BatchJob(
+        client,
+        checkpoint_name,
+        settings,
+        prices=None,
+        max_rounds=1,
+        poll_interval=None,
+        limits=(MAX_REQUESTS_PER_FILE, MAX_BYTES_PER_FILE),
+        completion_window="24h",
+    )
+    return job.cancel_open()
+
+
+# -- the state file -----------------------------------------------------------------------------
+
+
+class _Submitted(BaseModel):
+    """A batch the provider accepted; ``keys`` names the file of (task id, request key) in
+    the order of its input lines."""
+
+    id: str
+    input_file_id: str
+    keys: str
+    requests: int
+    collected: bool = False
+
+
+class _Uploaded(BaseModel):
+    """An input file uploaded whose batch may or may not have been created (killed between)."""
+
+    input_file_id: str
+    keys: str
+    requests: int
+    uploaded_at: float
+
+
+class _State(BaseModel):
+    aita_batch_api: Literal[1] = 1
+    name: str
+    base_url: str
+    batches: list[_Submitted] = []
+    uploads: list[_Uploaded] = []
+
+    @property
+    def open_batches(self) -> list[_Submitted]:
+        return [b for b in self.batches if not b.collected]
+
+
+@dataclass
+class _Pending:
+    """A task still waiting for its answer: what it asks, and what its attempts cost."""
+
+    index: int
+    task: LLMTask
+    key: str
+    line: bytes
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    error: Exception | None = None
+
+
+class _BatchJob:
+    def __init__(
+        self,
+        client: OpenAICompatibleClient,
+        name: str,
+        settings: ExecutorSettings,
+        *,
+        prices: Mapping[str, tuple[float, float]] | None,
+        max_rounds: int,
+        poll_interval: float | None,
+        limits: tuple[int, int],
+        completion_window: str,
+    ) -> None:
+        sdk = getattr(client, "sdk", None)  # the client's own SDK instance and connections
+        if not isinstance(sdk, openai.OpenAI):
+            raise ConfigError(
+                f"the Batch API needs an OpenAI-compatible client (create_openrouter_client), "
+                f"not {type(client).__name__}"
+            )
+        self.client = client
+        self.base_url = str(getattr(client, "base_url", ""))
+        self.model = client_model(client)
+        # The SDK retries these control calls itself: they are not attempts of a task.
+        self.sdk = sdk.with_options(max_retries=4)
+        self.name = name
+        self.settings = settings
+        self.prices = prices
+        self.max_rounds = max_rounds
+        self.poll_interval = poll_interval
+        self.max_requests, self.max_bytes = limits
+        self.completion_window = completion_window
+        manager = CheckpointManager(settings.checkpoint_dir)
+        self.manager = manager
+        stem = manager.safe_name(name)
+        self.state_path = settings.checkpoint_dir / f"{stem}.batch-api.json"
+        self.folder = settings.checkpoint_dir / f"{stem}.batch-api"
+        self.ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
+        self.counts = AttemptCounts()
+        self.pending: dict[str, _Pending] = {}
+        self.results: list[TaskResult | None] = []
+        self.journal: CheckpointJournal | None = None
+        self.on_task_complete: Callable[[TaskResult], object] | None = None
+        self.started = time.perf_counter()
+
+    # -- the job -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        tasks: list[LLMTask],
+        resume: bool,
+        on_task_complete: Callable[[TaskResult], object] | None,
+    ) -> BatchResult:
+        _check_independent(tasks)
+        self.on_task_complete = on_task_complete
+        self.results = [None] * len(tasks)
+        state = self._load_state() if resume else None
+        if not resume:  # what earlier runs left running is not wanted: no need to pay for it
+            self._cancel(self._load_state())
+            self.state_path.unlink(missing_ok=True)
+        state = state or _State(name=self.name, base_url=self.base_url)
+        checkpoint = self.manager.open_for_batch(self.name, resume)
+        journal = self.manager.start_journal(checkpoint, self.settings.checkpoint_interval)
+        journal.start_run(len(tasks))
+        self.journal = journal
+        try:
+            self._look_back(tasks, checkpoint)
+            self._adopt_uploads(state)
+            self._rounds(state)
+            self._forget_collected(state)
+        except KeyboardInterrupt:
+            running = len(state.open_batches)
+            where = f"; {running} batch(es) keep running at the provider" if running else ""
+            raise BatchInterrupted(
+                f"interrupted after {sum(r is not None for r in self.results)}/{len(tasks)} "
+                f"tasks{where}; run again with checkpoint_name={self.name!r} to collect them "
+                "(nothing is submitted twice)",
+                self.name,
+                checkpoint.path,
+            ) from None
+        finally:
+            journal.close()
+            if self.ledger is not None:
+                self.ledger.close()
+        for pending in list(self.pending.values()):
+            self._fail(pending, pending.error or ProviderUnavailable("not answered"))
+        final = [r for r in self.results if r is not None]
+        metrics = batch_metrics(len(tasks), final, self.counts, time.perf_counter() - self.started)
+        return BatchResult(final, metrics, checkpoint.path)
+
+    def _rounds(self, state: _State) -> None:
+        """Submit what needs an answer and wait for it, round after round. The first round
+        also waits for the batches a killed run left open (what they cover is not submitted
+        again)."""
+        carried = [b for b in state.open_batches if self._covered_by(b)]
+        rounds = 0
+        while True:
+            covered = {task_id for b in carried for task_id in self._covered_by(b)}
+            todo = [p for p in self._to_submit() if p.task.task_id not in covered]
+            if rounds >= self.max_rounds:
+                todo = []
+            if not todo and not carried:
+                return
+            rounds += bool(todo)
+            self._wait_for(state, carried + self._submit(state, todo))
+            carried = []
+
+    def _covered_by(self, batch: _Submitted | _Uploaded) -> set[str]:
+        """The pending tasks a batch (or an uploaded file) asks exactly what they ask now."""
+        return {
+            task_id
+            for task_id, key in self._keys_of(batch).items()
+            if (pending := self.pending.get(task_id)) is not None and pending.key == key
+        }
+
+    def _forget_collected(self, state: _State) -> None:
+        """Collected batches live on in the journal: their keys files go (with those of
+        uploads a killed run never finished), and the state file once nothing is open."""
+        state.batches = state.open_batches
+        needed = {b.keys for b in state.batches} | {u.keys for u in state.uploads}
+        for path in self.folder.glob("*.jsonl") if self.folder.is_dir() else []:
+            if path.name not in needed:
+                path.unlink(missing_ok=True)
+        if needed:
+            self._save(state)
+            return
+        self.state_path.unlink(missing_ok=True)
+        if self.folder.is_dir():
+            self.folder.rmdir()
+
+    def cancel_open(self) -> list[str]:
+        return self._cancel(self._load_state())
+
+    def _look_back(self, tasks: list[LLMTask], checkpoint: Checkpoint) -> None:
+        """Answer what the journal holds; every other task gets its request line, ready."""
+        for index, task in enumerate(tasks):
+            try:
+                messages = task.build_messages()
+                params = task.request_params()
+                key = request_key(self.model, messages, params, task.version)
+                body = {
+                    "model": params.get("model") or self.model,
+                    "messages": [m.to_openai() for m in messages],
+                    **{k: v for k, v in params.items() if k != "model"},
+                }
+                line = json_line(
+                    {"custom_id": task.task_id, "method": "POST", "url": ENDPOINT, "body": body}
+                )
+            except Exception as error:  # a bug in the task, not the provider: no retry
+                self._end(index, not_run(task.task_id, error))
+                continue
+            earlier, standing = checkpoint.answer_for(task, key)
+            setattr(self.counts, standing, getattr(self.counts, standing) + 1)
+            if earlier is not None:
+                self._end(index, earlier, journal=False)
+            elif len(line) > self.max_bytes:
+                too_big = BadRequest(f"the request is {len(line)} bytes, over a file's limit")
+                self._end(index, not_run(task.task_id, too_big))
+            else:
+                self.pending[task.task_id] = _Pending(index, task, key, line)
+
+    def _to_submit(self) -> list[_Pending]:
+        return [p for p in self.pending.values() if p.error is None or self._retries(p)]
+
+    def _retries(self, pending: _Pending) -> bool:
+        error = pending.error
+        return error is None or pending.task.should_retry(error, pending.attempts)
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    def _submit(self, state: _State, pending: list[_Pending]) -> list[_Submitted]:
+        """Write, upload and create batches of at most ``max_requests`` lines and ``max_bytes``;
+        each is in the state file before the next starts."""
+        submitted = []
+        for chunk in self._chunks(pending):
+            self.counts.retries += sum(p.attempts > 0 for p in chunk)
+            for p in chunk:
+                p.error = None
+            submitted.append(self._submit_one(state, chunk))
+        return submitted
+
+    def _chunks(self, pending: list[_Pending]) -> Iterator[list[_Pending]]:
+        chunk: list[_Pending] = []
+        size = 0
+        for p in pending:
+            if chunk and (len(chunk) >= self.max_requests or size + len(p.line) > self.max_bytes):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(p)
+            size += len(p.line)
+        if chunk:
+            yield chunk
+
+    def _submit_one(self, state: _State, chunk: list[_Pending]) -> _Submitted:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{time.strftime('%Y%m%d_%H%M%S')}_{len(state.batches) + len(state.uploads):05d}"
+        keys = f"{stem}.keys.jsonl"
+        write_bytes_atomic(
+            self.folder / keys, b"".join(json_line([p.task.task_id, p.key]) for p in chunk)
+        )
+        requests = self.folder / f"{stem}.requests.jsonl"
+        write_bytes_atomic(requests, b"".join(p.line for p in chunk))
+        upload_sdk = self.sdk.with_options(timeout=max(600.0, self._timeout()))
+        try:  # from a path, the SDK reads the file whole: a retried upload sends all of it
+            uploaded = self._call(
+                lambda: upload_sdk.files.create(file=requests, purpose="batch"),
+                "upload a batch file",
+            )
+        except ModelNotFound as error:
+            raise ConfigError(
+                f"{self.base_url} has no Batch API ({error}); OpenAI has one "
+                "(AITA_BASE_URL=https://api.openai.com/v1)"
+            ) from None
+        finally:
+            requests.unlink(missing_ok=True)
+        upload = _Uploaded(
+            input_file_id=uploaded.id, keys=keys, requests=len(chunk), uploaded_at=time.time()
+        )
+        state.uploads.append(upload)
+        self._save(state)
+        return self._create(state, upload)
+
+    def _create(self, state: _State, upload: _Uploaded) -> _Submitted:
+        batch = self._call(
+            lambda: self.sdk.batches.create(
+                input_file_id=upload.input_file_id,
+                endpoint="/v1/chat/completions",
+                completion_window=self.completion_window,  # type: ignore[arg-type]
+                metadata={"aita_checkpoint": self.name[:512]},
+            ),
+            "create a batch",
+        )
+        return self._record(state, upload, batch.id)
+
+    def _record(self, state: _State, upload: _Uploaded, batch_id: str) -> _Submitted:
+        submitted = _Submitted(
+            id=batch_id,
+            input_file_id=upload.input_file_id,
+            keys=upload.keys,
+            requests=upload.requests,
+        )
+        state.uploads.remove(upload)
+        state.batches.append(submitted)
+        self._save(state)
+        log.info("submitted batch %s (%d requests)", batch_id, upload.requests)
+        return submitted
+
+    def _adopt_uploads(self, state: _State) -> None:
+        """Files a killed run uploaded: the batch it may have created is found by its input
+        file and adopted; else it is created now, if it still asks something needed."""
+        for upload in list(state.uploads):
+            existing = self._find_batch_of(upload.input_file_id, upload.uploaded_at)
+            if existing is not None:
+                self._record(state, upload, existing)
+            elif self._covered_by(upload):
+                self._create(state, upload)
+            else:
+                state.uploads.remove(upload)
+                self._save(state)
+
+    def _find_batch_of(self, input_file_id: str, since: float) -> str | None:
+        page = self._call(lambda: self.sdk.batches.list(limit=100), "list batches")
+        for batch in page:  # newest first; the SDK fetches further pages as needed
+            if batch.input_file_id == input_file_id:
+                return batch.id
+            if batch.created_at < since - 300:
+                break
+        return None
+
+    # -- waiting and collecting ----------------------------------------------------------------
+
+    def _wait_for(self, state: _State, batches: list[_Submitted]) -> None:
+        """Poll until every batch has finished, collecting each as it does."""
+        waiting = {b.id: b for b in batches}
+        progress: dict[str, int] = {}
+        bar = tqdm(
+            total=sum(b.requests for b in batches),
+            desc=f"⏳ Batch API: {len(batches)} batch(es)",
+            unit="request",
+            disable=not self.settings.show_progress,
+            dynamic_ncols=True,
+        )
+        delay = self.poll_interval or POLL_FIRST
+        unreachable_since: float | None = None
+        try:
+            while waiting:
+                statuses: list[str] = []
+                for batch in list(waiting.values()):
+                    try:
+                        info = self._call(
+                            partial(self.sdk.batches.retrieve, batch.id), "poll a batch"
+                        )
+                    except ModelNotFound:  # gone at the provider: its items go again
+                        log.warning("batch %s is gone at the provider; submitting again", batch.id)
+                        self._collect(state, batch, "gone", None, None)
+                        waiting.pop(batch.id)
+                        continue
+                    except (ProviderUnavailable, RateLimited) as error:
+                        unreachable_since = unreachable_since or time.monotonic()
+                        if time.monotonic() - unreachable_since > self.settings.outage_budget:
+                            raise ProviderOutage(
+                                f"the provider was unreachable for over "
+                                f"{self.settings.outage_budget:g}s while polling ({error}); the "
+                                f"batches keep running: run again to collect them"
+                            ) from None
+                        continue
+                    unreachable_since = None
+                    counts = info.request_counts
+                    progress[batch.id] = (counts.completed + counts.failed) if counts else 0
+                    statuses.append(info.status)
+                    if info.status in FINISHED:
+                        why: str = info.status
+                        if info.errors and info.errors.data:
+                            why += ": " + "; ".join(str(e.message) for e in info.errors.data[:3])
+                        self._collect(state, batch, why, info.output_file_id, info.error_file_id)
+                        progress[batch.id] = batch.requests
+                        waiting.pop(batch.id)
+                bar.n = min(int(bar.total or 0), sum(progress.values()))
+                bar.set_postfix_str(_tally(statuses), refresh=True)
+                if waiting:
+                    time.sleep(delay)
+                    if self.poll_interval is None:
+                        delay = min(POLL_MAX, delay * 1.5)
+        finally:
+            bar.close()
+
+    def _collect(
+        self,
+        state: _State,
+        batch: _Submitted,
+        status: str,
+        output_file_id: str | None,
+        error_file_id: str | None,
+    ) -> None:
+        """Read a finished batch's answers into results (or back into the queue)."""
+        sent = self._keys_of(batch)
+        seen: set[str] = set()
+        for file_id in (output_file_id, error_file_id):
+            if file_id:
+                for item, simulated in self._items(file_id):
+                    custom_id = item.get("custom_id")
+                    pending = self.pending.get(custom_id) if isinstance(custom_id, str) else None
+                    if pending is None or sent.get(pending.task.task_id) != pending.key:
+                        continue  # answered already, no longer asked, or asked differently
+                    seen.add(pending.task.task_id)
+                    self._apply(pending, item, simulated)
+        for task_id in sent.keys() - seen:
+            pending = self.pending.get(task_id)
+            if pending is not None and sent[task_id] == pending.key:
+                pending.attempts += 1
+                pending.error = ProviderUnavailable(f"not answered (the batch {status})")
+        batch.collected = True
+        self._save(state)
+
+    def _keys_of(self, batch: _Submitted | _Uploaded) -> dict[str, str]:
+        try:
+            lines = (self.folder / batch.keys).read_bytes().splitlines()
+            return {task_id: key for task_id, key in map(orjson.loads, lines)}
+        except (OSError, ValueError) as error:
+            log.warning("%s: unreadable (%s); its answers are not used", batch.keys, error)
+            return {}
+
+    def _items(self, file_id: str) -> Iterator[tuple[dict[str, Any], bool]]:
+        """The lines of an output or error file, one by one, and whether the simulator made
+        them."""
+        download = self.sdk.with_options(timeout=max(600.0, self._timeout()))
+        try:
+            with download.files.with_streaming_response.content(file_id) as response:
+                simulated = response.headers.get(SIMULATED_HEADER) == "true"
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        item = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        log.warning("file %s: skipped a line that is not JSON", file_id)
+                        continue
+                    if isinstance(item, dict):
+                        yield item, simulated
+        except openai.APIError as error:
+            raise self._translated(error, "download batch results") from None
+
+    def _apply(self, pending: _Pending, item: dict[str, Any], simulated: bool) -> None:
+        """One item of an output or error file: the task's result, or its error for now."""
+        pending.attempts += 1
+        self.counts.requests += 1
+        response = item.get("response") if isinstance(item.get("response"), dict) else None
+        status = response.get("status_code") if response else None
+        body = response.get("body") if response else None
+        if status != 200 or not isinstance(body, dict):
+            self._failed_attempt(pending, _item_error(item, status, body))
+            return
+        try:
+            content, usage, model, finish = _completion_of(body, self.model)
+        except InvalidResponse as error:
+            self._failed_attempt(pending, error)
+            return
+        self._spend(pending, usage, model, simulated)
+        task = pending.task
+        answer = {"raw_response": content, "model": model, "simulated": simulated}
+        try:
+            if finish == "length" and task.truncation_is_error:
+                raise TruncatedResponse("the answer was cut off at the token limit")
+            value = task.parse_response(content)
+        except Exception as error:
+            if not isinstance(error, TruncatedResponse):
+                error = ResponseParseError(f"could not parse the response: {error}", content)
+            self._failed_attempt(pending, error, **answer)
+            return
+        del self.pending[task.task_id]
+        result = self._result_of(
+            pending, success=True, result=value, finish_reason=finish, **answer
+        )
+        self._end(pending.index, result)
+
+    def _failed_attempt(self, pending: _Pending, error: Exception, **answer: Any) -> None:
+        """The item failed: submitted again in the next round if the task says it may be
+        (``should_retry``), else the task has failed."""
+        pending.error = error
+        if not self._retries(pending):
+            self._fail(pending, error, **answer)
+
+    def _spend(self, pending: _Pending, usage: Usage, model: str, simulated: bool) -> None:
+        """An answered item was paid for, at the batch price, whether or not it parses."""
+        full = cost_of(model, Usage(usage.prompt_tokens, usage.completion_tokens), self.prices)
+        cost = usage.cost if usage.cost is not None else full and full * BATCH_DISCOUNT
+        pending.prompt_tokens += usage.prompt_tokens
+        pending.completion_tokens += usage.completion_tokens
+        pending.cost += cost or 0.0
+        self.counts.simulated += simulated
+        self.counts.unpriced += cost is None and not simulated
+        if self.ledger is not None and not simulated:
+            self.ledger.record(
+                batch=self.name,
+                model=model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost=cost,
+            )
+
+    def _fail(self, pending: _Pending, error: Exception, **answer: Any) -> None:
+        del self.pending[pending.task.task_id]
+        result = self._result_of(
+            pending,
+            success=False,
+            error=str(error) or type(error).__name__,
+            error_type=type(error).__name__,
+            exception=error,
+            **answer,
+        )
+        self._end(pending.index, result)
+
+    def _result_of(self, pending: _Pending, **fields: Any) -> TaskResult:
+        """A task's result: its tokens and cost over every round it was answered in."""
+        return from_batch_api(
+            pending.task.task_id,
+            attempts=pending.attempts,
+            started=self.started,
+            prompt_tokens=pending.prompt_tokens,
+            completion_tokens=pending.completion_tokens,
+            cost=pending.cost,
+            request_key=pending.key,
+            **fields,
+        )
+
+    def _end(self, index: int, result: TaskResult, *, journal: bool = True) -> None:
+        if journal and self.journal is not None:
+            self.journal.append(record_of(result))
+        self.results[index] = result
+        if self.on_task_complete is not None:
+            try:
+                self.on_task_complete(result)
+            except Exception:
+                log.exception("on_task_complete failed for task %s", result.task_id)
+
+    # -- the state file and the provider -------------------------------------------------------
+
+    def _load_state(self) -> _State | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            state = _State.model_validate_json(self.state_path.read_bytes())
+        except (OSError, ValidationError) as error:
+            log.warning("%s is unreadable (%s); starting without it", self.state_path, error)
+            return None
+        if state.base_url != self.base_url:
+            log.warning(
+                "%s holds batches of %s, not %s; starting without them",
+                self.state_path,
+                state.base_url,
+                self.base_url,
+            )
+            return None
+        return state
+
+    def _save(self, state: _State) -> None:
+        write_json_atomic(self.state_path, state.model_dump())
+
+    def _cancel(self, state: _State | None) -> list[str]:
+        """Cancel the open batches of ``state`` (those created from its uploads included; best
+        effort) and forget the state; the ids cancelled."""
+        if state is None:
+            return []
+        ids = [b.id for b in state.open_batches]
+        ids += [
+            found
+            for upload in state.uploads
+            if (found := self._find_batch_of(upload.input_file_id, upload.uploaded_at))
+        ]
+        cancelled = []
+        for batch_id in ids:
+            try:
+                self._call(partial(self.sdk.batches.cancel, batch_id), "cancel a batch")
+            except ProviderError as error:
+                log.warning("could not cancel batch %s: %s", batch_id, error)
+                continue
+            cancelled.append(batch_id)
+        return cancelled
+
+    def _timeout(self) -> float:
+        timeout = getattr(self.client, "timeout", None)
+        return float(timeout) if isinstance(timeout, int | float) else 120.0
+
+    def _call(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return call()
+        except openai.APIError as error:
+            raise self._translated(error, what) from None
+
+    def _translated(self, error: openai.APIError, what: str) -> ProviderError:
+        redact: Callable[[str], str] = self.client.redact
+        if isinstance(error, openai.APITimeoutError):
+            return ProviderTimeout(f"{what}: no response from {self.base_url}")
+        if isinstance(error, openai.APIConnectionError):
+            return ProviderUnreachable(redact(f"{what}: cannot connect to {self.base_url}"))
+        if isinstance(error, openai.APIStatusError):
+            message = redact(_provider_message(error.body) or error.message)
+            headers = {k.lower(): v for k, v in error.response.headers.items()}
+            return error_for_status(error.status_code, f"{what}: {message}", headers)
+        return InvalidResponse(redact(f"{what}: {error}"))
+
+
+def _check_independent(tasks: list[LLMTask]) -> None:
+    seen: set[str] = set()
+    for task in tasks:
+        if task.dependencies:
+            raise TaskGraphError(
+                f"task {task.task_id!r} has dependencies: the Batch API runs independent tasks "
+                "(use execute_batch for task graphs)"
+            )
+        if task.task_id in seen:
+            raise TaskGraphError(f"duplicate task id: {task.task_id!r}")
+        seen.add(task.task_id)
+
+
+def _completion_of(body: dict[str, Any], default_model: str) -> tuple[str, Usage, str, str | None]:
+    """The text, usage, model and finish reason of a chat completion in an output file."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise InvalidResponse("the batch item's response has no choices")
+    message = choices[0].get("message") if isinstance(choices[0].get("message"), dict) else {}
+    content = message.get("content") if message else None
+    usage = Usage.from_dict(body.get("usage") if isinstance(body.get("usage"), dict) else None)
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    finish = choices[0].get("finish_reason")
+    if not isinstance(content, str) or not content.strip():
+        raise EmptyResponse(f"empty completion (finish_reason={finish})")
+    return content, usage, model or default_model, finish if isinstance(finish, str) else None
+
+
+def _item_error(item: dict[str, Any], status: Any, body: Any) -> ProviderError:
+    """An item the provider did not answer: its HTTP error, or the batch's (``batch_expired``:
+    retried like a 5xx)."""
+    if isinstance(status, int) and status != 200:
+        message = _provider_message(body) or f"HTTP {status}"
+        return error_for_status(status, message, {})
+    given = item.get("error")
+    error: dict[str, Any] = given if isinstance(given, dict) else {}
+    code = str(error.get("code") or "unknown")
+    return ProviderUnavailable(f"{code}: {error.get('message') or 'not answered'}")
+
+
+def _provider_message(body: object) -> str | None:
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return None
+
+
+def _tally(statuses: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return " ".join(f"{status}={n}" for status, n in sorted(counts.items()))
