@@ -120,3 +120,19 @@ def peak_rss(tasks: int) -> int:
 def test_a_stream_of_200000_tasks_peaks_within_50_mb_of_one_of_20000() -> None:
     small, large = peak_rss(20_000), peak_rss(200_000)
     assert large - small <= 50 * 1024 * 1024, f"{(large - small) / 2**20:.1f} MB more"
+
+
+def test_resuming_a_stream_leaves_no_index_file_behind(
+    simulator: SimulatorFactory, tmp_path: Any
+) -> None:
+    from pathlib import Path
+
+    sim = simulator()
+    executor = executor_for(client_for(sim))
+    list(executor.execute_stream(generate(30), checkpoint_name="job"))
+    stream = executor.execute_stream(generate(40), checkpoint_name="job")
+    for n, _ in enumerate(stream):
+        if n == 0:  # mid-stream: the index is open, and already has no name
+            assert not list(Path("checkpoints").glob(".journal-index-*"))
+    assert stream.metrics is not None and stream.metrics.resumed_tasks == 30
+    assert not list(Path("checkpoints").glob(".journal-index-*"))

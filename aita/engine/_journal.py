@@ -500,13 +500,14 @@ class JournalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=folder, prefix=".journal-index-", suffix=".sqlite3")
         os.close(handle)
-        self._file = Path(name)
-        self._db = sqlite3.connect(self._file, check_same_thread=False)
+        self._db = sqlite3.connect(name, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
             "CREATE TABLE records (task_id TEXT PRIMARY KEY, offset INTEGER, length INTEGER)"
         )
+        # The open database outlives its name: nothing is left behind, even after a SIGKILL.
+        os.unlink(name)
         self._pending: list[tuple[str, int, int]] = []
         self._lock = threading.Lock()
         self._journal: Any = None
@@ -542,7 +543,6 @@ class JournalIndex:
             self._db.close()
             if self._journal is not None:
                 self._journal.close()
-            self._file.unlink(missing_ok=True)
 
 
 def record_of(result: TaskResult) -> TaskRecord:
