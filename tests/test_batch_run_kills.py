@@ -104,8 +104,8 @@ def test_5000_lines_killed_twice_end_complete_in_order_with_only_in_flight_calls
     assert f"requests.jsonl line {garbage_at + 1}: not JSON" in "".join([*errs, err])
     summary = re.search(r"(\d+) lines: (\d+) done, (\d+) failed(?:, (\d+) reused)?", out)
     assert summary is not None, out
-    lines, done, failed, reused = (int(g or 0) for g in summary.groups())
-    assert (lines, failed, done + reused) == (count + 1, 1, count)
+    total, done, failed, reused = (int(g or 0) for g in summary.groups())
+    assert (total, failed, done + reused) == (count + 1, 1, count)
 
 
 @pytest.mark.slow
