@@ -128,16 +128,11 @@ def run_via_batch_api(
     """
     task_list = list(tasks)
     settings = ExecutorSettings.resolve(
-        None,
-        UNSET,
-        None,
-        True,
-        None,
-        checkpoint_dir,
-        None,
-        show_progress,
-        spend_ledger,
-        outage_budget,
+        enable_checkpointing=True,
+        checkpoint_dir=checkpoint_dir,
+        show_progress=show_progress,
+        spend_ledger=spend_ledger,
+        outage_budget=outage_budget,
         redis_url=None,
     )
     name = checkpoint_name or default_checkpoint_name(task_list)
@@ -161,7 +156,11 @@ def cancel_batch_api(
     ids. The next run collects what the provider answered before it stopped (that was paid
     for) and submits the rest again."""
     settings = ExecutorSettings.resolve(
-        None, UNSET, None, True, None, checkpoint_dir, None, False, None, None, redis_url=None
+        enable_checkpointing=True,
+        checkpoint_dir=checkpoint_dir,
+        show_progress=False,
+        spend_ledger=None,
+        redis_url=None,
     )
     job = _BatchJob(
         client,
