@@ -71,7 +71,57 @@ class Scheduler(Protocol):
     def request_stop(self) -> None: ...
 
 
-class BatchScheduler:
+class WorkQueue:
+    """What both schedulers share: the ready tasks in input order, how many are running,
+    batchable tasks sent back to run alone, and the stop that Ctrl-C sets."""
+
+    def __init__(self, outlet: Outlet, max_batch_size: int | None) -> None:
+        self.outlet = outlet
+        self.max_batch_size = max_batch_size
+        #: set on Ctrl-C: no more work is handed out, and waits in workers end early
+        self.stop = threading.Event()
+        self._changed = threading.Condition(threading.Lock())
+        self._ready: deque[int] = deque()
+        self._solo: set[int] = set()  # batchable tasks to run alone from now on
+        self._in_flight = 0
+
+    def _take(self, task_of: Callable[[int], LLMTask]) -> list[int]:
+        """Under the lock, with a task ready: the next one, and the ready tasks that can share
+        its call (compatible batchable ones, up to the batch size; only the head of the queue
+        is scanned, so a huge queue costs no quadratic time)."""
+        index = self._ready.popleft()
+        taken = [index]
+        first = task_of(index)
+        if isinstance(first, BatchableLLMTask) and index not in self._solo:
+            limit = (self.max_batch_size or first.max_batch_size) - 1
+            for i in list(itertools.islice(self._ready, 4 * max(0, limit))):
+                other = task_of(i)
+                compatible = isinstance(other, BatchableLLMTask) and first.can_batch_with(other)
+                if compatible and i not in self._solo:
+                    taken.append(i)
+                    if len(taken) == limit + 1:
+                        break
+            for i in taken[1:]:
+                self._ready.remove(i)
+        self._in_flight += len(taken)
+        return taken
+
+    def run_alone(self, indices: list[int]) -> None:
+        """Put tasks back to run on their own (they were missing from a combined answer)."""
+        with self._changed:
+            for i in indices:
+                self._solo.add(i)
+                self._in_flight -= 1
+                self._ready.appendleft(i)
+            self._changed.notify_all()
+
+    def request_stop(self) -> None:
+        with self._changed:
+            self.stop.set()
+            self._changed.notify_all()
+
+
+class BatchScheduler(WorkQueue):
     def __init__(
         self,
         tasks: list[LLMTask],
@@ -83,19 +133,13 @@ class BatchScheduler:
         max_batch_size: int | None = None,
     ) -> None:
         """``results`` holds the tasks already done (resumed); the rest are scheduled."""
+        super().__init__(outlet, max_batch_size)
         self.tasks = tasks
         self.graph = graph
         self.results = results
-        self.outlet = outlet
         self.fail_fast = fail_fast
-        self.max_batch_size = max_batch_size
-        #: set on Ctrl-C: no more work is handed out, and waits in workers end early
-        self.stop = threading.Event()
-        self._changed = threading.Condition(threading.Lock())
         self._waiting_on: dict[int, int] = {}
-        self._solo: set[int] = set()  # batchable tasks to run alone from now on
         self._cancelled = False
-        self._in_flight = 0
         ready = []
         for i, result in enumerate(results):
             if result is not None:
@@ -118,15 +162,7 @@ class BatchScheduler:
         with self._changed:
             while not self.stop.is_set():
                 if self._ready:
-                    indices = [self._ready.popleft()]
-                    indices += take_partners(
-                        indices[0],
-                        self._ready,
-                        self.tasks.__getitem__,
-                        self._solo,
-                        self.max_batch_size,
-                    )
-                    self._in_flight += len(indices)
+                    indices = self._take(self.tasks.__getitem__)
                     break
                 if self._in_flight == 0:
                     return None  # nothing running could unblock what is left
@@ -146,21 +182,7 @@ class BatchScheduler:
             if (result := self.results[d]) is not None
         }
 
-    def run_alone(self, indices: list[int]) -> None:
-        """Put tasks back to run on their own (they were missing from a combined answer)."""
-        with self._changed:
-            for i in indices:
-                self._solo.add(i)
-                self._in_flight -= 1
-                self._ready.appendleft(i)
-            self._changed.notify_all()
-
     # -- ending work ---------------------------------------------------------------------------
-
-    def request_stop(self) -> None:
-        with self._changed:
-            self.stop.set()
-            self._changed.notify_all()
 
     def cancel(self, reason: str) -> None:
         """Record every task not yet started as cancelled; running ones finish normally."""
@@ -206,33 +228,6 @@ class BatchScheduler:
             self.outlet.announce(item)
         if self.fail_fast and not result.success:
             self.cancel(f"cancelled: {result.task_id} failed and fail_fast is on")
-
-
-def take_partners(
-    index: int,
-    ready: deque[int],
-    task_of: Callable[[int], LLMTask],
-    solo: set[int],
-    max_batch_size: int | None,
-) -> list[int]:
-    """Ready tasks that can share a call with task ``index``, taken off ``ready`` (its caller
-    holds the lock): compatible batchable tasks not set to run alone, up to the batch size.
-    Only the head of ``ready`` is scanned, so a huge queue costs no quadratic time."""
-    first = task_of(index)
-    if not isinstance(first, BatchableLLMTask) or index in solo:
-        return []
-    limit = (max_batch_size or first.max_batch_size) - 1
-    partners: list[int] = []
-    for i in list(itertools.islice(ready, 4 * max(0, limit))):
-        other = task_of(i)
-        compatible = isinstance(other, BatchableLLMTask) and first.can_batch_with(other)
-        if compatible and i not in solo:
-            partners.append(i)
-            if len(partners) == limit:
-                break
-    for i in partners:
-        ready.remove(i)
-    return partners
 
 
 def _succeeded(result: TaskResult | None) -> bool:

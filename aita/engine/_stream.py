@@ -11,17 +11,15 @@ graphs).
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from collections.abc import Iterator
 
 from aita.engine._results import TaskResult, not_run
-from aita.engine._scheduler import Job, Outlet, take_partners
+from aita.engine._scheduler import Job, Outlet, WorkQueue
 from aita.engine._tasks import LLMTask
 from aita.errors import Cancelled, TaskGraphError
 
 
-class StreamScheduler:
+class StreamScheduler(WorkQueue):
     """The same worker-facing surface as ``BatchScheduler``, over a sliding window."""
 
     def __init__(
@@ -32,19 +30,12 @@ class StreamScheduler:
         *,
         max_batch_size: int | None = None,
     ) -> None:
-        self.outlet = outlet
-        self.max_batch_size = max_batch_size
-        #: set on Ctrl-C: no more work is handed out, and waits in workers end early
-        self.stop = threading.Event()
+        super().__init__(outlet, max_batch_size)
         self._source = source
         self._window = max(1, window)
-        self._changed = threading.Condition(threading.Lock())
         self._tasks: dict[int, LLMTask] = {}
         self._results: dict[int, TaskResult] = {}
         self._ids: set[str] = set()  # the ids in the window: a duplicate there is refused
-        self._ready: deque[int] = deque()
-        self._solo: set[int] = set()
-        self._in_flight = 0
         self._taken = 0  # tasks taken from the source
         self._head = 0  # the next result to hand back
         self._exhausted = False
@@ -111,28 +102,12 @@ class StreamScheduler:
         with self._changed:
             while not self.stop.is_set():
                 if self._ready:
-                    indices = [self._ready.popleft()]
-                    indices += take_partners(
-                        indices[0],
-                        self._ready,
-                        self._tasks.__getitem__,
-                        self._solo,
-                        self.max_batch_size,
-                    )
-                    self._in_flight += len(indices)
+                    indices = self._take(self._tasks.__getitem__)
                     return Job(indices, [self._tasks[i] for i in indices])
                 if self._exhausted and self._in_flight == 0:
                     return None
                 self._changed.wait()
             return None
-
-    def run_alone(self, indices: list[int]) -> None:
-        with self._changed:
-            for i in indices:
-                self._solo.add(i)
-                self._in_flight -= 1
-                self._ready.appendleft(i)
-            self._changed.notify_all()
 
     def finish(self, index: int, result: TaskResult) -> None:
         with self._changed:
@@ -156,11 +131,6 @@ class StreamScheduler:
             self._ready.clear()
         for i in doomed:
             self._end(i, not_run(self._tasks[i].task_id, Cancelled(reason)))
-
-    def request_stop(self) -> None:
-        with self._changed:
-            self.stop.set()
-            self._changed.notify_all()
 
     @property
     def done(self) -> int:
