@@ -233,3 +233,100 @@ def test_rubric_criteria_must_add_up_to_the_points_exactly(off_by: float) -> Non
     with pytest.raises(ValueError, match="criteria points sum to"):
         task.parse_response(rubric_answer([2, 2 + off_by]))
     assert task.parse_response(rubric_answer([2.5, 1.5])).check_points() is None
+
+
+# -- what the mutants of the validation showed untested (scripts/mutation.py) ----------------------
+
+
+def test_rubric_points_within_a_millionth_of_the_question_add_up() -> None:
+    def rubric(points: float) -> Rubric:
+        return Rubric(
+            question_id="q",
+            total_points=0,
+            criteria=[RubricCriterion(description="a", points=points)],
+        )
+
+    assert rubric(1e-6).check_points() is None  # the tolerance itself is still equal
+    assert rubric(2e-6).check_points() == (
+        "criteria points sum to 2e-06, but question q is worth 0 points"
+    )
+
+
+def test_an_answer_key_answer_becomes_the_questions_key() -> None:
+    from aita.pipelines.tasks import AnswerKeyTask
+
+    task = AnswerKeyTask(Question(question_id="2b", question_text="t", points=2))
+    key = task.parse_response(
+        json.dumps({"correct_answer": "42", "alternative_answers": ["forty-two"]})
+    )
+    assert (key.question_id, key.correct_answer, key.alternative_answers) == (
+        "2b",
+        "42",
+        ["forty-two"],
+    )
+    assert (key.source, key.needs_review) == ("generated", False)
+    with pytest.raises(ValueError):
+        task.parse_response('{"alternative_answers": []}')  # no correct answer
+
+
+def test_a_transcription_answer_becomes_the_students_page() -> None:
+    from aita.pipelines.pages import Page
+    from aita.pipelines.tasks import TranscriptionTask
+
+    answer = json.dumps({"text": "Q1: x = 2", "confidence": 0.8, "notes": "smudged"})
+    scan = TranscriptionTask("ann", 3, Path("scans/page_003.png"), ["1"]).parse_response(answer)
+    assert (scan.student, scan.page, scan.image) == ("ann", 3, "page_003.png")
+    assert (scan.text, scan.confidence, scan.notes) == ("Q1: x = 2", 0.8, "smudged")
+    page = Page(number=2, label="exam.pdf page 2", source=Path("exam.pdf"), image=b"x")
+    assert TranscriptionTask("bob", 2, page, []).parse_response(answer).image == "exam.pdf page 2"
+    with pytest.raises(ValueError):
+        TranscriptionTask("ann", 3, Path("p.png"), []).parse_response('{"text": "x"}')
+
+
+def grading_task(confidence: float = 0.9, rubric_needs_review: bool = False) -> GradingTask:
+    question = Question(question_id="q", question_text="t", points=6)
+    rubric = Rubric(
+        question_id="q",
+        total_points=6,
+        criteria=[
+            RubricCriterion(description="a", points=2),
+            RubricCriterion(description="b", points=2),
+            RubricCriterion(description="c", points=2),
+        ],
+        needs_review=rubric_needs_review,
+    )
+    answer = StudentAnswer(question_id="q", text="x", confidence=confidence)
+    return GradingTask(question, rubric, answer, "ann")
+
+
+def grade_answer(*scored: int) -> str:
+    scores = [{"criterion": n, "points_awarded": 1, "comment": f"c{n} ok"} for n in scored]
+    return json.dumps({"scores": scores, "feedback": "well done"})
+
+
+def test_a_fully_scored_confident_grade_needs_no_review() -> None:
+    grade = grading_task().parse_response(grade_answer(1, 2, 3))
+    assert (grade.needs_review, grade.review_reason) == (False, None)
+    assert [s.comment for s in grade.criterion_scores] == ["c1 ok", "c2 ok", "c3 ok"]
+    assert (grade.points_awarded, grade.max_points, grade.feedback) == (3, 6, "well done")
+
+
+def test_every_reason_for_review_is_given() -> None:
+    grade = grading_task(confidence=0.3, rubric_needs_review=True).parse_response(grade_answer(2))
+    assert grade.needs_review
+    assert grade.review_reason == (
+        "criteria not scored: C1, C3; transcription confidence 0.30; "
+        "graded with a rubric flagged for review"
+    )
+    assert [s.comment for s in grade.criterion_scores] == [
+        "not scored by the model",
+        "c2 ok",
+        "not scored by the model",
+    ]
+
+
+def test_a_transcription_exactly_at_the_confidence_threshold_is_trusted() -> None:
+    from aita.pipelines.tasks import LOW_CONFIDENCE
+
+    grade = grading_task(confidence=LOW_CONFIDENCE).parse_response(grade_answer(1, 2, 3))
+    assert not grade.needs_review

@@ -154,3 +154,143 @@ def test_a_short_pause_leaves_no_gap_after_it() -> None:
     limiter.acquire()
     limiter.acquire()
     assert clock.now == pytest.approx(0.1)  # its own slot, not one behind a new queue
+
+
+# -- what the mutants of the limiter showed untested (scripts/mutation.py) ------------------------
+
+
+@pytest.mark.parametrize("rate", [0, -1, -0.5])
+def test_a_rate_that_is_not_positive_is_refused(rate: float) -> None:
+    with pytest.raises(ValueError, match=f"rate must be positive or None, got {rate}"):
+        RateLimiter(rate)
+    limiter = RateLimiter(1)
+    with pytest.raises(ValueError, match=f"rate must be positive or None, got {rate}"):
+        limiter.set_rate(rate)
+    assert limiter.rate == 1  # unchanged
+
+
+@pytest.mark.parametrize("budget", [0, -60])
+def test_a_token_budget_that_is_not_positive_is_refused(budget: float) -> None:
+    refused = f"tokens_per_minute must be positive or None, got {budget}"
+    with pytest.raises(ValueError, match=refused):
+        RateLimiter(None, tokens_per_minute=budget)
+
+
+def test_rates_and_budgets_below_one_are_valid() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, tokens_per_minute=0.5, clock=clock, sleep=clock.sleep)
+    limiter.set_rate(0.25)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == 4.0  # one start every 4 s
+
+
+def test_set_rate_spaces_the_starts_from_then_on() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.set_rate(4)
+    assert limiter.rate == 4
+    limiter.acquire()  # the slot reserved at the old rate stands
+    assert clock.now == 1.0
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.sleeps == [1.0, 0.25, 0.25]
+
+
+def test_set_rate_none_lifts_the_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.set_rate(None)
+    limiter.acquire()  # the slot reserved at the old rate stands
+    for _ in range(10):
+        limiter.acquire()
+    assert (limiter.rate, clock.now) == (None, 1.0)
+
+
+def test_without_a_token_budget_tokens_never_wait() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        limiter.acquire(tokens=100_000)
+        limiter.correct(tokens=50_000)
+    assert clock.now == 0.0
+
+
+def test_a_request_of_unknown_size_takes_nothing_from_the_token_budget() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        limiter.acquire()
+    assert clock.now == 0.0
+    limiter.acquire(tokens=2)  # one token a second: the next start is 2 s later
+    limiter.acquire()
+    assert clock.now == 2.0
+
+
+def test_a_call_that_used_more_tokens_than_reserved_delays_the_next() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep)
+    limiter.acquire(tokens=1)
+    limiter.correct(tokens=2)  # it used 3
+    limiter.acquire(tokens=1)
+    assert clock.now == 3.0
+
+
+def test_a_pause_that_ends_exactly_at_a_sleepers_slot_leaves_the_slot() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:  # half way through the wait, a 429 asks for 0.5 s
+        clock.now += seconds / 2
+        if not clock.sleeps:
+            limiter.pause(0.5)
+        clock.sleeps.append(seconds)
+        clock.now += seconds / 2
+
+    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter.acquire()
+    limiter.acquire()  # its slot is at 1.0; the pause ends at 0.5 + 0.5 = 1.0
+    assert clock.now == 1.0
+
+
+def test_a_sleeper_moved_behind_a_pause_reports_its_whole_wait() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            limiter.pause(3.0)
+
+    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter.acquire()
+    waited = limiter.acquire()
+    assert waited == clock.now == sum(clock.sleeps) == 4.0
+
+
+def test_a_pause_of_zero_or_less_holds_no_one() -> None:
+    clock = FakeClock()
+    limiter = NoOpRateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.pause(0)
+    limiter.pause(-1)
+    limiter.acquire()
+    assert clock.now == 0.0
+
+
+def test_a_pause_never_shortens_a_longer_one() -> None:
+    clock = FakeClock()
+    limiter = NoOpRateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.pause(5.0)
+    limiter.pause(1.0)
+    limiter.acquire()
+    assert clock.now == 5.0
+
+
+def test_the_limiter_says_what_it_limits() -> None:
+    assert repr(RateLimiter(20)) == "RateLimiter(rate=20)"
+    assert repr(RateLimiter(2.5, tokens_per_minute=60_000)) == (
+        "RateLimiter(rate=2.5, tokens_per_minute=60000)"
+    )
+    assert repr(NoOpRateLimiter()) == "NoOpRateLimiter(rate=None)"
+    limiter = RateLimiter(None, tokens_per_minute=90)
+    assert (limiter.rate, limiter.tokens_per_minute) == (None, 90)

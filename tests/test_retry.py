@@ -6,8 +6,11 @@ import pytest
 
 from aita.engine import (
     ExponentialBackoff,
+    LLMMessage,
+    LLMTask,
     RetryPolicy,
     error_for_status,
+    is_outage,
     is_retryable,
     retry_after,
 )
@@ -19,6 +22,7 @@ from aita.errors import (
     ModelNotFound,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
     RateLimited,
     ResponseParseError,
 )
@@ -117,3 +121,87 @@ def test_policy_says_who_waits_and_when_to_stop(
 ) -> None:
     decision = RetryPolicy().decide(error, 0)
     assert (decision.pause_all, decision.stop_batch) == (pause_all, stop_batch)
+
+
+# -- what the mutants of the retry policy showed untested (scripts/mutation.py) -------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (ProviderUnreachable("connection refused"), True),
+        (ConnectionRefusedError(), True),
+        (ConnectionResetError(), True),
+        (ProviderUnavailable("bad gateway", status_code=502), True),
+        (ProviderUnavailable("unavailable", status_code=503), True),
+        (ProviderUnavailable("gateway timeout", status_code=504), True),
+        (ProviderUnavailable("internal error", status_code=500), False),
+        (ProviderUnavailable("no status"), False),
+        (ProviderTimeout("slow"), False),
+        (TimeoutError(), False),
+        (RateLimited("slow down", status_code=503), False),
+        (BadRequest("no", status_code=400), False),
+    ],
+)
+def test_only_an_unreachable_or_gateway_failing_provider_is_an_outage(
+    error: Exception, outage: bool
+) -> None:
+    assert is_outage(error) is outage
+
+
+def test_an_outage_keeps_retrying_past_the_cap_and_says_so() -> None:
+    policy = RetryPolicy(max_retries=1)
+    down = policy.decide(ProviderUnreachable("connection refused"), 5)
+    assert (down.retry, down.outage) == (True, True)
+    broken = policy.decide(ProviderUnavailable("internal error", status_code=500), 5)
+    assert (broken.retry, broken.outage) == (False, False)
+
+
+class Picky(LLMTask):
+    """Retries a ValueError twice, and nothing else; remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[Exception, int]] = []
+
+    @property
+    def task_id(self) -> str:
+        return "picky"
+
+    def build_messages(self) -> list[LLMMessage]:
+        return [LLMMessage(role="user", content="hi")]
+
+    def should_retry(self, error: Exception, retry_count: int) -> bool:
+        self.asked.append((error, retry_count))
+        return isinstance(error, ValueError) and retry_count < 2
+
+
+def test_the_tasks_should_retry_has_the_last_word() -> None:
+    policy = RetryPolicy(max_retries=5)
+    task = Picky()
+    bug = ValueError("the task's own")
+    assert policy.decide(bug, 1, task).retry  # not retryable by type, but the task says so
+    assert not policy.decide(bug, 2, task).retry
+    unreachable = ProviderUnreachable("connection refused")
+    no = policy.decide(unreachable, 0, task)  # retryable, an outage even, but the task says no
+    assert (no.retry, no.outage) == (False, False)
+    assert task.asked == [(bug, 1), (bug, 2), (unreachable, 0)]
+
+
+def test_the_decision_waits_the_servers_time_else_the_backoff() -> None:
+    policy = RetryPolicy(backoff=ExponentialBackoff(initial=1.0, jitter=0.0))
+    assert policy.decide(RateLimited("slow down", retry_after=2.5), 0).delay == 2.5
+    assert policy.decide(ProviderUnavailable("down"), 2).delay == 4.0
+
+
+@pytest.mark.parametrize(("asked", "waited"), [(0.25, 0.25), (0.0, 0.0), (-3.0, 0.0)])
+def test_a_short_or_negative_server_wait_is_taken_as_it_is_or_as_none(
+    asked: float, waited: float
+) -> None:
+    error = RateLimited("slow down", retry_after=asked)
+    assert RetryPolicy().delay(error, 4) == waited
+
+
+def test_jitter_takes_off_up_to_its_share_of_the_wait() -> None:
+    half = ExponentialBackoff(initial=2.0, jitter=0.25, rng=lambda: 0.5)
+    assert half(0) == 2.0 * (1 - 0.25 * 0.5)
+    assert ExponentialBackoff(initial=2.0, jitter=0.25, rng=lambda: 0.0)(0) == 2.0

@@ -322,7 +322,7 @@ class CheckpointManager:
             match = pattern.match(path.name[: -len(SUFFIX)])
             if match:
                 found.append((match["stamp"], int(match["n"] or 0), match["name"], path))
-        found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+        found.sort(reverse=True)  # newest first; within one second, the highest number
         return [(batch_name, path) for _, _, batch_name, path in found]
 
     def open_for_batch(self, name: str, resume: bool) -> Checkpoint:
@@ -361,6 +361,9 @@ class CheckpointManager:
                     while line and not line.endswith(b"\n"):
                         offset += len(line)
                         line = handle.readline(MAX_LINE_BYTES)
+                    if not line:  # the file ends inside it: a torn last line, cut off as one
+                        log.warning("%s: dropped a torn last record (killed mid-write)", path)
+                        break
                     offset += len(line)
                     checkpoint.valid_bytes = offset
                     skipped += 1

@@ -74,11 +74,11 @@ class RateLimiter:
         while True:
             with self._lock:
                 now = self._clock()
-                slot = max(now, self._next_slot, self._paused_until, self._tokens_free_at)
+                # A pause moves the next slot behind it, so the slot is never inside one.
+                slot = max(now, self._next_slot, self._tokens_free_at)
                 self._next_slot = slot + self._interval
                 if self._token_rate and tokens:
                     self._tokens_free_at = slot + tokens / self._token_rate
-                pause_seen = self._paused_until
             delay = slot - now
             if delay <= 0:
                 return waited
@@ -87,7 +87,7 @@ class RateLimiter:
             with self._lock:
                 # A pause imposed while we slept moves our slot behind it, if it fell inside
                 # the pause; a slot after the pause still stands (no gap for a short pause).
-                if self._paused_until <= pause_seen or slot >= self._paused_until:
+                if slot >= self._paused_until:
                     return waited
 
     def correct(self, tokens: int) -> None:
