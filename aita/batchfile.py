@@ -40,10 +40,12 @@ from aita.engine import (
     OpenAICompatibleClient,
     ParallelLLMExecutor,
     ProviderError,
+    Tally,
     TaskResult,
     Usage,
     client_model,
     cost_of,
+    outcome_of,
     run_via_batch_api,
 )
 from aita.errors import AitaError
@@ -397,6 +399,9 @@ class BatchFileSummary:
     written: int = 0
     failures: list[tuple[RequestLine, TaskResult]] = field(default_factory=list)
     failed: int = 0
+    #: how this run's lines ended, in the words of every other command (a cut-off answer is
+    #: flagged, one the journal held is reused)
+    outcomes: Tally = field(default_factory=Tally)
     metrics: ExecutionMetrics | None = None
 
     @property
@@ -406,6 +411,14 @@ class BatchFileSummary:
     @property
     def total_failed(self) -> int:
         return self.earlier_failed + self.failed
+
+    @property
+    def tally(self) -> Tally:
+        """Every line of the results file: this run's, and those written by earlier runs."""
+        tally = Tally(self.outcomes)
+        tally["reused"] += self.earlier - self.earlier_failed
+        tally["failed"] += self.earlier_failed
+        return tally
 
 
 class BatchFileJob:
@@ -496,6 +509,7 @@ class BatchFileJob:
     def _written(self, results: ResultsFile, line: RequestLine, result: TaskResult) -> None:
         results.append(result_line(result, line.custom_id, self.dry_run))
         self.summary.written += 1
+        self.summary.outcomes[outcome_of(result)] += 1
         if not result.success:
             self.summary.failed += 1
             if len(self.summary.failures) < self.KEEP_FAILURES:

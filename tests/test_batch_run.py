@@ -122,6 +122,25 @@ def test_a_line_that_is_not_a_request_becomes_an_error_line_with_its_number(
     assert "in.jsonl line 4: not JSON" in err
 
 
+def test_the_end_line_counts_lines_as_checkpoints_list_counts_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = {"custom_id": "short", "prompt": "a question answered at length", "max_tokens": 2}
+    requests = write_requests(tmp_path / "in.jsonl", [*prompts(3), short, "{not json"])
+    assert main(["batch", "run", str(requests), "-o", "out.jsonl", "--dry-run"]) == 1
+    said = capsys.readouterr().out
+    assert "out.jsonl: 5 lines: 3 done, 1 flagged, 1 failed\n" in said  # the cut-off answer
+    assert (
+        read_results(tmp_path / "out.jsonl")[3]["response"]["body"]["choices"][0]["finish_reason"]
+        == "length"
+    )
+    assert main(["checkpoints", "list"]) == 0
+    assert "5 tasks: 3 done, 1 flagged, 1 failed" in capsys.readouterr().out
+    # Run again: every line is already written.
+    assert main(["batch", "run", str(requests), "-o", "out.jsonl", "--dry-run"]) == 1
+    assert "out.jsonl: 5 lines: 0 done, 4 reused, 1 failed\n" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("line", "problem"),
     [

@@ -150,11 +150,8 @@ def _check_spend(
 
 
 def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> int:
-    total, failed = summary.total, summary.total_failed
-    reused = summary.earlier - summary.earlier_failed
-    earlier = f", {reused} reused (written by earlier runs)" if reused else ""
-    done = summary.written - summary.failed
-    print(f"{printable(job.results)}: {total} lines: {done} done, {failed} failed{earlier}")
+    failed = summary.total_failed
+    print(f"{printable(job.results)}: {summary.tally.describe('lines')}")
     m = summary.metrics
     if m is not None:
         if job.dry_run:
