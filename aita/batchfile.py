@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import os
 import re
 import time
@@ -46,6 +47,7 @@ from aita.engine import (
     client_model,
     cost_of,
     outcome_of,
+    request_key,
     run_via_batch_api,
 )
 from aita.errors import AitaError
@@ -234,11 +236,24 @@ def task_of(line: RequestLine, task_id: str, source: Path) -> LLMTask:
 # -- result lines ---------------------------------------------------------------------------------
 
 
+def _digest(custom_id: str | None, key: str) -> str:
+    """A result line's ids: its ``custom_id`` and what its request asked (the request key), so a
+    resume can tell a line that answers the request as it is now from one that answered it
+    before it changed."""
+    return hashlib.sha256(f"{custom_id}\0{key}".encode()).hexdigest()[:24]
+
+
+def line_key(line: RequestLine, model: str) -> str | None:
+    """The request key the engine gives this line's call (None for a line that is no request)."""
+    if line.problem is not None:
+        return None
+    task = RequestTask(line.custom_id or "", line.messages, line.params)
+    return request_key(model, task.build_messages(), task.request_params(), task.version)
+
+
 def result_line(result: TaskResult, custom_id: str | None, simulated: bool) -> bytes:
     """The Batch API output line for one result (one JSON line, newline included)."""
-    digest = hashlib.sha256(
-        f"{custom_id}\0{result.request_key or result.task_id}".encode()
-    ).hexdigest()[:24]
+    digest = _digest(custom_id, result.request_key or result.task_id)
     line: dict[str, Any] = {"id": f"batch_req_{digest}", "custom_id": custom_id}
     if result.success:
         line["response"] = {
@@ -293,6 +308,10 @@ class WrittenLine:
     custom_id: str | None
     failed: bool
     simulated: bool
+    #: the line's ``id`` (``batch_req_`` and its digest)
+    id: str | None = None
+    #: its length in bytes, newline included
+    size: int = 0
 
 
 class ResultsFile:
@@ -342,10 +361,21 @@ class ResultsFile:
                         "aita batch run (write to another file)"
                     ) from None
                 failed = data.get("error") is not None
-                yield WrittenLine(custom_id, failed, bool(data.get("simulated")))
+                line_id = data.get("id")
+                yield WrittenLine(
+                    custom_id,
+                    failed,
+                    bool(data.get("simulated")),
+                    line_id if isinstance(line_id, str) else None,
+                    len(raw),
+                )
 
     def append(self, line: bytes) -> None:
         os.write(self._fd, line)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+        os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -393,9 +423,8 @@ class Shard:
 class BatchFileSummary:
     """What a run did, and what the results file holds now."""
 
-    #: lines in the results file before this run, and how many of them failed
+    #: lines in the results file before this run that it keeps
     earlier: int = 0
-    earlier_failed: int = 0
     written: int = 0
     failures: list[tuple[RequestLine, TaskResult]] = field(default_factory=list)
     failed: int = 0
@@ -409,15 +438,10 @@ class BatchFileSummary:
         return self.earlier + self.written
 
     @property
-    def total_failed(self) -> int:
-        return self.earlier_failed + self.failed
-
-    @property
     def tally(self) -> Tally:
         """Every line of the results file: this run's, and those written by earlier runs."""
         tally = Tally(self.outcomes)
-        tally["reused"] += self.earlier - self.earlier_failed
-        tally["failed"] += self.earlier_failed
+        tally["reused"] += self.earlier
         return tally
 
 
@@ -461,13 +485,21 @@ class BatchFileJob:
                 continue
             yield line
 
-    def remaining(self, results: ResultsFile) -> Iterator[RequestLine]:
+    def remaining(self, results: ResultsFile, model: str) -> Iterator[RequestLine]:
         """The request lines the results file does not answer yet. The lines it does answer
-        are checked first, at once: they must be those requests (else the input changed, and
-        the run is refused before anything starts)."""
+        are checked first, at once: they must answer those requests as they are now, asked of
+        ``model`` when a line names none (else the input changed, and the run is refused before
+        anything starts: an answer to another question is never passed off as this one's).
+        From the first line that failed on, the file is cut and the requests asked again: the
+        checkpoint journal answers those that had succeeded, with no call."""
         lines = self.lines()
         summary = self.summary
+        retry_from: tuple[int, int] | None = None  # the first failed line: its index, its offset
+        offset = 0
         for number, written in enumerate(results.written(), start=1):
+            if written.failed:
+                retry_from = (number - 1, offset)
+                break
             line = next(lines, None)
             if line is None:
                 raise AitaError(
@@ -482,15 +514,31 @@ class BatchFileJob:
                     f"is {line.custom_id!r}: the requests changed since it was written (write "
                     "the results to another file)"
                 )
-            if written.simulated != self.dry_run and not written.failed:
-                made_by = "a dry run (simulated)" if written.simulated else "real calls"
+            if written.simulated != self.dry_run:
+                made_by = (
+                    "simulated answers (of a dry run or a simulator)"
+                    if written.simulated
+                    else "answers of real calls"
+                )
                 raise AitaError(
-                    f"{self.results} holds answers of {made_by}; "
+                    f"{self.results} holds {made_by}; "
                     f"{'a dry run' if self.dry_run else 'a real run'} does not continue it "
                     "(write the results to another file)"
                 )
+            key = line_key(line, model)
+            if key is not None and written.id != f"batch_req_{_digest(line.custom_id, key)}":
+                raise AitaError(
+                    f"{self.results} line {number} answers custom_id {line.custom_id!r} as it "
+                    f"was asked before: request {number}{self._of_shard()} ({self.requests} line "
+                    f"{line.number}) or the model changed since (write the results to another "
+                    "file)"
+                )
+            offset += written.size
             summary.earlier += 1
-            summary.earlier_failed += written.failed
+        if retry_from is not None:
+            index, size = retry_from
+            results.truncate(size)
+            lines = itertools.islice(self.lines(), index, None)
         return self._reported(lines)
 
     def _reported(self, lines: Iterable[RequestLine]) -> Iterator[RequestLine]:
@@ -522,7 +570,8 @@ class BatchFileJob:
         stays bounded by its window, results are written in input order as they are ready."""
         window = 4 * executor.max_workers
         with ResultsFile(self.results) as results:
-            remaining = self.remaining(results)  # checked before any work starts
+            model = client_model(executor.llm_client)
+            remaining = self.remaining(results, model)  # checked before any work starts
             taken: deque[RequestLine] = deque()
             ids = TaskIds(remember=window)
 
@@ -546,7 +595,7 @@ class BatchFileJob:
         """The remaining requests through the provider's Batch API (``run_via_batch_api``;
         ``options`` go to it); results written in input order as the prefix completes."""
         with ResultsFile(self.results) as results:
-            lines = list(self.remaining(results))
+            lines = list(self.remaining(results, client_model(client)))
             ids = TaskIds(remember=None)
             tasks = [task_of(line, ids.of(line), self.requests) for line in lines]
             place = {task.task_id: n for n, task in enumerate(tasks)}
@@ -571,7 +620,15 @@ class BatchFileJob:
         """The calls the remaining requests make and what one attempt of each costs (None when
         a price is unknown), read from the files without writing anything."""
         calls, total, unknown = 0, 0.0, False
-        skip = sum(1 for _ in _written_lines(self.results))
+        skip = 0
+        for raw in _written_lines(self.results):
+            try:
+                failed = orjson.loads(raw).get("error") is not None
+            except (orjson.JSONDecodeError, AttributeError):
+                failed = True  # not a result line: the run refuses the file, no call is made
+            if failed:
+                break  # a failed line: it and the lines after it are asked again
+            skip += 1
         model = client_model(client)
         for n, line in enumerate(self.lines()):
             if n < skip or line.problem is not None:

@@ -141,6 +141,82 @@ def test_the_end_line_counts_lines_as_checkpoints_list_counts_them(
     assert "out.jsonl: 5 lines: 0 done, 4 reused, 1 failed\n" in capsys.readouterr().out
 
 
+def test_failed_lines_are_asked_again_by_the_next_run_and_nothing_else_is(
+    provider: ProviderSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AITA_MAX_RETRIES", "0")
+    lines: list[Any] = [*prompts(6)]
+    lines[2] = "{not json"  # fails without a call
+    requests = write_requests(tmp_path / "in.jsonl", lines)
+    run = ["batch", "run", str(requests), "-o", "out.jsonl", "--yes"]
+    provider.config.error_rate = 1.0
+    assert main(run) == 1
+    assert [r["error"] is None for r in read_results(tmp_path / "out.jsonl")] == [False] * 6
+    assert "run the same command again to retry them" in capsys.readouterr().out
+    provider.config.error_rate = 0.0
+    lines[2] = {"custom_id": "fixed", "prompt": "question 2"}
+    write_requests(requests, lines)
+    assert main(run) == 0
+    results = read_results(tmp_path / "out.jsonl")
+    assert [r["custom_id"] for r in results] == [
+        "r0000",
+        "r0001",
+        "fixed",
+        "r0003",
+        "r0004",
+        "r0005",
+    ]
+    assert [answer_of(r) for r in results] == [f"[sim] question {i}" for i in range(6)]
+    assert "6 lines: 6 done, 0 failed" in capsys.readouterr().out
+    provider.config.error_rate = 1.0  # every line stands: no call, nothing to fail
+    calls = provider.stats.requests
+    assert main(run) == 0 and provider.stats.requests == calls
+
+
+def test_a_failed_line_is_retried_and_the_lines_after_it_come_from_the_journal(
+    provider: ProviderSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[Any] = [*prompts(5)]
+    lines[1] = "{not json"
+    requests = write_requests(tmp_path / "in.jsonl", lines)
+    run = ["batch", "run", str(requests), "-o", "out.jsonl", "--yes"]
+    assert main(run) == 1
+    calls = provider.stats.requests
+    lines[1] = {"custom_id": "r0001", "prompt": "question 1"}
+    write_requests(requests, lines)
+    capsys.readouterr()
+    assert main(run) == 0
+    assert provider.stats.requests == calls + 1  # only the line that failed
+    assert "5 lines: 1 done, 4 reused, 0 failed" in capsys.readouterr().out
+    results = read_results(tmp_path / "out.jsonl")
+    assert [answer_of(r) for r in results] == [f"[sim] question {i}" for i in range(5)]
+
+
+def test_a_line_whose_request_changed_is_never_answered_with_its_old_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = prompts(8)
+    requests = write_requests(tmp_path / "in.jsonl", lines)
+    run = ["batch", "run", str(requests), "-o", "out.jsonl", "--dry-run"]
+    assert main(run) == 0
+    written = (tmp_path / "out.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(run) == 0  # unchanged: every line stands
+    assert "8 lines: 0 done, 8 reused, 0 failed" in capsys.readouterr().out
+    lines[7]["prompt"] = "question SEVEN"
+    write_requests(requests, lines)
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert "out.jsonl line 8 answers custom_id 'r0007' as it was asked before" in err
+    assert main([*run, "--model", "another/model"]) == 2  # the lines name no model
+    assert (tmp_path / "out.jsonl").read_bytes() == written  # nothing written or lost
+    assert main([*run[:4], "again.jsonl", "--dry-run"]) == 0
+    assert answer_of(read_results(tmp_path / "again.jsonl")[7]) == "[sim] question SEVEN"
+
+
 @pytest.mark.parametrize(
     ("line", "problem"),
     [

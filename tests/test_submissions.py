@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -95,3 +96,29 @@ def test_grading_a_student_with_no_transcription_names_them_and_exits_1(
     assert "chen: not gradable: no transcription" in out
     assert "alice: " in out and "/42" in out.split("alice: ")[1].splitlines()[0]
     assert "bob: 0" not in out and "0/42" not in out
+
+
+def test_a_missing_page_leaves_its_questions_ungraded_never_scored_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(EXAMPLE, data / "midterm", ignore=shutil.ignore_patterns("results"))
+    common = ["--data-dir", str(data), "--assignment", "midterm", "--dry-run"]
+    assert main(["generate-rubric", *common]) == 0
+    assert main(["transcribe", *common]) == 0
+    assert main(["grade", *common]) == 0
+    grades = data / "midterm" / "results" / "dry-run" / "grades" / "alice.json"
+    assert {"4a", "4b"} <= set(json.loads(grades.read_text()))  # page 2 holds 4a and 4b
+    next((data / "midterm" / "submissions" / "alice").glob("page_002.*")).unlink()
+    (data / "midterm" / "submissions" / "zed").mkdir()  # a student with no pages at all
+    assert main(["transcribe", *common]) == 0
+    capsys.readouterr()
+    assert main(["grade", *common]) == 1
+    out = capsys.readouterr().out
+    assert "alice: not graded, their page is missing: question(s) 4a, 4b" in out
+    assert "alice: " in out and "so far (8/10 graded)" in out
+    assert "zed: not gradable: none of their pages was transcribed" in out
+    assert "zed: 0" not in out and "0/42" not in out
+    assert not {"4a", "4b"} & set(json.loads(grades.read_text()))  # the old grades are gone
+    summary = json.loads((grades.parent.parent / "grades" / "summary.json").read_text())
+    assert "zed" not in summary["students"] and not summary["students"]["alice"]["complete"]

@@ -137,6 +137,9 @@ def _grade(args: argparse.Namespace) -> int:
             )
             score = f"{row['total']:g}/{row['max_total']:g}"
             print(f"{printable(name)}: {score}{so_far} ({row['percent']}%){review}")
+        if name in outcome.pages_missing:
+            missing = ", ".join(map(printable, outcome.pages_missing[name]))
+            print(f"{printable(name)}: not graded, their page is missing: question(s) {missing}")
     if outcome.questions_without_rubric:
         missing = ", ".join(map(printable, outcome.questions_without_rubric))
         print(

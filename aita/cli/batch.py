@@ -150,7 +150,7 @@ def _check_spend(
 
 
 def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> int:
-    failed = summary.total_failed
+    failed = summary.failed
     print(f"{printable(job.results)}: {summary.tally.describe('lines')}")
     m = summary.metrics
     if m is not None:
@@ -169,7 +169,10 @@ def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> in
     if summary.failed > len(summary.failures):
         print(f"... and {summary.failed - len(summary.failures)} more", file=sys.stderr)
     if failed:
-        print(f"{failed} line(s) failed: their error lines are in {job.results}")
+        print(
+            f"{failed} line(s) failed: their error lines are in {job.results}; run the same "
+            "command again to retry them"
+        )
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -2,7 +2,8 @@
 
 Grades go to ``results/grades/<student>.json`` as each finishes; ``summary.json`` holds every
 student's total and the class statistics (mean, median, spread, distribution by tenths).
-A blank answer scores 0 without a call, flagged for review.
+A blank answer scores 0 without a call, flagged for review; a question whose page is missing
+from the submission is not graded at all (never scored 0), and the run says so.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ class GradeOutcome:
     not_gradable: dict[str, str] = field(default_factory=dict)
     #: questions no student could be graded on, for want of a rubric
     questions_without_rubric: list[str] = field(default_factory=list)
+    #: student -> the questions whose page is missing from their submission
+    pages_missing: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def incomplete(self) -> bool:
-        return bool(self.failed or self.not_gradable or self.questions_without_rubric)
+        return bool(
+            self.failed or self.not_gradable or self.questions_without_rubric or self.pages_missing
+        )
 
 
 def grade(
@@ -66,10 +71,21 @@ def grade(
         if answers is None:
             outcome.not_gradable[name] = "no transcription (run aita transcribe first)"
             continue
+        # A question with a page_number but no page to read is not transcribed, not blank.
+        unread = [
+            q for q in questions if q.page_number is not None and not answers[q.question_id].pages
+        ]
+        if unread and len(unread) == len(questions):
+            outcome.not_gradable[name] = "none of their pages was transcribed (no scanned pages?)"
+            continue
         grades = files[name] = ResultFile(
             paths.student_grades(name), QuestionGrade, fresh=not options.reuse
         )
-        gradable = [q for q in questions if q.question_id in rubrics]
+        if unread:
+            outcome.pages_missing[name] = [q.question_id for q in unread]
+            for q in unread:
+                grades.drop(q.question_id)  # a grade made before the page went missing
+        gradable = [q for q in questions if q.question_id in rubrics and q not in unread]
         blank = [q for q in gradable if not answers[q.question_id].text.strip()]
         for q in blank:
             record = _blank(name, q.question_id, q.points, answers[q.question_id])

@@ -58,6 +58,14 @@ class ResultFile(Generic[M]):
     def get(self, key: str) -> M | None:
         return self.records.get(key)
 
+    def drop(self, key: str) -> None:
+        """Forget a record that no longer stands (its input is gone)."""
+        with self._lock:
+            if self.records.pop(key, None) is not None:
+                write_json_atomic(
+                    self.path, {k: v.model_dump(mode="json") for k, v in self.records.items()}
+                )
+
 
 def read_records(path: Path, model: type[M]) -> dict[str, M] | None:
     """A result file's records by id, for reading only; None when the file does not exist.
