@@ -7,6 +7,7 @@ variable, so a typo in ``.env`` fails at start-up instead of deep inside a batch
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -167,6 +168,9 @@ def load_config(**overrides: Any) -> AitaConfig:
         # Never echo the rejected value of a secret; other values help the user.
         _, problem = validation_problem(error, show_input=field_name not in SECRET_FIELDS)
         raise ConfigError(f"{_variable_name(field_name)}: {problem}") from None
+    unusable = _folder_problem(settings.checkpoint_dir)
+    if unusable:
+        raise ConfigError(f"AITA_CHECKPOINT_DIR: {unusable}")
     return AitaConfig(
         llm=LLMConfig(
             api_key=settings.api_key,
@@ -198,6 +202,27 @@ def load_config(**overrides: Any) -> AitaConfig:
         pipeline_parallel_enabled=settings.pipeline_parallel_enabled,
         allow_outside_paths=settings.allow_outside_paths,
     )
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` can be neither used nor made as a folder (None: it can). Nothing is left
+    behind: a missing folder is tried by making (and removing) a scratch folder in the nearest
+    one that exists, so a path under a file, under ``/proc`` or on a read-only disk fails here,
+    at start-up, and not when the first checkpoint is written."""
+    if folder.is_dir():
+        return None
+    if folder.exists() or folder.is_symlink():
+        return f"{folder} is not a folder"
+    existing = folder.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{folder} cannot be made: {existing} is not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".aita-", dir=existing))
+    except OSError as error:
+        return f"{folder} cannot be made ({error.strerror or error})"
+    return None
 
 
 def _from_dotenv(base_url: str) -> Path | None:

@@ -14,7 +14,7 @@ import pytest
 
 import aita
 from aita.cli import build_parser, main
-from aita.cli._common import cost_text
+from aita.cli._common import command_line, cost_text
 from aita.config import get_config
 from aita.engine import Usage, cost_of, estimate_cost
 from aita.pipelines.dry_run import dry_run_responder
@@ -25,6 +25,9 @@ from tests.conftest import SimulatorFactory
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "midterm"
 STUDY_GUIDE = ROOT / "examples" / "pipelines" / "study_guide.yaml"
+REQUESTS = ROOT / "examples" / "batch" / "requests.jsonl"
+#: the example pipeline with the --input its {{input}} needs
+GUIDE = (str(STUDY_GUIDE), "--input", "photosynthesis")
 MODEL_COMMANDS = ["generate-rubric", "transcribe", "grade", "generate-course", "run"]
 
 
@@ -152,12 +155,10 @@ def test_quiet_prints_only_results_and_errors(
 
 def test_quiet_run_has_no_step_lines(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     output = tmp_path / "out.json"
-    code, out, err = run(
-        capsys, "-q", "run", str(STUDY_GUIDE), "--dry-run", "--output", str(output)
-    )
+    code, out, err = run(capsys, "-q", "run", *GUIDE, "--dry-run", "--output", str(output))
     assert code == 0 and err == ""
     assert len(out.splitlines()) == 1 and "6 steps: 6 done, 0 failed" in out
-    code, _, err = run(capsys, "run", str(STUDY_GUIDE), "--dry-run", "--output", str(output))
+    code, _, err = run(capsys, "run", *GUIDE, "--dry-run", "--output", str(output))
     assert "[INFO] [1/1] Reused: outline" in err  # step lines are info: back without -q
 
 
@@ -229,7 +230,7 @@ def test_spend_check_shows_a_price_genai_prices_knows_and_says_when_nobody_does(
 ) -> None:
     as_provider(monkeypatch, simulator(announce=False, report_cost=False))
     code, _, err = run(
-        capsys, "run", str(STUDY_GUIDE), "--model", model, "--yes", "--output", str(tmp_path / "o")
+        capsys, "run", *GUIDE, "--model", model, "--yes", "--output", str(tmp_path / "o")
     )
     assert code == 0, err
     where = rf"to {re.escape(model)} at 127\.0\.0\.1"
@@ -243,7 +244,7 @@ def test_unknown_prices_are_never_shown_as_zero(
     tmp_path: Path,
 ) -> None:
     as_provider(monkeypatch, simulator(announce=False, report_cost=False))
-    args = ["run", str(STUDY_GUIDE), "--model", "nobody/knows-this-model", "--yes"]
+    args = ["run", *GUIDE, "--model", "nobody/knows-this-model", "--yes"]
     code, out, _ = run(capsys, *args, "--output", str(tmp_path / "o.json"))
     assert code == 0 and "cost: price unknown" in out
     code, out, _ = run(capsys, "checkpoints", "list")
@@ -335,7 +336,90 @@ def test_ctrl_c_says_the_command_that_resumes_not_the_python_hint(
     )
 
 
+@pytest.mark.parametrize(
+    ("command", "handler", "resume"),
+    [
+        (
+            ["generate-rubric", "--assignment", "midterm", "--force", "--yes"],
+            "aita.cli.assignment._generate_rubric",
+            "aita generate-rubric --assignment midterm --yes",
+        ),
+        (
+            ["run", "p.yaml", "--no-resume", "--input", "--force is a fine topic", "--dry-run"],
+            "aita.cli.workflows._run_pipeline",
+            "aita run p.yaml --input '--force is a fine topic' --dry-run",
+        ),
+        (  # argparse takes an abbreviation: it starts over just the same
+            ["grade", "--assignment", "midterm", "--forc", "--no-res", "--dry-run"],
+            "aita.cli.assignment._grade",
+            "aita grade --assignment midterm --dry-run",
+        ),
+    ],
+)
+def test_the_resume_line_after_ctrl_c_leaves_out_the_options_that_start_over(
+    command: list[str],
+    handler: str,
+    resume: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--force and --no-resume would redo what the interrupted run saved; nothing else goes."""
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(handler, interrupted)
+    monkeypatch.setattr("sys.argv", ["aita", *command])
+    code, _, err = run(capsys, *command)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == f"finished work is saved; resume with: {resume}"
+
+
+def test_command_line_leaves_out_only_the_options_named_and_none_after_the_double_dash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    typed = ["run", "a b.yaml", "--force", "--no-resume", "--no-progress", "--", "--force"]
+    monkeypatch.setattr("sys.argv", ["aita", *typed])
+    assert command_line() == "aita run 'a b.yaml' --force --no-resume --no-progress -- --force"
+    assert command_line(["--force"]) == ("aita run 'a b.yaml' --no-resume --no-progress -- --force")
+    assert (
+        command_line(["--force", "--no-resume"]) == "aita run 'a b.yaml' --no-progress -- --force"
+    )
+
+
 def test_results_file_of_a_run_is_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     output = tmp_path / "o.json"
-    assert run(capsys, "run", str(STUDY_GUIDE), "--dry-run", "--output", str(output))[0] == 0
+    assert run(capsys, "run", *GUIDE, "--dry-run", "--output", str(output))[0] == 0
     assert json.loads(output.read_text())["steps"]["outline"]["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["batch", "run", str(REQUESTS), "-o", "out.jsonl", "--dry-run"],
+        ["run", *GUIDE, "--dry-run", "--output", "out.json"],
+    ],
+)
+@pytest.mark.parametrize(
+    ("folder", "problem"),
+    [
+        ("a-file", "{folder} is not a folder"),
+        ("a-file/checkpoints", "{folder} cannot be made: a-file is not a folder"),
+        ("/proc/aita/checkpoints", "{folder} cannot be made (No such file or directory)"),
+    ],
+)
+def test_a_checkpoint_folder_that_cannot_be_made_is_bad_input_and_nothing_is_written(
+    command: list[str],
+    folder: str,
+    problem: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("AITA_CHECKPOINT_DIR", folder)
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = run(capsys, *command)
+    assert (code, out) == (2, "")
+    assert err == f"aita: AITA_CHECKPOINT_DIR: {problem.format(folder=folder)}\n"
+    assert sorted(tmp_path.rglob("*")) == before

@@ -97,3 +97,14 @@ def test_a_bad_cache_switch_names_its_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AITA_CACHE", "sometimes")
     with pytest.raises(ConfigError, match=r"^AITA_CACHE: "):
         load_config()
+
+
+def test_a_checkpoint_folder_to_be_made_is_tried_and_nothing_left_behind(
+    monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    monkeypatch.setenv("AITA_CHECKPOINT_DIR", "runs/checkpoints")
+    assert load_config().parallel_execution.checkpoint_dir == Path("runs/checkpoints")
+    assert list(isolated_env.iterdir()) == []  # made when the first checkpoint is written
+    (isolated_env / "runs").write_text("")
+    with pytest.raises(ConfigError, match=r"^AITA_CHECKPOINT_DIR: runs/checkpoints cannot be"):
+        load_config()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from tests.conftest import SimulatorFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_GUIDE = ROOT / "examples" / "pipelines" / "study_guide.yaml"
+#: the example pipeline with the --input its {{input}} needs
+GUIDE = (str(STUDY_GUIDE), "--input", "photosynthesis")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -108,7 +111,7 @@ def test_speedup_against_a_one_at_a_time_server_is_about_one(
 ) -> None:
     as_provider(monkeypatch, simulator(announce=False, latency=0.25, concurrency=1))
     output = tmp_path / "o.json"
-    code, out, err = run(capsys, "run", str(STUDY_GUIDE), "--yes", "--output", str(output))
+    code, out, err = run(capsys, "run", *GUIDE, "--yes", "--output", str(output))
     assert code == 0, err
     speedup = results_of(output)["speedup"]
     assert speedup == pytest.approx(1.0, rel=0.10), out
@@ -125,10 +128,10 @@ def test_speedup_against_a_parallel_server_is_the_measured_ratio(
     one_by_one, together = tmp_path / "sequential.json", tmp_path / "parallel.json"
     monkeypatch.setenv("PIPELINE_PARALLEL_ENABLED", "false")
     get_config.cache_clear()
-    assert run(capsys, "run", str(STUDY_GUIDE), "--yes", "--output", str(one_by_one))[0] == 0
+    assert run(capsys, "run", *GUIDE, "--yes", "--output", str(one_by_one))[0] == 0
     monkeypatch.setenv("PIPELINE_PARALLEL_ENABLED", "true")
     get_config.cache_clear()
-    args = ["run", str(STUDY_GUIDE), "--yes", "--no-resume", "--output", str(together)]
+    args = ["run", *GUIDE, "--yes", "--no-resume", "--output", str(together)]
     assert run(capsys, *args)[0] == 0
     measured = results_of(one_by_one)["total_duration"] / results_of(together)["total_duration"]
     assert measured > 1.5
@@ -140,7 +143,7 @@ def test_a_run_that_called_nothing_claims_no_speedup(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     output = tmp_path / "o.json"
-    args = ["run", str(STUDY_GUIDE), "--dry-run", "--output", str(output)]
+    args = ["run", *GUIDE, "--dry-run", "--output", str(output)]
     assert run(capsys, *args)[0] == 0
     code, out, _ = run(capsys, *args)
     assert code == 0 and "6 steps: 0 done, 6 reused, 0 failed" in out
@@ -198,13 +201,13 @@ def test_a_failed_step_runs_again_and_the_rest_is_reused(
     monkeypatch.setenv("AITA_MAX_RETRIES", "0")
     get_config.cache_clear()
     output = tmp_path / "o.json"
-    code, out, err = run(capsys, "run", str(STUDY_GUIDE), "--yes", "--output", str(output))
+    code, out, err = run(capsys, "run", *GUIDE, "--yes", "--output", str(output))
     assert code == 1 and "6 steps: 5 done, 0 failed" not in out
     assert "6 steps: 5 done, 1 failed" in out and "failed flashcards:" in err
     assert results_of(output)["steps"]["flashcards"]["status"] == "failed"
     before = sim.stats.requests
     broken["on"] = False
-    code, out, _ = run(capsys, "run", str(STUDY_GUIDE), "--yes", "--output", str(output))
+    code, out, _ = run(capsys, "run", *GUIDE, "--yes", "--output", str(output))
     assert code == 0 and "6 steps: 1 done, 5 reused, 0 failed" in out
     assert sim.stats.requests == before + 1
 
@@ -232,7 +235,8 @@ def test_interrupted_run_then_resumed_calls_only_for_unfinished_steps(
         "AITA_BASE_URL": sim.base_url,
         "AITA_MODEL": "sim/echo",
     }
-    command = [sys.executable, "-m", "aita", "run", str(STUDY_GUIDE), "--yes", "--output", "o.json"]
+    aita = [sys.executable, "-m", "aita"]
+    command = [*aita, "run", *GUIDE, "--no-resume", "--yes", "--output", "o.json"]
     proc = subprocess.Popen(
         command, env=env, text=True, cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -246,10 +250,56 @@ def test_interrupted_run_then_resumed_calls_only_for_unfinished_steps(
     assert "checkpoint_name" not in err
     assert sorted(calls) == sorted(["Write", "Summarise", "Write", "Write", "List", "Check"])
     calls.clear()
+    # the command it says resumes: as typed, less the --no-resume that would redo it all
+    resume = shlex.split(err.split("resume with: aita ")[1].splitlines()[0])
+    assert resume == [c for c in command[len(aita) :] if c != "--no-resume"]
     again = subprocess.run(
-        command, env=env, text=True, cwd=tmp_path, capture_output=True, timeout=60,
+        [*aita, *resume], env=env, text=True, cwd=tmp_path, capture_output=True, timeout=60,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert calls == ["Check"]  # only the review had not finished
     assert "6 steps: 1 done, 5 reused, 0 failed" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("prompt", "variable"),
+    [("Outline {{input}}", "input"), ("On {{ pipeline_input }}", "pipeline_input")],
+)
+def test_a_pipeline_that_reads_its_input_wants_input_given(
+    prompt: str, variable: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pipeline = tmp_path / "guide.yaml"
+    pipeline.write_text(
+        f"steps:\n  - {{name: first, type: text, params: {{prompt: '{prompt}'}}}}\n"
+        "  - {name: second, type: text, input_from: first, params: {prompt: 'Recap {{input}}'}}\n"
+    )
+    code, out, err = run(capsys, "run", str(pipeline), "--dry-run", "--output", "o.json")
+    assert (code, out) == (2, "")
+    assert err == f"aita: {pipeline} uses {{{{{variable}}}}}: give --input TEXT\n"
+    assert list(tmp_path.iterdir()) == [pipeline]  # nothing run, nothing written
+    # an empty text, asked for, is one
+    args = ["run", str(pipeline), "--input", "", "--dry-run", "--output", "o.json"]
+    assert run(capsys, *args)[0] == 0
+
+
+def test_the_example_pipeline_without_input_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "run", str(STUDY_GUIDE), "--dry-run", "--output", "o.json")
+    assert (code, out) == (2, "")
+    assert err == f"aita: {STUDY_GUIDE} uses {{{{input}}}}: give --input TEXT\n"
+    assert not Path("o.json").exists() and not Path("checkpoints").exists()
+
+
+def test_a_pipeline_that_reads_no_input_runs_without_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """{{input}} after input_from is the earlier step's output, not the --input text."""
+    pipeline = tmp_path / "fixed.yaml"
+    pipeline.write_text(
+        "steps:\n  - {name: first, type: text, params: {prompt: 'Outline photosynthesis'}}\n"
+        "  - {name: second, type: text, input_from: first, params: {prompt: 'Recap {{input}}'}}\n"
+    )
+    code, out, err = run(capsys, "run", str(pipeline), "--dry-run", "--output", "o.json")
+    assert code == 0, err
+    assert "2 steps: 2 done, 0 failed" in out
+    assert results_of(tmp_path / "o.json")["input"] == ""

@@ -114,7 +114,9 @@ def test_each_command_its_checkpoint_and_its_result_files_agree(
     assert said == {"done": 1 + len(chapters) + 1}  # outline, chapters, summary
 
     output = tmp_path / "guide.json"
-    code, out, _ = run(capsys, "run", str(STUDY_GUIDE), "--dry-run", "--output", str(output))
+    code, out, _ = run(
+        capsys, "run", str(STUDY_GUIDE), "--input", "cells", "--dry-run", "--output", str(output)
+    )
     assert code == 0
     said = counts(out)
     [name] = {p.name.rsplit("_", 2)[0] for p in Path("checkpoints").glob("*__run_*")}

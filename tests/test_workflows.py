@@ -275,7 +275,9 @@ def test_parallel_env_variable_overrides_the_file(
     from aita.config import get_config
 
     get_config.cache_clear()
-    code, _, err = run(capsys, "run", str(group_pipeline(tmp_path, parallel=False)), "--dry-run")
+    code, _, err = run(
+        capsys, "run", str(group_pipeline(tmp_path, parallel=False)), "--input", "x", "--dry-run"
+    )
     assert code == 0 and "Starting parallel group 'g'" in err
 
 

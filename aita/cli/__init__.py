@@ -33,7 +33,7 @@ from aita.cli._common import (
     EXIT_OK,
     HelpFormatter,
     add_verbosity,
-    command_line,
+    resume_line,
 )
 from aita.errors import AitaError
 from aita.pipelines.execution import Declined
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = getattr(interrupted, "checkpoint_path", None)
         saved = f"finished work is saved in {printable(path)}" if path else "finished work is saved"
         print("\naita: interrupted", file=sys.stderr)
-        print(f"{saved}; resume with: {command_line()}", file=sys.stderr)
+        print(f"{saved}; resume with: {resume_line(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into a pager or head that closed early
         sys.stderr.close()

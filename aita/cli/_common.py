@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -313,6 +313,27 @@ def reason_of(result: TaskResult) -> str:
     return error
 
 
-def command_line() -> str:
-    """The command as it was typed, to run again."""
-    return "aita " + shlex.join(sys.argv[1:])
+#: Options that start a command over: the line that resumes it leaves them out.
+START_OVER_OPTIONS = ("--force", "--no-resume")
+
+
+def command_line(leave_out: Collection[str] = ()) -> str:
+    """The command as it was typed, to run again, without the options in ``leave_out`` (as typed
+    or abbreviated, as argparse lets them be; ``--`` ends the options)."""
+    words = sys.argv[1:]
+    kept = []
+    for n, word in enumerate(words):
+        if word == "--":
+            kept.extend(words[n:])
+            break
+        if len(word) > 2 and any(option.startswith(word) for option in leave_out):
+            continue
+        kept.append(word)
+    return "aita " + shlex.join(kept)
+
+
+def resume_line(args: argparse.Namespace) -> str:
+    """The command that continues an interrupted one: as typed, less the options that would
+    start it over (``--force``, ``--no-resume``) and so redo the work already saved."""
+    given = [o for o in START_OVER_OPTIONS if getattr(args, o.lstrip("-").replace("-", "_"), False)]
+    return command_line(given)

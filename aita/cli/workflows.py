@@ -29,7 +29,12 @@ from aita.files import safe_filename, write_json_atomic
 from aita.pipelines.execution import check_spend, open_client, run_batch
 from aita.terminal import printable
 from aita.workflows.course import generate_course
-from aita.workflows.yaml_pipeline import load_pipeline, run_pipeline, stage_tasks
+from aita.workflows.yaml_pipeline import (
+    load_pipeline,
+    pipeline_input_variable,
+    run_pipeline,
+    stage_tasks,
+)
 
 
 def register(commands: Commands) -> None:
@@ -87,7 +92,9 @@ def register(commands: Commands) -> None:
     )
     run.add_argument("pipeline", type=Path, help="the pipeline YAML file")
     run.add_argument(
-        "--input", default="", metavar="TEXT", help="text for {{input}} and {{pipeline_input}}"
+        "--input",
+        metavar="TEXT",
+        help="text for {{input}} and {{pipeline_input}} (required when a step uses them)",
     )
     run.add_argument(
         "--output",
@@ -145,6 +152,10 @@ def _read_notes(path: Path) -> str:
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.pipeline, allow_outside_paths=args.allow_outside_paths)
+    variable = pipeline_input_variable(pipeline)
+    if args.input is None and variable:  # --input "" is asked for; a forgotten one is not
+        raise AitaError(f"{args.pipeline} uses {{{{{variable}}}}}: give --input TEXT")
+    text = args.input or ""
     output = args.output or Path(
         f"{safe_filename(pipeline.name, limit=60, empty='pipeline')}.results.json"
     )
@@ -161,7 +172,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         run = run_pipeline(
             pipeline,
             client,
-            args.input,
+            text,
             parallel=parallel,
             max_workers=args.workers,
             rate_limit=None if options.dry_run else args.rate_limit,
@@ -169,7 +180,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             resume=not args.no_resume,
             cache=options.cache,
         )
-    write_json_atomic(output, run.to_json(args.input))
+    write_json_atomic(output, run.to_json(text))
     tally = Tally(record.status for record in run.steps.values())
     print(
         f"{printable(pipeline.name)}: {tally.describe('steps')} in {run.total_duration:.2f}s "

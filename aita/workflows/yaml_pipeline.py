@@ -315,6 +315,22 @@ def _references(step: StepSpec) -> tuple[set[str], set[str]]:
     return reads, unknown
 
 
+def pipeline_input_variable(pipeline: Pipeline) -> str | None:
+    """The template variable through which a step reads the pipeline's input text, as
+    ``render`` fills it: ``{{input}}`` in a step with no ``input_from`` (a step with no prompt
+    has ``{{input}}`` for one), or ``{{pipeline_input}}`` in any step. None: no step reads it."""
+    for stage in pipeline.stages:
+        for step in stage.steps:
+            params = step.params
+            texts = [str(params.get("prompt") or "{{input}}"), str(params.get("system") or "")]
+            reading = {"pipeline_input"} if step.input_from else {"input", "pipeline_input"}
+            for text in texts:
+                for variable in _TEMPLATE.findall(text):
+                    if variable in reading:
+                        return str(variable)
+    return None
+
+
 def _check_references(pipeline: Pipeline, path: Path) -> None:
     stage_of: dict[str, int] = {}
     for n, stage in enumerate(pipeline.stages):
