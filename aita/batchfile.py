@@ -464,7 +464,8 @@ class BatchFileJob:
         if requests.resolve() == results.resolve():
             raise AitaError(f"{results}: the results would overwrite the requests")
         if not requests.is_file():
-            raise AitaError(f"{requests}: file not found")
+            why = "not a file" if requests.exists() else "file not found"
+            raise AitaError(f"{requests}: {why}")
         self.requests = requests
         self.results = results
         self.shard = shard

@@ -151,6 +151,15 @@ def test_a_run_that_called_nothing_claims_no_speedup(
     assert results_of(output)["speedup"] is None
 
 
+def test_one_call_claims_no_speedup(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pipeline = tmp_path / "one.yaml"
+    pipeline.write_text("steps:\n  - {name: only, type: text, params: {prompt: 'Say hi'}}\n")
+    code, out, err = run(capsys, "run", str(pipeline), "--dry-run", "--output", "o.json")
+    assert code == 0, err
+    assert "one call made: no speedup to report" in out and "speedup 0" not in out
+    assert results_of(tmp_path / "o.json")["speedup"] is None
+
+
 # -- resume ---------------------------------------------------------------------------------
 
 

@@ -252,15 +252,15 @@ def test_without_grades_it_says_what_to_run_first_and_writes_nothing(
     paths = students(folder, "alice")
     code, _, err = run(capsys, folder)
     assert code == 2 and err.count("\n") == 1
+    where = f"--data-dir {folder.parent} --assignment midterm"  # as typed, it runs
     assert err == (
         f"aita: nothing to report: no grades in {paths.grade_summary.parent}; run aita "
-        "generate-rubric --assignment midterm, then aita transcribe --assignment midterm, "
-        "then aita grade --assignment midterm first\n"
+        f"generate-rubric {where}, then aita transcribe {where}, then aita grade {where} first\n"
     )
     write_rubrics(paths)
     write_student(paths, "alice", {})
     code, _, err = run(capsys, folder)
-    assert code == 2 and err.endswith("run aita grade --assignment midterm first\n")
+    assert code == 2 and err.endswith(f"run aita grade {where} first\n")
     assert not paths.report.exists() and not paths.gradebook.exists()
 
 

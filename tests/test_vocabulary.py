@@ -145,8 +145,9 @@ def test_fallback_rubrics_are_flagged_in_the_end_line_and_the_result_file(
     get_config.cache_clear()
     common = ["--data-dir", str(data_dir), "--assignment", "midterm", "--yes"]
     code, out, _ = run(capsys, "generate-rubric", *common)
-    assert code == 0  # done, but flagged for review: nothing failed
+    assert code == 1  # flagged for review, and a fallback is no answer: the next run asks again
     assert counts(out) == {"done": 10, "flagged": 9}
+    assert "9 tasks got no usable answer and a fallback stands in" in out
     assert "9 flagged for review" in out and "review these rubrics:" in out
     rubrics = json.loads((data_dir / "midterm" / "results" / "rubrics.json").read_text())
     assert sum(r["source"] == "fallback" for r in rubrics.values()) == 9

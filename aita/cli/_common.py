@@ -302,7 +302,14 @@ def report(
         print(f"... and {len(unfinished) - 20} more", file=sys.stderr)
     if unfinished:
         print(f"{len(unfinished)} {noun} not done; the rest is saved. Run again to retry them.")
-    return EXIT_FAILED if unfinished else EXIT_OK
+    # A fallback is a placeholder, not an answer: the run did not do what was asked of it.
+    stand_ins = sum(r.used_fallback for b in ran for r in b.task_results)
+    if stand_ins:
+        print(
+            f"{stand_ins} {noun} got no usable answer and a fallback stands in, flagged for "
+            "review; run again to ask the model again"
+        )
+    return EXIT_FAILED if unfinished or stand_ins else EXIT_OK
 
 
 def reason_of(result: TaskResult) -> str:

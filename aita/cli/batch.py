@@ -12,8 +12,10 @@ from aita.batchfile import BatchFileJob, BatchFileSummary, Shard, checkpoint_nam
 from aita.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    add_command,
     add_verbosity,
     cost_text,
+    info,
     options_of,
     positive_float,
     positive_int,
@@ -31,19 +33,31 @@ from aita.terminal import confirm, printable
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    batch = commands.add_parser(
+    batch = add_command(
+        commands,
         "batch",
         help="a JSONL file of requests through a model (OpenAI Batch API formats)",
         description="Requests in OpenAI's Batch API input format in, its output format out.",
+        examples=[
+            "aita batch run requests.jsonl -o results.jsonl --dry-run",
+            "aita batch cancel -o results.jsonl",
+        ],
     )
     actions = batch.add_subparsers(dest="action", required=True, metavar="ACTION")
-    run = actions.add_parser(
+    run = add_command(
+        actions,
         "run",
         parents=[run_options()],
         help="answer every request line; resumes where an earlier run stopped",
         description="One result line per request line, in input order, written as each is "
         "ready. Run it again after a kill or Ctrl-C and it continues where it stopped: no line "
-        "twice, none lost.",
+        "twice, none lost; lines that failed are asked again.",
+        examples=[
+            "aita batch run requests.jsonl -o results.jsonl --dry-run",
+            "aita batch run requests.jsonl -o results.jsonl --workers 16 --rate-limit 20",
+            "aita batch run requests.jsonl -o results.jsonl --batch-api   # half price",
+            "aita batch run requests.jsonl -o part0.jsonl --shard 0/2     # machine A of 2",
+        ],
     )
     run.add_argument("requests", type=Path, help="the requests (JSON lines)")
     run.add_argument("-o", "--output", type=Path, required=True, help="the results (JSON lines)")
@@ -70,15 +84,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=positive_int,
         metavar="N",
         default=5,
-        help="--batch-api: how often failed requests are submitted (default: 5)",
+        help="--batch-api: how often failed requests are submitted",
     )
     run.set_defaults(handler=_run)
 
-    cancel = actions.add_parser(
+    cancel = add_command(
+        actions,
         "cancel",
         help="cancel the provider batches a --batch-api run left running",
         description="Cancel the batches that --batch-api runs writing OUTPUT submitted and did "
         "not collect. What the provider already answered is still collected by the next run.",
+        examples=[
+            "aita batch cancel -o results.jsonl",
+            "aita batch cancel -o part0.jsonl --shard 0/2",
+        ],
     )
     cancel.add_argument("-o", "--output", type=Path, required=True, help="the results file")
     cancel.add_argument("--shard", type=_shard, metavar="I/N", help="as given to batch run")
@@ -159,11 +178,13 @@ def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> in
         else:
             cost = cost_text(m.total_cost, m.unpriced_requests, m.simulated_requests)
             cost += " at the batch price" if batch_api and m.requests else ""
-        print(
+        info(
             f"calls: {m.requests} ({m.total_retries} retries), tokens: {m.total_tokens}, "
             f"cost: {cost}, time: {m.wall_time:.1f}s"
         )
     for line, result in summary.failures:
+        if line.problem is not None:
+            continue  # said when the line was read
         where = f"{printable(job.requests)} line {line.number} ({printable(line.custom_id)})"
         print(f"failed: {where}: {printable(result.error)}", file=sys.stderr)
     if summary.failed > len(summary.failures):

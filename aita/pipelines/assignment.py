@@ -157,8 +157,9 @@ def find_assignment(name: str, data_dir: Path) -> Path:
                 return _inside(child, data_dir, "the data dir")
         found = ", ".join(sorted(p.name for p in data_dir.iterdir() if p.is_dir())) or "none"
         raise AssignmentError(f"assignment {name!r} not found in {data_dir} (found: {found})")
+    why = "is a file, not a folder" if data_dir.exists() else "does not exist"
     raise AssignmentError(
-        f"assignment {name!r} not found: data dir {data_dir} does not exist "
+        f"assignment {name!r} not found: data dir {data_dir} {why} "
         "(set AITA_DATA_DIR or pass --data-dir)"
     )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -232,7 +233,10 @@ def _nothing_to_report(
     if not any(q.answer for s in students for q in s.questions):
         steps.append("aita transcribe")
     steps.append("aita grade")
-    todo = ", then ".join(f"{step} --assignment {assignment.name}" for step in steps)
+    where = f"--data-dir {shlex.quote(str(assignment.root.parent))} --assignment " + shlex.quote(
+        assignment.name
+    )
+    todo = ", then ".join(f"{step} {where}" for step in steps)
     return f"nothing to report: no grades in {paths.grade_summary.parent}; run {todo} first"
 
 

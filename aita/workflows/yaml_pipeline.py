@@ -483,10 +483,15 @@ class PipelineRun:
 
     @property
     def speedup(self) -> float | None:
-        """Sequential estimate over the time taken; None when nothing was called."""
-        if not self.sequential_estimate or self.total_duration <= 0:
+        """Sequential estimate over the time taken; None when fewer than two calls were made
+        (one call has nothing to overlap with: its ratio would measure only overhead)."""
+        if not self.sequential_estimate or self.total_duration <= 0 or self.calls < 2:
             return None
         return self.sequential_estimate / self.total_duration
+
+    @property
+    def calls(self) -> int:
+        return sum(batch.metrics.requests for batch in self.batches)
 
     @property
     def succeeded(self) -> bool:
@@ -495,7 +500,8 @@ class PipelineRun:
     def timing(self) -> str:
         """``sequential estimate 1.20s, speedup 1.98x``, or why there is none."""
         if self.speedup is None:
-            return "no calls made: no speedup to report"
+            made = "no calls" if not self.calls else "one call"
+            return f"{made} made: no speedup to report"
         return f"sequential estimate {self.sequential_estimate:.2f}s, speedup {self.speedup:.2f}x"
 
     def to_json(self, pipeline_input: str) -> dict[str, Any]:
