@@ -44,7 +44,7 @@ def register(commands: Commands) -> None:
         "touches the spend ledger.",
         examples=[
             "aita checkpoints list",
-            "aita checkpoints show midterm__generate-rubric",
+            "aita checkpoints show midterm__generate-rubric   # --dry-run's: midterm__dry-run__...",
             "aita checkpoints clean --keep 1 midterm__grade",
             "aita checkpoints clean --yes",
         ],
