@@ -12,9 +12,11 @@ answered with an HTTP error). A line that is not a request becomes an error line
 The results file is the job's own record, append-only and in input order: line *n* of the
 results answers the *n*-th request line (of the shard). A run killed at any instant leaves whole
 lines only (each is one ``write``; a torn last line, possible only if the machine went down, is
-cut off); the next run checks that the lines written match the requests' ``custom_id``s, skips
-that many requests and runs the rest under the same checkpoint name, so the answers that had
-finished but were held back behind a slower earlier line come from the journal, not a new call.
+cut off); the next run checks that the lines written answer the requests as they are now (the
+``custom_id``s, and each line's ``id``, which digests its request key), skips that many requests
+and runs the rest under the same checkpoint name, so the answers that had finished but were held
+back behind a slower earlier line come from the journal, not a new call. A line that failed is
+asked again: the file is cut from it on, and the journal answers what had succeeded after it.
 """
 
 from __future__ import annotations
