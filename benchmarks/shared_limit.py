@@ -11,8 +11,9 @@ each against a fresh simulator. Printed, and written to ``benchmarks/results/sha
 the combined achieved rate (answers over the span from the first start to the last answer), that
 as a share of the server's rate, and the share of requests answered 429.
 
-The child processes and the Redis server are the tests' own (``tests/shared_limit_runner.py``,
-``tests/redis_server.py``), so the benchmark measures exactly what the tests check.
+The child processes and the Redis server are the tests' own
+(``tests/support/shared_limit_runner.py``, ``tests/support/redis_server.py``), so the benchmark
+measures exactly what the tests check.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ sys.path.insert(0, str(ROOT))  # the tests' runner and Redis server, run from an
 
 from aita.files import write_json_atomic  # noqa: E402
 from aita.simulator import ProviderSimulator, SimulatorConfig  # noqa: E402
-from tests.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
-from tests.shared_limit_runner import RATE, WORKERS  # noqa: E402
+from tests.support.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
+from tests.support.shared_limit_runner import RATE, WORKERS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "shared_limit.json"
 SERVER_RATE = 20.0
@@ -51,7 +52,13 @@ def run_mode(redis_url: str, tasks: int, folder: Path) -> dict[str, Any]:
             subprocess.Popen(
                 [
                     sys.executable,
-                    *("-m", "tests.shared_limit_runner", sim.base_url, redis_url, str(tasks)),
+                    *(
+                        "-m",
+                        "tests.support.shared_limit_runner",
+                        sim.base_url,
+                        redis_url,
+                        str(tasks),
+                    ),
                     *(f"p{i}-", str(out)),
                 ],
                 env=env,

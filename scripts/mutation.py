@@ -56,21 +56,21 @@ MODULES = (
     Module(
         "limiter",
         "aita/engine/_limiter.py",
-        ("tests/test_rate_limiter.py", "tests/test_adaptive_rate.py"),
+        ("tests/engine/test_rate_limiter.py", "tests/engine/test_adaptive_rate.py"),
     ),
-    Module("retry", "aita/engine/_retry.py", ("tests/test_retry.py",)),
+    Module("retry", "aita/engine/_retry.py", ("tests/engine/test_retry.py",)),
     Module(
         "journal",
         "aita/engine/_journal.py",
         # The journal's own tests, on real files. test_resume_keys and test_stream run it through
         # the executor and the HTTP simulator: 3 minutes more here, and no mutant they alone kill.
-        ("tests/test_checkpoint.py", "tests/test_journal_records.py"),
+        ("tests/engine/test_checkpoint.py", "tests/engine/test_journal_records.py"),
     ),
-    Module("exam", "aita/exam.py", ("tests/test_pipelines.py",)),
+    Module("exam", "aita/pipelines/exam.py", ("tests/pipelines/test_pipelines.py",)),
     Module(
         "tasks",
         "aita/pipelines/tasks.py",
-        ("tests/test_pipelines.py",),
+        ("tests/pipelines/test_pipelines.py",),
         functions=("aita.pipelines.tasks.xǁ*Taskǁparse_response__mutmut_*",),
     ),
 )

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from aita.config import get_config
-from aita.engine import OpenAICompatibleClient, create_openrouter_client
 from aita.simulator import ProviderSimulator, SimulatorConfig
-
-TEST_KEY = "sk-test-key-not-secret"
+from tests.support.doubles import SimulatorFactory
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +27,6 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     get_config.cache_clear()
 
 
-SimulatorFactory = Callable[..., ProviderSimulator]
-
-
 @pytest.fixture
 def simulator() -> Iterator[SimulatorFactory]:
     """``simulator(rate_limit=..., latency=...)`` starts a simulator that stops after the test."""
@@ -45,7 +40,3 @@ def simulator() -> Iterator[SimulatorFactory]:
     yield start
     for sim in started:
         sim.stop()
-
-
-def client_for(sim: ProviderSimulator, **kwargs: object) -> OpenAICompatibleClient:
-    return create_openrouter_client(api_key=TEST_KEY, base_url=sim.base_url, **kwargs)  # type: ignore[arg-type]

@@ -26,15 +26,9 @@ from aita.cli import (
     simulator,
     workflows,
 )
-from aita.cli._common import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    HelpFormatter,
-    add_verbosity,
-    resume_line,
-)
+from aita.cli._parsers import HelpFormatter, add_verbosity
+from aita.cli._resume import resume_line
+from aita.cli._summary import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from aita.errors import AitaError
 from aita.pipelines.execution import Declined
 from aita.terminal import printable

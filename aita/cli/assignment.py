@@ -7,19 +7,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from aita.cli._common import (
-    EXIT_FAILED,
-    Commands,
-    add_command,
-    assignment_of,
-    assignment_options,
-    info,
-    options_of,
-    report,
-)
+from aita.cli._options import assignment_of, client_of, options_of
+from aita.cli._parsers import Commands, add_command, assignment_options
+from aita.cli._summary import EXIT_FAILED, info, report
 from aita.engine import OpenAICompatibleClient
 from aita.pipelines.assignment import Assignment
-from aita.pipelines.execution import RunOptions, open_client
+from aita.pipelines.execution import RunOptions
 from aita.pipelines.grade import grade
 from aita.pipelines.rubric import generate_rubrics
 from aita.pipelines.transcribe import transcribe
@@ -80,7 +73,7 @@ def _run(args: argparse.Namespace, pipeline: Pipeline[T]) -> tuple[Assignment, T
     """Load the assignment, open the provider (or the simulator) and run ``pipeline``."""
     assignment = assignment_of(args)
     options = options_of(args)
-    with open_client(options) as client:
+    with client_of(options) as client:
         return assignment, pipeline(assignment, client, options)
 
 

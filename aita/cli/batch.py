@@ -8,19 +8,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aita.batchfile import BatchFileJob, BatchFileSummary, Shard, checkpoint_name_for
-from aita.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    add_command,
-    add_verbosity,
-    cost_text,
-    info,
-    options_of,
-    positive_float,
-    positive_int,
-    run_options,
-)
+from aita.cli._options import client_of, options_of
+from aita.cli._parsers import add_command, add_verbosity, run_options
+from aita.cli._summary import EXIT_FAILED, EXIT_OK, cost_text, info
+from aita.cli._types import positive_float, positive_int
 from aita.engine import (
     BATCH_DISCOUNT,
     OpenAICompatibleClient,
@@ -28,8 +19,9 @@ from aita.engine import (
     ProviderError,
     cancel_batch_api,
 )
-from aita.pipelines.execution import Declined, RunOptions, open_client
+from aita.pipelines.execution import Declined, RunOptions
 from aita.terminal import confirm, printable
+from aita.workflows.batchfile import BatchFileJob, BatchFileSummary, Shard, checkpoint_name_for
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         warn=lambda line: print(f"aita: {line}", file=sys.stderr, flush=True),
     )
     options = options_of(args)
-    with open_client(options) as client:
+    with client_of(options) as client:
         _check_spend(job, client, options, args.batch_api)
         try:
             if args.batch_api:
@@ -198,7 +190,7 @@ def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> in
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    with open_client(RunOptions()) as client:
+    with client_of(RunOptions()) as client:
         name = checkpoint_name_for(args.output, args.shard, dry_run=False)
         cancelled = cancel_batch_api(client, name)
     listed = f": {printable(' '.join(cancelled))}" if cancelled else ""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aita.cli._common import EXIT_OK, Commands, add_command, add_verbosity, info
+from aita.cli._parsers import Commands, add_command, add_verbosity
+from aita.cli._summary import EXIT_OK, info
 from aita.config import get_config
 from aita.engine import ResponseCache
 from aita.terminal import confirm

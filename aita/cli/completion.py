@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aita.cli._common import EXIT_OK, Commands, add_command
+from aita.cli._parsers import Commands, add_command
+from aita.cli._summary import EXIT_OK
 
 SHELLS = ("bash", "zsh", "tcsh")
 #: options whose value is a folder (the rest typed ``Path`` are files)

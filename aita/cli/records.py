@@ -10,14 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from aita.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    Commands,
-    add_command,
-    add_verbosity,
-    cost_text,
-)
+from aita.cli._parsers import Commands, add_command, add_verbosity
+from aita.cli._summary import EXIT_FAILED, EXIT_OK, cost_text
 from aita.config import get_config
 from aita.engine import (
     Checkpoint,

@@ -6,14 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from aita.cli._common import (
-    EXIT_OK,
-    Commands,
-    add_command,
-    add_verbosity,
-    assignment_of,
-    info,
-)
+from aita.cli._options import assignment_of
+from aita.cli._parsers import Commands, add_command, add_verbosity
+from aita.cli._summary import EXIT_OK, info
 from aita.pipelines.assignment import ResultPaths
 from aita.pipelines.report import write_report
 from aita.terminal import printable

@@ -5,18 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aita.cli._common import (
-    EXIT_OK,
-    Commands,
-    add_command,
-    add_verbosity,
-    info,
-    positive_float,
-    positive_int,
-    probability,
-    quiet,
-    report,
-)
+from aita.cli._options import quiet
+from aita.cli._parsers import Commands, add_command, add_verbosity
+from aita.cli._summary import EXIT_OK, info, report
+from aita.cli._types import positive_float, positive_int, probability
 from aita.engine import ParallelLLMExecutor, SimpleLLMTask, create_openrouter_client
 from aita.simulator import ProviderSimulator, SimulatorConfig
 

@@ -8,25 +8,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aita.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    Commands,
-    add_command,
-    calls_line,
-    check_output_dir,
-    check_output_file,
-    info,
-    options_of,
-    positive_int,
-    report,
-    run_options,
-)
+from aita.cli._options import check_output_dir, check_output_file, client_of, options_of
+from aita.cli._parsers import Commands, add_command, run_options
+from aita.cli._summary import EXIT_FAILED, EXIT_OK, calls_line, info, report
+from aita.cli._types import positive_int
 from aita.config import get_config
 from aita.engine import BatchResult, LLMTask, Tally, TaskResult
 from aita.errors import AitaError
 from aita.files import safe_filename, write_json_atomic
-from aita.pipelines.execution import check_spend, open_client, run_batch
+from aita.pipelines.execution import check_spend, run_batch
 from aita.terminal import printable
 from aita.workflows.course import generate_course
 from aita.workflows.yaml_pipeline import (
@@ -117,7 +107,7 @@ def _generate_course(args: argparse.Namespace) -> int:
     content = _read_notes(args.content)
     check_output_dir(args.output_dir)
     options = options_of(args)
-    with open_client(options) as client:
+    with client_of(options) as client:
 
         def run(
             tasks: Sequence[LLMTask], name: str, done: Callable[[TaskResult], object] | None
@@ -166,7 +156,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     parallel = configured if configured is not None else bool(pipeline.settings.parallel)
     options = options_of(args)
     options.model = pipeline.settings.model
-    with open_client(options) as client:
+    with client_of(options) as client:
         every_step = [t for stage in pipeline.stages for t in stage_tasks(pipeline, stage, {}, "")]
         check_spend(every_step, client, options)
         run = run_pipeline(

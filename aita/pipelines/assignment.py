@@ -31,7 +31,6 @@ from pydantic import BaseModel, ValidationError
 
 from aita.config import get_config
 from aita.errors import AitaError, validation_problem
-from aita.exam import ExamSpec, Rubric, RubricContent
 from aita.files import (
     MAX_INPUT_BYTES,
     FileRefused,
@@ -40,6 +39,7 @@ from aita.files import (
     resolved_inside,
     safe_filename,
 )
+from aita.pipelines.exam import ExamSpec, Rubric, RubricContent
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -9,14 +9,12 @@ called, the number of calls and an estimated cost are shown; on a terminal the u
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from aita.config import get_config
 from aita.engine import (
     Backoff,
     BatchResult,
@@ -24,15 +22,10 @@ from aita.engine import (
     OpenAICompatibleClient,
     ParallelLLMExecutor,
     TaskResult,
-    create_openrouter_client,
     estimate_cost,
 )
-from aita.errors import AitaError, ConfigError
-from aita.pipelines.dry_run import dry_run_responder
-from aita.simulator import ProviderSimulator, SimulatorConfig
+from aita.errors import AitaError
 from aita.terminal import confirm, printable
-
-DRY_RUN_MODEL = "dry-run/simulator"
 
 
 class Declined(AitaError):
@@ -61,32 +54,6 @@ class RunOptions:
         return (
             f"{assignment}__dry-run__{operation}" if self.dry_run else f"{assignment}__{operation}"
         )
-
-
-@contextmanager
-def open_client(options: RunOptions) -> Iterator[OpenAICompatibleClient]:
-    """The configured provider, or the simulator with pipeline-aware answers for a dry run."""
-    if not options.dry_run:
-        try:
-            client = create_openrouter_client(model=options.model)
-        except ConfigError as error:
-            raise ConfigError(f"{error}; or try --dry-run to use the built-in simulator") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    config = SimulatorConfig(
-        latency=get_config().dry_run_latency, report_cost=False, responder=dry_run_responder
-    )
-    with ProviderSimulator(config) as sim:
-        client = create_openrouter_client(
-            api_key="dry-run", base_url=sim.base_url, model=DRY_RUN_MODEL
-        )
-        try:
-            yield client
-        finally:
-            client.close()
 
 
 def check_spend(

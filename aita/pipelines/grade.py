@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aita.engine import BatchResult, OpenAICompatibleClient, TaskResult
-from aita.exam import AnswerKey, Made, QuestionGrade, Rubric, StudentAnswer
 from aita.files import write_json_atomic
 from aita.pipelines.assignment import Assignment, AssignmentError, ResultPaths
+from aita.pipelines.exam import AnswerKey, Made, QuestionGrade, Rubric, StudentAnswer
 from aita.pipelines.execution import RunOptions, run_batch
 from aita.pipelines.provenance import request_of, reusable, stamped
 from aita.pipelines.result_files import ResultFile, read_records

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from aita.engine import LLMClient, LLMTask, TaskResult, client_model, request_key
-from aita.exam import Made
+from aita.pipelines.exam import Made
 
 R = TypeVar("R", bound=Made)
 

@@ -32,9 +32,9 @@ from typing import Literal
 
 import jinja2
 
-from aita.exam import Question, QuestionGrade, Rubric, StudentAnswer
 from aita.files import write_text_atomic
 from aita.pipelines.assignment import Assignment, AssignmentError, ResultPaths
+from aita.pipelines.exam import Question, QuestionGrade, Rubric, StudentAnswer
 from aita.pipelines.result_files import read_records
 
 QuestionStatus = Literal["graded", "not graded", "not transcribed"]

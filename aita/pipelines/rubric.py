@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aita.engine import BatchResult, LLMClient, LLMTask, OpenAICompatibleClient, TaskResult
-from aita.exam import AnswerKey, Rubric
 from aita.pipelines.assignment import Assignment
+from aita.pipelines.exam import AnswerKey, Rubric
 from aita.pipelines.execution import RunOptions, run_batch
 from aita.pipelines.provenance import request_of, reusable, stamped
 from aita.pipelines.result_files import ResultFile

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from aita.config import get_config
 from aita.engine import LLMMessage, LLMTask, VisionLLMTask, validate_json, with_correction
-from aita.exam import (
+from aita.pipelines.exam import (
     AnswerKey,
     AnswerKeyContent,
     CriterionScore,

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 
 from aita.engine import BatchResult, OpenAICompatibleClient, TaskResult
-from aita.exam import PageTranscription, Question, StudentAnswer
 from aita.files import write_json_atomic
 from aita.pipelines.assignment import Assignment
+from aita.pipelines.exam import PageTranscription, Question, StudentAnswer
 from aita.pipelines.execution import RunOptions, run_batch
 from aita.pipelines.pages import student_pages
 from aita.pipelines.provenance import request_of, reusable, stamped

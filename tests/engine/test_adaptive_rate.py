@@ -1,0 +1,136 @@
+"""Token budgets and adaptive rate control, with an injected clock; one end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+
+from aita.engine import AdaptiveRate, RateLimiter
+from aita.errors import RateLimited
+from tests.support.doubles import (
+    FakeClock,
+    SimulatorFactory,
+    assert_own_answers_in_order,
+    client_for,
+    executor_for,
+    questions,
+    tokens_in_window,
+)
+
+
+def test_token_budget_holds_per_minute() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=6000, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(300):
+        limiter.acquire(tokens=100)
+        starts.append((clock.now, 100))
+    assert tokens_in_window(starts, 60.0) <= 6000 + 100
+    assert 300 * 100 / clock.now >= 0.97 * 100  # sustains the budget: 100 tokens/s
+
+
+def test_unused_tokens_are_given_back() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=60_000, clock=clock, sleep=clock.sleep)
+    limiter.acquire(tokens=5000)
+    limiter.correct(tokens=-4000)  # the call used 1,000 of the 5,000 reserved
+    limiter.acquire(tokens=1000)
+    assert clock.now == pytest.approx(1.0)
+
+
+def test_the_limit_header_caps_a_misconfigured_rate_once_the_provider_refuses() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    headers = {"x-ratelimit-limit-requests": "900"}  # per minute: 15/s
+    for _ in range(20):  # what the provider accepts of the 30/s sent: 15/s
+        clock.now += 1 / 15
+        control.on_response(headers)
+    assert limiter.rate == 30  # a header alone is a hint, not an order
+    control.on_rate_limited(RateLimited("slow", status_code=429, headers=headers), 0.1)
+    assert limiter.rate == pytest.approx(AdaptiveRate.SAFETY * 15)
+    for _ in range(10):
+        clock.now += AdaptiveRate.RECOVERY_SECONDS
+        control.on_response(headers)
+    assert limiter.rate == pytest.approx(AdaptiveRate.SAFETY * 15)  # not back above the limit
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["20", str(20 * 86400), "0", "-5", "garbage", "nan", "inf", ""],
+    ids=["per second", "per day", "zero", "negative", "garbage", "nan", "inf", "empty"],
+)
+def test_a_limit_header_never_slows_a_client_the_provider_accepts(value: str) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    for _ in range(200):
+        clock.now += 0.05
+        control.on_response({"x-ratelimit-limit-requests": value})
+    assert limiter.rate == 20
+
+
+def test_at_a_429_a_per_second_header_never_caps_below_the_accepted_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    headers = {"x-ratelimit-limit-requests": "20"}  # 20 per *second*, read as 0.33/s
+    for _ in range(60):  # two seconds of answers at the provider's 20/s
+        clock.now += 0.05
+        control.on_response(headers)
+    control.on_rate_limited(RateLimited("slow", status_code=429, headers=headers), 0.05)
+    assert limiter.rate is not None and limiter.rate >= 0.7 * 20
+    assert control.provider_cap is not None and control.provider_cap >= 0.9 * 20
+
+
+def test_an_unverified_hint_cuts_no_deeper_than_one_ordinary_cut() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    clock.now += 0.05
+    control.on_response({"x-ratelimit-limit-requests": "20"})
+    control.on_rate_limited(RateLimited("slow", status_code=429), 0.05)  # 50 ms in: no measure
+    assert limiter.rate == pytest.approx(30 * AdaptiveRate.DECREASE)
+
+
+def test_429_pauses_and_slows_once_then_recovers() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    refused = RateLimited("slow down", status_code=429, retry_after=0.5)
+    control.on_rate_limited(refused, 0.5)
+    control.on_rate_limited(refused, 0.5)  # a request that was already in flight
+    assert limiter.rate == pytest.approx(20 * AdaptiveRate.DECREASE)
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.5)  # everyone waited out the retry-after
+    rates: list[float] = []
+    for _ in range(10):
+        clock.now += AdaptiveRate.RECOVERY_SECONDS
+        control.on_response({"x-test": "1"})
+        rates.append(limiter.rate or 0.0)
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(20)
+
+
+def test_unlimited_client_learns_a_rate_from_a_429() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, None, clock=clock)
+    for _ in range(10):
+        clock.now += 0.1
+        control.on_response({"x-test": "1"})
+    control.on_rate_limited(RateLimited("no", status_code=429), 0.1)
+    assert limiter.rate is not None and limiter.rate < 10
+    for _ in range(10):
+        clock.now += AdaptiveRate.RECOVERY_SECONDS
+        control.on_response({"x-test": "1"})
+    assert limiter.rate is None  # recovered: unlimited again
+
+
+@pytest.mark.slow
+def test_client_set_too_fast_still_finishes_every_task_without_hammering(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = simulator(rate_limit=15, latency=0.05)
+    executor = executor_for(client_for(sim), max_workers=12, rate_limit=30, max_retries=8)
+    result = executor.execute_batch(questions(90))
+    assert_own_answers_in_order(result.task_results)
+    assert sim.stats.requests <= 1.2 * 90

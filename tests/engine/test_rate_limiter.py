@@ -1,0 +1,273 @@
+"""The limiter under a fake clock: exact, instant and never flaky."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aita.engine import NoOpRateLimiter, RateLimiter
+from tests.support.doubles import FakeClock, max_starts_in_window
+
+
+def test_no_one_second_window_holds_more_than_rate_starts() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(1000):
+        limiter.acquire()
+        starts.append(clock.now)
+    assert max_starts_in_window(starts) <= 20
+
+
+def test_long_run_sustains_the_full_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep)
+    for _ in range(5000):
+        limiter.acquire()
+    achieved = 5000 / clock.now
+    assert achieved >= 0.97 * 50
+
+
+def test_acquire_reports_its_wait_and_does_not_poll() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    assert limiter.acquire() == 0.0
+    assert limiter.acquire() == 0.25
+    assert clock.sleeps == [0.25]  # one computed sleep, no loop of small ones
+
+
+def test_idle_time_does_not_bank_a_burst() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    clock.now += 60.0
+    starts = []
+    for _ in range(30):
+        limiter.acquire()
+        starts.append(clock.now)
+    assert max_starts_in_window(starts) <= 10
+
+
+def test_pause_holds_every_caller() -> None:
+    clock = FakeClock()
+    limiter = NoOpRateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.pause(2.5)
+    limiter.acquire()
+    assert clock.now == 2.5
+    limiter.acquire()
+    assert clock.now == 2.5  # unlimited again after the pause
+
+
+def test_pause_during_a_sleep_moves_the_sleeper_behind_it() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:  # a 429 arrives while this caller sleeps
+            limiter.pause(3.0)
+
+    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now >= 1.0 + 3.0
+
+
+def test_threads_share_one_rate() -> None:
+    limiter = RateLimiter(200)
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(20):
+            limiter.acquire()
+            with lock:
+                starts.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    starts.sort()
+    # 160 starts at 200/s: reservations are spaced 5 ms apart, so the run takes at least 0.795 s.
+    assert len(starts) == 160
+    assert starts[-1] - starts[0] >= 159 / 200 - 0.01
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.integers(min_value=1, max_value=50),
+    gaps=st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=300),
+)
+def test_rate_holds_under_random_arrivals(rate: int, gaps: list[float]) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
+    starts = []
+    for gap in gaps:
+        clock.now += gap
+        limiter.acquire()
+        starts.append(clock.now)
+    assert max_starts_in_window(starts) <= rate
+
+
+def test_a_short_pause_leaves_no_gap_after_it() -> None:
+    """A caller asleep until its slot keeps it when a 429 asks for less than the time left:
+    the callers already queued do not all queue again behind the last of them."""
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:  # a 429 asking for 10 ms arrives half way, once
+        clock.now += seconds / 2
+        if not clock.sleeps:
+            limiter.pause(0.01)
+        clock.sleeps.append(seconds)
+        clock.now += seconds / 2
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.1)  # its own slot, not one behind a new queue
+
+
+# -- what the mutants of the limiter showed untested (scripts/mutation.py) ------------------------
+
+
+@pytest.mark.parametrize("rate", [0, -1, -0.5])
+def test_a_rate_that_is_not_positive_is_refused(rate: float) -> None:
+    with pytest.raises(ValueError, match=f"rate must be positive or None, got {rate}"):
+        RateLimiter(rate)
+    limiter = RateLimiter(1)
+    with pytest.raises(ValueError, match=f"rate must be positive or None, got {rate}"):
+        limiter.set_rate(rate)
+    assert limiter.rate == 1  # unchanged
+
+
+@pytest.mark.parametrize("budget", [0, -60])
+def test_a_token_budget_that_is_not_positive_is_refused(budget: float) -> None:
+    refused = f"tokens_per_minute must be positive or None, got {budget}"
+    with pytest.raises(ValueError, match=refused):
+        RateLimiter(None, tokens_per_minute=budget)
+
+
+def test_rates_and_budgets_below_one_are_valid() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, tokens_per_minute=0.5, clock=clock, sleep=clock.sleep)
+    limiter.set_rate(0.25)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == 4.0  # one start every 4 s
+
+
+def test_set_rate_spaces_the_starts_from_then_on() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.set_rate(4)
+    assert limiter.rate == 4
+    limiter.acquire()  # the slot reserved at the old rate stands
+    assert clock.now == 1.0
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.sleeps == [1.0, 0.25, 0.25]
+
+
+def test_set_rate_none_lifts_the_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.set_rate(None)
+    limiter.acquire()  # the slot reserved at the old rate stands
+    for _ in range(10):
+        limiter.acquire()
+    assert (limiter.rate, clock.now) == (None, 1.0)
+
+
+def test_without_a_token_budget_tokens_never_wait() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        limiter.acquire(tokens=100_000)
+        limiter.correct(tokens=50_000)
+    assert clock.now == 0.0
+
+
+def test_a_request_of_unknown_size_takes_nothing_from_the_token_budget() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        limiter.acquire()
+    assert clock.now == 0.0
+    limiter.acquire(tokens=2)  # one token a second: the next start is 2 s later
+    limiter.acquire()
+    assert clock.now == 2.0
+
+
+def test_a_call_that_used_more_tokens_than_reserved_delays_the_next() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep)
+    limiter.acquire(tokens=1)
+    limiter.correct(tokens=2)  # it used 3
+    limiter.acquire(tokens=1)
+    assert clock.now == 3.0
+
+
+def test_a_pause_that_ends_exactly_at_a_sleepers_slot_leaves_the_slot() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:  # half way through the wait, a 429 asks for 0.5 s
+        clock.now += seconds / 2
+        if not clock.sleeps:
+            limiter.pause(0.5)
+        clock.sleeps.append(seconds)
+        clock.now += seconds / 2
+
+    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter.acquire()
+    limiter.acquire()  # its slot is at 1.0; the pause ends at 0.5 + 0.5 = 1.0
+    assert clock.now == 1.0
+
+
+def test_a_sleeper_moved_behind_a_pause_reports_its_whole_wait() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            limiter.pause(3.0)
+
+    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter.acquire()
+    waited = limiter.acquire()
+    assert waited == clock.now == sum(clock.sleeps) == 4.0
+
+
+def test_a_pause_of_zero_or_less_holds_no_one() -> None:
+    clock = FakeClock()
+    limiter = NoOpRateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.pause(0)
+    limiter.pause(-1)
+    limiter.acquire()
+    assert clock.now == 0.0
+
+
+def test_a_pause_never_shortens_a_longer_one() -> None:
+    clock = FakeClock()
+    limiter = NoOpRateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.pause(5.0)
+    limiter.pause(1.0)
+    limiter.acquire()
+    assert clock.now == 5.0
+
+
+def test_the_limiter_says_what_it_limits() -> None:
+    assert repr(RateLimiter(20)) == "RateLimiter(rate=20)"
+    assert repr(RateLimiter(2.5, tokens_per_minute=60_000)) == (
+        "RateLimiter(rate=2.5, tokens_per_minute=60000)"
+    )
+    assert repr(NoOpRateLimiter()) == "NoOpRateLimiter(rate=None)"
+    limiter = RateLimiter(None, tokens_per_minute=90)
+    assert (limiter.rate, limiter.tokens_per_minute) == (None, 90)
