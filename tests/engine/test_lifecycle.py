@@ -177,7 +177,7 @@ def test_a_raise_in_the_retry_decision_fails_that_task(
     sim = simulator(responder=lambda request: "not json")
     tasks = [FaultyTask(f"q{i:04d}", f"question {i}", step) for i in range(6)]
     for task in tasks:
-        task.parse_response = _json_only  # type: ignore[method-assign]
+        task.parse_response = _json_only  # type: ignore[method-assign,assignment]
     results = run_both(executor_for(client_for(sim), max_retries=2), tasks, "batch")
     assert all(not r.success for r in results)  # none parses; none hangs
     assert len(results) == 6
@@ -223,7 +223,8 @@ def test_a_raising_hook_does_not_hang_the_run(simulator: SimulatorFactory, hook:
             raise Boom(f"{hook} failed")
 
     executor = executor_for(client_for(simulator()))
-    result = within(BOUND, lambda: executor.execute_batch(questions(10), **{hook: hooked}))
+    hooks: dict[str, Any] = {hook: hooked}
+    result = within(BOUND, lambda: executor.execute_batch(questions(10), **hooks))
     assert len(result.task_results) == 10
     assert sum(not r.success for r in result.task_results) <= 1
 
