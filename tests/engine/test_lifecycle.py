@@ -233,7 +233,7 @@ def test_a_raising_journal_lookup_or_cache_read_asks_the_provider_instead(
     simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim = simulator(announce=False)  # a simulated answer is never cached
-    executor = executor_for(client_for(sim), cache=True)
+    executor = executor_for(client_for(sim), cache="cache.sqlite")
     within(BOUND, lambda: executor.execute_batch(questions(6), checkpoint_name="x"))
 
     def broken(*args: Any) -> Any:
