@@ -18,6 +18,7 @@ from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import (
     BatchInterrupted,
+    ExecutorSettings,
     ParallelLLMExecutor,
     ResultStream,
     create_executor,
@@ -109,6 +110,7 @@ __all__ = [
     "EmptyResponse",
     "EndpointNotFound",
     "ExecutionMetrics",
+    "ExecutorSettings",
     "ExponentialBackoff",
     "ImagesNotSupported",
     "InvalidResponse",

@@ -17,6 +17,7 @@ import pytest
 
 from aita.engine import (
     Checkpoint,
+    ExecutorSettings,
     LLMMessage,
     LLMResponse,
     OpenAICompatibleClient,
@@ -369,3 +370,27 @@ def test_two_batches_run_on_one_executor_at_once(simulator: SimulatorFactory) ->
     assert not any(t.is_alive() for t in threads)
     assert [r.result for r in results["a"]] == [f"[sim] first {i}" for i in range(30)]
     assert [r.result for r in results["b"]] == [f"[sim] second {i}" for i in range(30)]
+
+
+def test_the_executor_takes_one_settings_object(simulator: SimulatorFactory) -> None:
+    settings = ExecutorSettings.resolve(
+        max_workers=3, rate_limit=None, show_progress=False, max_batch_size=1
+    )
+    executor = ParallelLLMExecutor(client_for(simulator()), settings=settings)
+    assert (executor.max_workers, executor.max_batch_size) == (3, 1)
+    result = within(BOUND, lambda: executor.execute_batch(questions(5)))
+    assert all(r.success for r in result.task_results)
+
+
+def test_task_results_say_their_outcome_and_source_and_keep_the_old_views() -> None:
+    legacy = TaskResult(task_id="t", success=True, from_checkpoint=True, batched=True)
+    assert (legacy.outcome, legacy.source, legacy.combined) == ("done", "journal", True)
+    assert legacy.success and legacy.from_checkpoint and legacy.batched and not legacy.cached
+    fallback = TaskResult(task_id="t", success=True, used_fallback=True, error="boom")
+    assert (fallback.outcome, fallback.used_fallback) == ("flagged", True)
+    skipped = TaskResult(task_id="t", success=False, error_type="DependencyFailed")
+    assert (skipped.outcome, skipped.success) == ("skipped", False)
+    cut = TaskResult(task_id="t", outcome="flagged", source="cache", finish_reason="length")
+    assert cut.success and cut.cached and not cut.used_fallback
+    with pytest.raises(AttributeError):
+        cut.success = False  # type: ignore[misc]
