@@ -1,11 +1,13 @@
 """The executor: a batch of tasks on a thread pool, one result per task in input order.
 
-One task's life, top to bottom: ``execute_batch`` opens the checkpoint journal and starts the
-workers; a worker takes a job from the scheduler (``_scheduler``); ``_run_task`` waits for the
-limiter (``_limiter``), calls the client (``_client``), parses the answer, and on an error asks
-the retry policy (``_retry``) whether and when to try again; the finished task goes back to the
-scheduler, which writes it to the journal (``_journal``) and releases the tasks that waited for
-it. Ctrl-C stops dispatch, lets calls in flight finish briefly, and raises ``BatchInterrupted``.
+The thread driver of a task's life (``_lifecycle``): ``execute_batch`` opens the checkpoint
+journal and starts the workers; a worker takes a job from the scheduler (``_scheduler``); the
+lifecycle prepares the task and looks back for an earlier answer; the worker waits (the outage
+gate, the limiter, a backoff) and asks the client; the lifecycle settles the answer or the error
+(with the retry policy's decision); the finished task goes back to the scheduler, which has the
+lifecycle journal it before it releases the tasks that waited for it. Whatever a job raises is
+its tasks' failed result; a ``RunFailed`` stops the run. Ctrl-C stops dispatch, lets calls in
+flight finish briefly, and raises ``BatchInterrupted``.
 """
 
 from __future__ import annotations
