@@ -66,6 +66,12 @@ MODULES = (
         # the executor and the HTTP simulator: 3 minutes more here, and no mutant they alone kill.
         ("tests/engine/test_checkpoint.py", "tests/engine/test_journal_records.py"),
     ),
+    Module(
+        "lifecycle",
+        "aita/engine/_lifecycle.py",
+        ("tests/engine/test_lifecycle.py", "tests/engine/test_executor.py"),
+    ),
+    Module("batch_api", "aita/engine/_batch_api.py", ("tests/engine/test_batch_api.py",)),
     Module("exam", "aita/pipelines/exam.py", ("tests/pipelines/test_pipelines.py",)),
     Module(
         "tasks",
