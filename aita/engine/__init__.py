@@ -7,9 +7,10 @@
 
 Everything public is named here; the modules behind it are private and may change. Reading
 order for one task: ``_lifecycle`` (its steps) -> ``_executor`` (the thread driver) ->
-``_scheduler`` -> ``_limiter`` -> ``_client`` (and ``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
-many processes, in Redis), ``_cache`` (responses by request key, in SQLite) and ``_batch_api``
-(tasks through a provider's Batch API, at half price).
+``_scheduler`` -> ``_limiter`` -> ``_client`` (and ``_openai``) -> ``_retry`` -> ``_journal``.
+Opt-in beside them: ``_shared_limiter`` (one limit for many processes, in Redis), ``_cache``
+(responses by request key, in SQLite) and ``_batch_api`` (tasks through a provider's Batch
+API, at half price).
 """
 
 from aita.engine._adaptive import AdaptiveRate

@@ -229,3 +229,16 @@ def test_a_batch_api_run_redacts_caps_and_sanitises_what_the_provider_sends(
     results = read_results(tmp_path / "out.jsonl")
     assert results[0]["response"]["body"]["choices"][0]["message"]["content"] == "echo: [redacted]"
     assert len(results[1]["error"]["message"]) <= 1000
+
+
+def test_a_batch_api_run_against_a_provider_that_is_not_there_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    monkeypatch.setenv("AITA_BASE_URL", url)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    requests = write_requests(tmp_path / "in.jsonl", prompts(5))
+    started = time.monotonic()
+    assert main(["batch", "run", str(requests), "-o", "out.jsonl", "--batch-api"]) == 1
+    assert time.monotonic() - started < 30  # the SDK's own retries of the upload
+    assert f"cannot reach {url}" in capsys.readouterr().err
