@@ -9,7 +9,8 @@ the request key cannot hold, a cache row that does not read, all become that tas
 result with a one-line reason. The one exception a step raises is ``RunFailed``, from
 ``finish``/``record``: the journal cannot be written, and no task can be saved.
 
-The step API (``life`` is one ``Lifecycle`` per run)::
+The step API (``life`` is one ``Lifecycle`` per run; ``Lifecycle``, ``Prepared`` and ``Settlement``
+are exported from ``aita.engine`` for drivers written outside it)::
 
     step = life.prepare(task)        # Prepared (messages, params, request key, body), or the
                                      # task's failed TaskResult when it cannot build its request
@@ -127,8 +128,9 @@ class Lifecycle:
     name: str
     #: the client's model: part of every request key
     model: str
-    progress: BatchProgress
-    retry_policy: RetryPolicy
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    #: the counters (and the bar, if it shows) of the run
+    progress: BatchProgress = field(default_factory=lambda: BatchProgress(None, 0, show=False))
     #: where earlier answers are looked up: the journal in memory, or indexed on disk
     lookup: Checkpoint | JournalIndex | None = None
     journal: CheckpointJournal | None = None
