@@ -312,8 +312,9 @@ class Lifecycle:
         """Containment: anything a driver caught while running the task, as its failed result
         (never its fallback: the failure was not the provider's)."""
         log.warning("task %s failed: %s", task.task_id, self.reason(error))
-        run = step.run if step is not None else TaskRun(task.task_id, self.prices, self.discount)
-        return run.failed(error, step.attempt if step is not None else 0, self.reason(error))
+        if step is None:  # it never got as far as a request: nothing was paid
+            return TaskRun(task.task_id, None).failed(error, 0, self.reason(error))
+        return step.run.failed(error, step.attempt, self.reason(error))
 
     def reason(self, error: BaseException) -> str:
         """An error as a task's one-line reason: printable, the key redacted, bounded."""

@@ -795,3 +795,102 @@ def test_a_parse_failure_names_the_field_of_a_model_and_a_cut_off_answer(tmp_pat
 
 def _empty_error(text: str) -> Any:
     raise ValueError()
+
+
+def test_what_a_step_contains_it_logs_naming_the_task(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unreadable:
+        def answer_for(self, task: Any, key: str) -> Any:
+            raise Boom("unreadable")
+
+    class BrokenCache(ResponseCache):
+        def get(self, key: str) -> LLMResponse | None:
+            raise Boom("corrupt")
+
+    life = life_of(tmp_path, lookup=Unreadable(), cache=BrokenCache(tmp_path / "c.sqlite"))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert life.look_back(step) is None
+    assert caplog.messages == [
+        "task t: its journal record does not read (unreadable)",
+        "task t: the cached answer does not read (corrupt)",
+    ]
+    caplog.clear()
+    life.failed(step.task, RuntimeError(f"bug {KEY}"), step)
+    assert caplog.messages == ["task t failed: bug [redacted]"]
+    caplog.clear()
+
+    def broken(result: TaskResult) -> None:
+        raise Boom("callback")
+
+    life_of(tmp_path, on_task_complete=broken).finish(TaskResult(task_id="t", outcome="done"))
+    assert caplog.messages == ["on_task_complete failed for task t"]
+
+
+def test_looking_back_without_a_journal_or_cache_is_quiet_and_counts_new_tasks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    life = life_of(tmp_path, cache=ResponseCache(tmp_path / "c.sqlite"))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert life.look_back(step) is None
+    assert life.progress.counts.new == 1 and caplog.messages == []
+    life.finish(TaskResult(task_id="t", outcome="failed", error="x"))
+    assert life.look_back(step) is None
+    assert life.progress.counts.new == 2  # a task that ended and comes again counts again
+
+
+def test_the_journals_answer_wins_over_the_caches(tmp_path: Path) -> None:
+    task = SimpleLLMTask("t", "p")
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    key = step_of(life_of(tmp_path), task).key
+    record = TaskRecord(task_id="t", succeeded=True, raw_response="JOURNAL", key=key)
+    cache.put(key, answer("CACHE"))
+    life = life_of(tmp_path, lookup=Checkpoint(name="job", records={"t": record}), cache=cache)
+    reused = life.look_back(step_of(life, task))
+    assert reused is not None and (reused.source, reused.result) == ("journal", "JOURNAL")
+    assert life.progress.counts.cached == 0
+
+
+def test_a_fallback_keeps_the_redacted_error_and_the_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class WithFallback(SimpleLLMTask):
+        @property
+        def has_fallback(self) -> bool:
+            return True
+
+        def fallback(self, error: Exception) -> Any:
+            return "stand-in"
+
+    class FailingFallback(WithFallback):
+        def fallback(self, error: Exception) -> Any:
+            raise Boom("no stand-in")
+
+    life = life_of(tmp_path)
+    step = step_of(life, WithFallback("t", "p"))
+    assert life.settle(step, error=ProviderUnavailable("busy", status_code=500)).result is None
+    result = life.give_up(step, RuntimeError(f"gave up {KEY}"))
+    assert (result.outcome, result.result, result.retry_count) == ("flagged", "stand-in", 1)
+    assert result.error == "gave up [redacted]" and result.error_type == "RuntimeError"
+    assert caplog.messages == []
+    failing = step_of(life, FailingFallback("u", "p"))
+    failed = life.give_up(failing, RuntimeError("gave up"))
+    assert failed.outcome == "failed" and failed.error_type == "RuntimeError"
+    assert caplog.messages == ["fallback of task u failed: no stand-in"]
+    caplog.clear()
+    plain = life.give_up(step_of(life, SimpleLLMTask("v", "p")), RuntimeError("gave up"))
+    assert plain.outcome == "failed" and caplog.messages == []
+
+
+def test_a_contained_failure_keeps_the_attempts_and_names_an_empty_error_by_type(
+    tmp_path: Path,
+) -> None:
+    life = life_of(tmp_path)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    life.settle(step, error=ProviderUnavailable("busy", status_code=500))
+    contained = life.failed(step.task, ValueError(), step)
+    assert (contained.error, contained.error_type, contained.retry_count) == (
+        "ValueError",
+        "ValueError",
+        1,
+    )
