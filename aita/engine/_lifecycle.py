@@ -70,6 +70,7 @@ Redact = Callable[[str], str]
 
 
 def _unchanged(text: str) -> str:
+    """No redaction: a client without a key to hide (a local model, a test double)."""
     return text
 
 
