@@ -26,12 +26,13 @@ import hashlib
 import itertools
 import os
 import re
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -318,21 +319,42 @@ class WrittenLine:
 
 class ResultsFile:
     """The results file, locked against a second writer: whole lines are appended, each with
-    one ``write``; what is there is read back to resume."""
+    one ``write``; what is there is read back to resume.
+
+    A file that is there already must be one of these (every line a result line, a torn last
+    line at most the start of one) before a byte of it is touched: a settings file or the
+    requests given as ``-o`` by mistake is refused whole, never cut. Only a regular file is
+    opened (a FIFO would block, a device swallow the results). It is created 0600 in a folder
+    created 0700: it holds the answers."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        _check_regular(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._fd = os.open(path, _RESULTS_FLAGS, 0o600)
         except OSError as error:
             raise AitaError(f"{path}: cannot write ({error.strerror})") from None
         try:
+            _check_regular(path, os.fstat(self._fd))  # what was really opened
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
             raise AitaError(f"{path}: another aita process is writing it") from None
+        except AitaError:
+            os.close(self._fd)
+            raise
+        try:
+            self._check_result_lines()  # under the lock: what is checked is what is cut
+        except AitaError:
+            self.close()
+            raise
         self._cut_torn_line()
+
+    def _check_result_lines(self) -> None:
+        with open(self._fd, "rb", closefd=False) as handle:
+            handle.seek(0)
+            check_result_lines(handle, self.path)
 
     def _cut_torn_line(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -352,21 +374,11 @@ class ResultsFile:
         """The lines already there, in order; a line that is not a result line raises."""
         with open(self.path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
-                try:
-                    data = orjson.loads(raw)
-                    custom_id = data["custom_id"]
-                    if custom_id is not None and not isinstance(custom_id, str):
-                        raise TypeError
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    raise AitaError(
-                        f"{self.path} line {number} is not a result line: not an output of "
-                        "aita batch run (write to another file)"
-                    ) from None
-                failed = data.get("error") is not None
+                data = _result_line_of(raw, self.path, number)
                 line_id = data.get("id")
                 yield WrittenLine(
-                    custom_id,
-                    failed,
+                    data["custom_id"],
+                    data.get("error") is not None,
                     bool(data.get("simulated")),
                     line_id if isinstance(line_id, str) else None,
                     len(raw),
@@ -390,6 +402,73 @@ class ResultsFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: ``O_NONBLOCK``: a FIFO is refused after ``fstat`` rather than waited on
+_RESULTS_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+#: how every result line begins (``json_line`` of a dict whose first key is ``id``)
+_RESULT_LINE_START = b'{"id":"batch_req_'
+
+
+def _check_regular(path: Path, info: os.stat_result | None = None) -> None:
+    """A results path is a regular file or nothing yet: a FIFO, a device (``/dev/null``) or a
+    folder is refused before it is opened (and again after, for what was opened)."""
+    if info is None:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise AitaError(f"{path}: cannot write ({error.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise AitaError(f"{path}: a folder, not a results file")
+    if not stat.S_ISREG(info.st_mode):
+        raise AitaError(f"{path}: not a regular file (a FIFO or a device); write to a file")
+
+
+def _result_line_of(raw: bytes, path: Path, number: int) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _not_results(path, number) from None
+    if not isinstance(data, dict) or not isinstance(data.get("custom_id", 0), str | None):
+        raise _not_results(path, number)
+    return data
+
+
+def check_result_lines(handle: BinaryIO, path: Path) -> None:
+    """Every whole line of ``handle`` is a result line, and a last line without its newline
+    (torn by a crash) begins like one, or AitaError naming the line; nothing is changed."""
+    for number, raw in enumerate(handle, start=1):
+        if raw.endswith(b"\n"):
+            _result_line_of(raw, path, number)
+        elif not (
+            raw.startswith(_RESULT_LINE_START)
+            or (number > 1 and _RESULT_LINE_START.startswith(raw))
+        ):
+            raise _not_results(path, number)
+
+
+def check_results_file(path: Path) -> None:
+    """What ``ResultsFile`` checks before it writes, read only: the CLI refuses a file that
+    is none before it asks about spending anything."""
+    _check_regular(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise AitaError(f"{path}: cannot read ({error.strerror})") from None
+    with open(fd, "rb") as handle:
+        _check_regular(path, os.fstat(fd))
+        check_result_lines(handle, path)
+
+
+def _not_results(path: Path, number: int) -> AitaError:
+    return AitaError(
+        f"{path} line {number} is not a result line: not an output of aita batch run; nothing "
+        "was changed (write the results to another file)"
+    )
 
 
 # -- shards ---------------------------------------------------------------------------------------
@@ -463,11 +542,14 @@ class BatchFileJob:
         dry_run: bool = False,
         warn: Callable[[str], object] = lambda line: None,
     ) -> None:
-        if requests.resolve() == results.resolve():
-            raise AitaError(f"{results}: the results would overwrite the requests")
         if not requests.is_file():
             why = "not a file" if requests.exists() else "file not found"
             raise AitaError(f"{requests}: {why}")
+        if requests.resolve() == results.resolve() or (
+            results.exists() and os.path.samefile(requests, results)
+        ):
+            raise AitaError(f"{results}: the results would overwrite the requests")
+        check_results_file(results)  # before anything is asked or started
         self.requests = requests
         self.results = results
         self.shard = shard
