@@ -24,7 +24,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "midterm"
 @pytest.mark.parametrize("value", ['"NaN"', "NaN", '"Infinity"', '"-inf"', "1e999"])
 def test_a_points_value_that_is_not_a_finite_number_is_a_parse_failure(value: str) -> None:
     task: GradingTask = grading_task()
-    answer = '{"scores": [{"criterion": 1, "points_awarded": VALUE}], "feedback": ""}'.replace("VALUE", value)
+    answer = '{"scores": [{"criterion": 1, "points_awarded": VALUE}], "feedback": ""}'.replace(
+        "VALUE", value
+    )
     with pytest.raises(ValueError, match="points_awarded: not a finite number"):
         task.parse_response(answer)
 
