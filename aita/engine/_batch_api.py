@@ -74,7 +74,7 @@ from aita.errors import (
     TaskGraphError,
     TruncatedResponse,
 )
-from aita.files import json_line, write_bytes_atomic, write_json_atomic
+from aita.files import json_line, private_folder, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger("aita.batch_api")
 
@@ -418,7 +418,7 @@ class _BatchJob:
             yield chunk
 
     def _submit_one(self, state: _State, chunk: list[_Pending]) -> _Submitted:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         stem = f"{time.strftime('%Y%m%d_%H%M%S')}_{len(state.batches) + len(state.uploads):05d}"
         keys = f"{stem}.keys.jsonl"
         write_bytes_atomic(

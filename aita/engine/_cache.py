@@ -29,6 +29,7 @@ import orjson
 
 from aita.engine._client import LLMResponse, Usage
 from aita.errors import ConfigError
+from aita.files import private_file
 
 log = logging.getLogger("aita.cache")
 
@@ -59,7 +60,7 @@ class ResponseCache:
         self._warned = False
         self._busy_timeout = busy_timeout
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # 0600: the cache holds prompts' answers
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )

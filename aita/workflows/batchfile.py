@@ -54,7 +54,7 @@ from aita.engine import (
     run_via_batch_api,
 )
 from aita.errors import AitaError
-from aita.files import json_line, safe_filename
+from aita.files import json_line, private_folder, safe_filename
 
 ENDPOINT = "/v1/chat/completions"
 #: What a request line may say beside its request parameters.
@@ -331,7 +331,7 @@ class ResultsFile:
         self.path = path
         _check_regular(path)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(path.parent)
             self._fd = os.open(path, _RESULTS_FLAGS, 0o600)
         except OSError as error:
             raise AitaError(f"{path}: cannot write ({error.strerror})") from None
