@@ -25,7 +25,7 @@ from aita.engine._executor import (
 from aita.engine._graph import TaskGraph
 from aita.engine._images import image_to_data_url
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
-from aita.engine._keys import client_model, request_key
+from aita.engine._keys import client_model, client_server, request_key
 from aita.engine._ledger import SpendEntry, SpendLedger
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
 from aita.engine._openai import (
@@ -142,6 +142,7 @@ __all__ = [
     "VisionLLMTask",
     "cancel_batch_api",
     "client_model",
+    "client_server",
     "cost_of",
     "create_executor",
     "create_openrouter_client",

@@ -26,7 +26,7 @@ from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMClient, LLMMessage, LLMResponse
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import Checkpoint, CheckpointManager, JournalIndex
-from aita.engine._keys import client_model, request_key
+from aita.engine._keys import client_model, client_server, request_key
 from aita.engine._ledger import SpendLedger
 from aita.engine._limiter import RateLimiter
 from aita.engine._outage import OutageGate
@@ -553,7 +553,7 @@ class ParallelLLMExecutor:
         """The answer the cache holds for this exact request, if it still parses: no call,
         no cost; counted as cached (and written to the spend ledger as such)."""
         assert self.cache is not None and run.key is not None
-        response = self.cache.get(run.key)
+        response = self.cache.get(run.key, client_server(self.llm_client))
         if response is None:
             return None
         try:
@@ -616,7 +616,7 @@ class ParallelLLMExecutor:
                 continue
             batch.progress.attempt(waited, False, False)
             if self.cache is not None and not response.simulated and run.key is not None:
-                self.cache.put(run.key, response)
+                self.cache.put(run.key, response, client_server(self.llm_client))
             return run.succeeded(value, attempt)
 
     def _read(self, task: LLMTask, response: LLMResponse, batch: _Batch) -> Any:
