@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         shard=args.shard,
         default_model=args.model,
         dry_run=args.dry_run,
-        warn=lambda line: print(f"aita: {line}", file=sys.stderr, flush=True),
+        warn=lambda line: print(f"aita: {printable(line)}", file=sys.stderr, flush=True),
     )
     options = options_of(args)
     with client_of(options) as client:

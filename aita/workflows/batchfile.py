@@ -121,11 +121,13 @@ def _invalid(number: int, custom_id: str | None, problem: str, raw: bytes) -> Re
 
 
 def _request_of(data: dict[str, Any]) -> tuple[list[LLMMessage], dict[str, Any]]:
+    # ``method`` and ``url`` are checked in either format: a line that names another endpoint
+    # is refused, never answered as a chat completion.
+    if data.get("method", "POST") != "POST":
+        raise InvalidRequestLine(f"method {data.get('method')!r}: only POST is supported")
+    if data.get("url", ENDPOINT) != ENDPOINT:
+        raise InvalidRequestLine(f"url {data.get('url')!r}: only {ENDPOINT} is supported")
     if "body" in data:
-        if data.get("method", "POST") != "POST":
-            raise InvalidRequestLine(f"method {data.get('method')!r}: only POST is supported")
-        if data.get("url", ENDPOINT) != ENDPOINT:
-            raise InvalidRequestLine(f"url {data.get('url')!r}: only {ENDPOINT} is supported")
         body = data["body"]
         if not isinstance(body, dict):
             raise InvalidRequestLine("body is not a JSON object")
@@ -168,7 +170,8 @@ def _messages_of(value: Any) -> list[LLMMessage]:
             raise InvalidRequestLine(f"message {n}: content is neither text nor a list of parts")
         extra = sorted(set(message) - {"role", "content"})
         if extra:
-            raise InvalidRequestLine(f"message {n}: aita cannot pass on {', '.join(extra)}")
+            names = ", ".join(repr(name)[:80] for name in extra)  # escaped: shown on a terminal
+            raise InvalidRequestLine(f"message {n}: aita cannot pass on {names}")
         messages.append(LLMMessage(role=role, content=content))
     return messages
 

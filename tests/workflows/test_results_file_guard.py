@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
+from aita.workflows.batchfile import parse_request_line
 from tests.workflows.test_batch_run import prompts, read_results, write_requests
 
 
@@ -91,3 +92,40 @@ def test_results_are_written_for_their_owner_only(tmp_path: Path) -> None:
     assert run(requests, tmp_path / "new" / "out.jsonl") == 0
     assert stat.S_IMODE((tmp_path / "new" / "out.jsonl").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def test_an_escape_sequence_in_a_request_line_never_reaches_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = "\x1b]0;PWNED\x07\x1b[2J\u202e"
+    lines = [
+        {"custom_id": "a", "messages": [{"role": "user", "content": "x", hostile: 1}]},
+        {"custom_id": "b", "messages": [{"role": hostile, "content": "x"}]},
+        {"custom_id": hostile, "prompt": "x", "url": "/v1/" + hostile},
+    ]
+    requests = write_requests(tmp_path / "req.jsonl", lines)
+    assert run(requests, tmp_path / "out.jsonl") == 1
+    out, err = capsys.readouterr()
+    assert "line 1" in err and "line 2" in err and "line 3" in err
+    assert not any(c in out + err for c in "\x1b\x07\u202e")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"custom_id": "a", "prompt": "x", "url": "/v1/embeddings"}', "url '/v1/embeddings'"),
+        ('{"custom_id": "a", "messages": [], "url": "/v1/responses"}', "url '/v1/responses'"),
+        ('{"custom_id": "a", "prompt": "x", "method": "GET"}', "method 'GET'"),
+    ],
+)
+def test_a_flat_line_naming_another_endpoint_is_refused_not_answered(
+    line: str, problem: str
+) -> None:
+    parsed = parse_request_line(line.encode(), 3)
+    assert parsed.problem is not None and problem in parsed.problem
+
+
+def test_a_flat_line_naming_the_chat_endpoint_is_answered() -> None:
+    line = '{"custom_id": "a", "prompt": "x", "url": "/v1/chat/completions", "method": "POST"}'
+    parsed = parse_request_line(line.encode(), 1)
+    assert parsed.problem is None and "url" not in parsed.params
