@@ -62,6 +62,13 @@ class RateLimited(ProviderError):
     label = "rate limited"
 
 
+class QuotaSpent(RateLimited):
+    """A 429 whose wait is longer than the outage budget: the quota is spent, the batch stops
+    (what finished is kept; the next run continues). The message names the provider's wait."""
+
+    label = "quota spent"
+
+
 class ProviderUnavailable(ProviderError):
     """5xx, 408, 409 or a broken connection: worth another try."""
 

@@ -216,7 +216,9 @@ class ParallelLLMExecutor:
         self.enable_checkpointing = settings.enable_checkpointing
         self.checkpoint_manager = CheckpointManager(settings.checkpoint_dir)
         self.retry_policy = retry_policy or RetryPolicy(
-            settings.max_retries, backoff or ExponentialBackoff()
+            settings.max_retries,
+            backoff or ExponentialBackoff(),
+            longest_wait=settings.outage_budget,
         )
         self.max_retries = self.retry_policy.max_retries
         # The current batch's stop event: waits at the limiter end early on Ctrl-C.
@@ -606,9 +608,8 @@ class ParallelLLMExecutor:
                     self._pause_everyone(error, decision.delay, sent_at)
                 if not decision.retry:
                     if decision.stop_batch:
-                        reason = f"cancelled: the provider refused the API key ({error})"
-                        batch.scheduler.cancel(reason)
-                    return self._give_up(task, run, error, attempt)
+                        batch.scheduler.cancel(decision.stop_reason or f"cancelled: {error}")
+                    return self._give_up(task, run, decision.failure or error, attempt)
                 attempt += 1
                 if stop.wait(0.0 if decision.pause_all else decision.delay):
                     return None
