@@ -87,6 +87,13 @@ class ProviderUnreachable(ProviderUnavailable):
     label = "cannot reach the provider"
 
 
+class BatchOverdue(ProviderError):
+    """A Batch API batch still unfinished well past its completion window: the provider is not
+    finishing it. The run stops; the batch is kept, so a later run collects it (or cancels)."""
+
+    label = "batch overdue"
+
+
 class ProviderOutage(ProviderUnavailable):
     """The provider stayed unreachable for longer than the outage budget (``AITA_OUTAGE_BUDGET``);
     the batch stopped with everything finished saved."""

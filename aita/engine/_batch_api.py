@@ -60,6 +60,7 @@ from aita.engine._results import (
 from aita.engine._tasks import LLMTask
 from aita.errors import (
     BadRequest,
+    BatchOverdue,
     ConfigError,
     EmptyResponse,
     InvalidResponse,
@@ -88,6 +89,9 @@ ENDPOINT = "/v1/chat/completions"
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 #: Polling starts this often (seconds) and slows down to ``POLL_MAX``.
 POLL_FIRST, POLL_MAX = 1.0, 60.0
+#: How far past its completion window an unfinished batch is waited for, as a share of the
+#: window: a provider expires a late batch itself; one still running after this never will.
+OVERDUE_SHARE = 0.1
 
 T = TypeVar("T")
 
@@ -531,6 +535,7 @@ class _BatchJob:
                             ) from None
                         continue
                     unreachable_since = None
+                    _check_not_overdue(info, time.time())
                     counts = info.request_counts
                     progress[batch.id] = (counts.completed + counts.failed) if counts else 0
                     statuses.append(info.status)
@@ -819,3 +824,23 @@ def _tally(statuses: list[str]) -> str:
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
     return " ".join(f"{status}={n}" for status, n in sorted(counts.items()))
+
+
+def _check_not_overdue(info: Any, now: float) -> None:
+    """Raise ``BatchOverdue`` for a batch unfinished a tenth of its window past ``expires_at``
+    (polling it longer would go on forever)."""
+    expires, created = getattr(info, "expires_at", None), getattr(info, "created_at", None)
+    if info.status in FINISHED or not isinstance(expires, int | float):
+        return
+    window = expires - created if isinstance(created, int | float) and created < expires else 0
+    late = now - expires
+    if late > OVERDUE_SHARE * window:
+        raise BatchOverdue(
+            f"batch {info.id} is still {info.status} {_late(late)} past its completion window: "
+            "the provider is not finishing it. It is kept: run again later to collect it, or "
+            "cancel it (aita batch cancel)"
+        )
+
+
+def _late(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds))} s"
