@@ -20,6 +20,7 @@ from aita.engine import (
     cancel_batch_api,
 )
 from aita.pipelines.execution import Declined, RunOptions
+from aita.provider import announces_simulation
 from aita.terminal import confirm, printable
 from aita.workflows.batchfile import BatchFileJob, BatchFileSummary, Shard, checkpoint_name_for
 
@@ -115,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     options = options_of(args)
     with client_of(options) as client:
+        if not args.dry_run and job.holds_results():  # continued only by answers alike
+            job.simulated = announces_simulation(client.base_url)
         _check_spend(job, client, options, args.batch_api)
         try:
             if args.batch_api:

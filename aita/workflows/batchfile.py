@@ -558,6 +558,9 @@ class BatchFileJob:
         self.shard = shard
         self.default_model = default_model
         self.dry_run = dry_run
+        #: whether this run's answers are simulated: a dry run's, or a simulator's standing in
+        #: for the provider (``aita simulate``); a results file continues only alike
+        self.simulated = dry_run
         self.warn = warn
         self.summary = BatchFileSummary()
         self._invalid_seen = 0
@@ -602,15 +605,17 @@ class BatchFileJob:
                     f"is {line.custom_id!r}: the requests changed since it was written (write "
                     "the results to another file)"
                 )
-            if written.simulated != self.dry_run:
+            if written.simulated != self.simulated:
                 made_by = (
                     "simulated answers (of a dry run or a simulator)"
                     if written.simulated
                     else "answers of real calls"
                 )
+                this_run = "a dry run" if self.dry_run else "a run against a real provider"
+                if self.simulated and not self.dry_run:
+                    this_run = "a run against a simulator"
                 raise AitaError(
-                    f"{self.results} holds {made_by}; "
-                    f"{'a dry run' if self.dry_run else 'a real run'} does not continue it "
+                    f"{self.results} holds {made_by}; {this_run} does not continue it "
                     "(write the results to another file)"
                 )
             key = line_key(line, model)
@@ -652,6 +657,13 @@ class BatchFileJob:
                 self.summary.failures.append((line, result))
 
     # -- running -------------------------------------------------------------------------------
+
+    def holds_results(self) -> bool:
+        """Whether the results file has lines already (a run continues them)."""
+        try:
+            return self.results.stat().st_size > 0
+        except OSError:
+            return False
 
     def run_live(self, executor: ParallelLLMExecutor) -> BatchFileSummary:
         """Every remaining request as a call of its own, through ``execute_stream``: memory

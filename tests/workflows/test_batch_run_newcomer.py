@@ -1,0 +1,54 @@
+"""``aita batch run`` as a new user meets it: against ``aita simulate``, resuming, reporting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aita.cli import main
+from aita.config import get_config
+from tests.support.doubles import TEST_KEY, SimulatorFactory
+from tests.workflows.test_batch_run import prompts, read_results, write_requests
+
+
+def test_a_run_against_the_simulator_resumes_against_the_simulator(
+    simulator: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = simulator()  # as `aita simulate` serves: every answer says it is simulated
+    monkeypatch.setenv("AITA_BASE_URL", sim.base_url)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    get_config.cache_clear()
+    requests = write_requests(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    command = ["batch", "run", str(requests), "-o", str(out), "--yes"]
+    assert main(command) == 0
+    out.write_bytes(out.read_bytes().splitlines(keepends=True)[0])  # stopped after one line
+    assert main(command) == 0
+    results = read_results(out)
+    assert [r["custom_id"] for r in results] == ["r0000", "r0001", "r0002"]
+    assert all(r["simulated"] for r in results)
+    assert main(command) == 0  # and run again, it has nothing left to do
+    assert len(read_results(out)) == 3
+
+
+def test_simulated_results_are_not_continued_by_a_real_provider(
+    simulator: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    announced, real = simulator(), simulator(announce=False)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    requests = write_requests(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.jsonl"
+    command = ["batch", "run", str(requests), "-o", str(out), "--yes"]
+    monkeypatch.setenv("AITA_BASE_URL", announced.base_url)
+    get_config.cache_clear()
+    assert main(command) == 0
+    out.write_bytes(out.read_bytes().splitlines(keepends=True)[0])
+    monkeypatch.setenv("AITA_BASE_URL", real.base_url)
+    get_config.cache_clear()
+    assert main(command) == 2
+    assert "holds simulated answers" in capsys.readouterr().err
+    assert real.stats.requests == 0
