@@ -352,6 +352,8 @@ class ParallelLLMExecutor:
         on_task_complete: Callable[[TaskResult], object] | None = None,
         *,
         window: int | None = None,
+        total: int | None = None,
+        done: int = 0,
     ) -> ResultStream:
         """Run tasks from any iterable (a generator over a file), yielding results in input
         order as they are ready, while holding at most ``window`` tasks and results in memory
@@ -361,9 +363,11 @@ class ParallelLLMExecutor:
         ``stream``, answers the tasks it already holds), without reading the input or the
         journal into memory: the journal is indexed on disk. Tasks must be independent (no
         ``dependencies``) and their ids unique. After the last result, the stream's ``metrics``
-        and ``checkpoint_path`` are set.
+        and ``checkpoint_path`` are set. ``total`` and ``done``, when the caller knows them (the
+        whole job's size, and how much of it an earlier run finished), give the progress bar a
+        total, a percentage and an estimate of the time left.
         """
-        return ResultStream(
+        stream = ResultStream(
             self,
             iter(tasks),
             checkpoint_name or "stream",
@@ -371,6 +375,8 @@ class ParallelLLMExecutor:
             on_task_complete,
             window or 4 * self.max_workers,
         )
+        stream.progress_total, stream.progress_done = total, done
+        return stream
 
     def _stream(self, stream: ResultStream) -> Generator[TaskResult, None, None]:
         started = time.perf_counter()
@@ -385,7 +391,9 @@ class ParallelLLMExecutor:
                 checkpoint, self.settings.checkpoint_interval
             )
             stream.checkpoint_path = checkpoint.path
-        progress = BatchProgress(None, 0, self.settings.show_progress)
+        progress = BatchProgress(
+            stream.progress_total, stream.progress_done, self.settings.show_progress
+        )
         scheduler = StreamScheduler(
             stream.source,
             stream.window,
@@ -745,6 +753,9 @@ class ResultStream:
         self.window = window
         self.metrics: ExecutionMetrics | None = None
         self.checkpoint_path: Path | None = None
+        #: the progress bar's total and what was done before (None: a stream of unknown length)
+        self.progress_total: int | None = None
+        self.progress_done = 0
         self._results: Generator[TaskResult, None, None] = executor._stream(self)
 
     def __iter__(self) -> Iterator[TaskResult]:

@@ -658,6 +658,14 @@ class BatchFileJob:
 
     # -- running -------------------------------------------------------------------------------
 
+    def count(self) -> int:
+        """The request lines of this job (its shard), for the progress bar: lines are only
+        counted (parsed when a shard has to be told by ``custom_id``)."""
+        if self.shard is not None:
+            return sum(1 for _ in self.lines())
+        with open(self.requests, "rb") as handle:
+            return sum(1 for raw in handle if raw.strip())
+
     def holds_results(self) -> bool:
         """Whether the results file has lines already (a run continues them)."""
         try:
@@ -681,7 +689,11 @@ class BatchFileJob:
                     yield task_of(line, ids.of(line), self.requests)
 
             stream = executor.execute_stream(
-                tasks(), checkpoint_name=self.checkpoint_name, window=window
+                tasks(),
+                checkpoint_name=self.checkpoint_name,
+                window=window,
+                total=self.count(),
+                done=self.summary.earlier,
             )
             try:
                 for result in stream:

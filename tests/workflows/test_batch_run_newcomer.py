@@ -52,3 +52,22 @@ def test_simulated_results_are_not_continued_by_a_real_provider(
     assert main(command) == 2
     assert "holds simulated answers" in capsys.readouterr().err
     assert real.stats.requests == 0
+
+
+def test_the_progress_bar_counts_every_line_of_the_job_even_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AITA_SHOW_PROGRESS", "true")
+    get_config.cache_clear()
+    requests = write_requests(tmp_path / "in.jsonl", prompts(10))
+    out = tmp_path / "out.jsonl"
+    command = ["batch", "run", str(requests), "-o", str(out), "--dry-run"]
+    assert main(command) == 0
+    first = capsys.readouterr().err
+    assert "Executing 10 tasks" in first and "100% | 10/10 |" in first
+    assert first.rstrip().endswith("ok=10 failed=0 retries=0 cost=$0.0000")
+    out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:4]))
+    assert main(command) == 0
+    resumed = capsys.readouterr().err
+    assert " 40% | 4/10 |" in resumed  # where the earlier run stopped
+    assert "100% | 10/10 |" in resumed and "ok=6 failed=0" in resumed
