@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     options = options_of(args)
     with client_of(options) as client:
-        if not args.dry_run and job.holds_results():  # continued only by answers alike
+        if not args.dry_run:  # aita simulate: its answers are simulated, and cost nothing
             job.simulated = announces_simulation(client.base_url)
         _check_spend(job, client, options, args.batch_api)
         try:
@@ -149,7 +149,7 @@ def _check_spend(
     job: BatchFileJob, client: OpenAICompatibleClient, options: RunOptions, batch_api: bool
 ) -> None:
     """Before paid calls: how many, and an estimate of their cost; asked on a terminal."""
-    if options.dry_run:
+    if options.dry_run or job.simulated:
         return
     calls, cost = job.estimate(client, BATCH_DISCOUNT if batch_api else 1.0)
     if not calls:
@@ -168,7 +168,7 @@ def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> in
     print(f"{printable(job.results)}: {summary.tally.describe('lines')}")
     m = summary.metrics
     if m is not None:
-        if job.dry_run:
+        if job.simulated:
             cost = "$0 (simulated)"
         else:
             cost = cost_text(m.total_cost, m.unpriced_requests, m.simulated_requests)

@@ -655,6 +655,7 @@ class _BatchJob:
         """An answered item was paid for, at the batch price, whether or not it parses."""
         full = cost_of(model, Usage(usage.prompt_tokens, usage.completion_tokens), self.prices)
         cost = usage.cost if usage.cost is not None else full and full * BATCH_DISCOUNT
+        cost = 0.0 if simulated else cost  # a simulator's answer costs nothing
         pending.prompt_tokens += usage.prompt_tokens
         pending.completion_tokens += usage.completion_tokens
         pending.cost += cost or 0.0

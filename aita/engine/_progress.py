@@ -88,8 +88,10 @@ class BatchProgress:
             if looked_back
             else ""
         )
+        simulated = counts.simulated and not self.cost and not counts.unpriced
+        cost = "$0 (simulated)" if simulated else f"${self.cost:.4f}"
         self._bar.set_postfix_str(
             f"ok={self.succeeded} failed={self.failed}{standing} retries={counts.retries} "
-            f"cost=${self.cost:.4f}",
+            f"cost={cost}",
             refresh=refresh,
         )

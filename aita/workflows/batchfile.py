@@ -666,13 +666,6 @@ class BatchFileJob:
         with open(self.requests, "rb") as handle:
             return sum(1 for raw in handle if raw.strip())
 
-    def holds_results(self) -> bool:
-        """Whether the results file has lines already (a run continues them)."""
-        try:
-            return self.results.stat().st_size > 0
-        except OSError:
-            return False
-
     def run_live(self, executor: ParallelLLMExecutor) -> BatchFileSummary:
         """Every remaining request as a call of its own, through ``execute_stream``: memory
         stays bounded by its window, results are written in input order as they are ready."""

@@ -65,9 +65,29 @@ def test_the_progress_bar_counts_every_line_of_the_job_even_on_resume(
     assert main(command) == 0
     first = capsys.readouterr().err
     assert "Executing 10 tasks" in first and "100% | 10/10 |" in first
-    assert first.rstrip().endswith("ok=10 failed=0 retries=0 cost=$0.0000")
+    assert first.rstrip().endswith("ok=10 failed=0 retries=0 cost=$0 (simulated)")
     out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:4]))
     assert main(command) == 0
     resumed = capsys.readouterr().err
     assert " 40% | 4/10 |" in resumed  # where the earlier run stopped
     assert "100% | 10/10 |" in resumed and "ok=6 failed=0" in resumed
+
+
+def test_simulated_calls_cost_nothing_and_say_so_everywhere(
+    simulator: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sim = simulator()  # as `aita simulate`: it reports a cost in its usage, and is simulated
+    monkeypatch.setenv("AITA_BASE_URL", sim.base_url)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    monkeypatch.setenv("AITA_MODEL", "openai/gpt-4o-mini")  # a priced model's name
+    get_config.cache_clear()
+    requests = write_requests(tmp_path / "in.jsonl", prompts(5))
+    assert main(["batch", "run", str(requests), "-o", str(tmp_path / "out.jsonl"), "--yes"]) == 0
+    out, err = capsys.readouterr()
+    assert "cost: $0 (simulated)" in out
+    assert "about to make" not in err and "estimated $" not in err  # nothing to pay for
+    assert main(["demo", "--tasks", "20", "--no-progress"]) == 0
+    assert "cost: $0 (simulated)" in capsys.readouterr().out
