@@ -154,7 +154,7 @@ def _check_spend(
     calls, cost = job.estimate(client, BATCH_DISCOUNT if batch_api else 1.0)
     if not calls:
         return
-    price = "price unknown" if cost is None else f"estimated ${cost:.4f} before retries"
+    price = "price unknown" if cost is None else str(cost)
     way = " through the Batch API" if batch_api else ""
     host = urlsplit(client.base_url).hostname or client.base_url
     if not options.quiet or (not options.yes and sys.stdin.isatty()):

@@ -502,6 +502,24 @@ class Shard:
 
 # -- the job --------------------------------------------------------------------------------------
 
+#: The longest answer an estimate counts on (a request without ``max_tokens``, or above it).
+LONGEST_ANSWER = 4096
+
+
+@dataclass(frozen=True)
+class CostRange:
+    """What the calls may cost: ``low`` for the prompts alone, ``high`` for every answer as
+    long as it may be."""
+
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return (
+            f"estimated ${self.low:.4f} (the prompts alone) to ${self.high:.4f} (every answer "
+            "at its max_tokens) before retries"
+        )
+
 
 @dataclass
 class BatchFileSummary:
@@ -721,10 +739,14 @@ class BatchFileJob:
             self.summary.metrics = batch.metrics
         return self.summary
 
-    def estimate(self, client: LLMClient, discount: float = 1.0) -> tuple[int, float | None]:
-        """The calls the remaining requests make and what one attempt of each costs (None when
-        a price is unknown), read from the files without writing anything."""
-        calls, total, unknown = 0, 0.0, False
+    def estimate(self, client: LLMClient, discount: float = 1.0) -> tuple[int, CostRange | None]:
+        """The calls the remaining requests make and what one attempt of each costs, as a range
+        (None when a price is unknown), read from the files without writing anything. How long
+        an answer runs nobody knows before it is given: the low end is the prompts alone, the
+        high end every answer at its ``max_tokens`` (at most ``LONGEST_ANSWER``, the length of
+        an answer that names none). A single figure at the high end was 31 times a real run's
+        cost."""
+        calls, low, high, unknown = 0, 0.0, 0.0, False
         skip = 0
         for raw in _written_lines(self.results):
             try:
@@ -740,12 +762,17 @@ class BatchFileJob:
                 continue
             calls += 1
             task = RequestTask(line.custom_id or "", line.messages, line.params)
-            answer = line.params.get("max_tokens") or task.expected_output_tokens
-            usage = Usage(task.estimated_prompt_tokens(), min(int(answer), 4096))
-            cost = cost_of(line.params.get("model") or model, usage)
-            unknown = unknown or cost is None
-            total += (cost or 0.0) * discount
-        return calls, None if unknown else total
+            longest = line.params.get("max_tokens") or line.params.get("max_completion_tokens")
+            if not isinstance(longest, int) or longest <= 0:
+                longest = LONGEST_ANSWER
+            prompt = task.estimated_prompt_tokens()
+            named = line.params.get("model") or model
+            least = cost_of(named, Usage(prompt, 0))
+            most = cost_of(named, Usage(prompt, min(longest, LONGEST_ANSWER)))
+            unknown = unknown or least is None or most is None
+            low += (least or 0.0) * discount
+            high += (most or 0.0) * discount
+        return calls, None if unknown else CostRange(low, high)
 
 
 def checkpoint_name_for(results: Path, shard: Shard | None, dry_run: bool) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from aita.cli import main
 from aita.config import get_config
+from aita.engine import create_openrouter_client
+from aita.workflows.batchfile import BatchFileJob
 from tests.support.doubles import TEST_KEY, SimulatorFactory
 from tests.workflows.test_batch_run import prompts, read_results, write_requests
 
@@ -91,3 +94,32 @@ def test_simulated_calls_cost_nothing_and_say_so_everywhere(
     assert "about to make" not in err and "estimated $" not in err  # nothing to pay for
     assert main(["demo", "--tasks", "20", "--no-progress"]) == 0
     assert "cost: $0 (simulated)" in capsys.readouterr().out
+
+
+def test_the_estimate_before_paid_calls_is_a_range_that_holds_the_real_cost(
+    simulator: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sim = simulator(announce=False, report_cost=False)  # a real provider, priced by the table
+    monkeypatch.setenv("AITA_BASE_URL", sim.base_url)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    monkeypatch.setenv("AITA_MODEL", "openai/gpt-4o-mini")
+    get_config.cache_clear()
+    lines = [
+        {"custom_id": f"r{i}", "prompt": f"Summarise item {i} of the list " * 20, "max_tokens": 800}
+        for i in range(20)
+    ]
+    requests = write_requests(tmp_path / "in.jsonl", lines)
+    job = BatchFileJob(requests, tmp_path / "out.jsonl")
+    client = create_openrouter_client()
+    calls, cost = job.estimate(client)
+    client.close()
+    assert calls == 20 and cost is not None
+    assert main(["batch", "run", str(requests), "-o", str(tmp_path / "out.jsonl"), "--yes"]) == 0
+    err = capsys.readouterr().err
+    assert f"(estimated ${cost.low:.4f} (the prompts alone) to ${cost.high:.4f}" in err
+    ledger = [json.loads(line) for line in (tmp_path / "spend.jsonl").read_text().splitlines()]
+    spent = sum(entry["cost"] for entry in ledger)
+    assert cost.low <= spent <= cost.high
