@@ -137,11 +137,8 @@ def _executor(client: OpenAICompatibleClient, options: RunOptions) -> ParallelLL
         "max_workers": options.workers,
         "cache": options.cache,
         "show_progress": options.show_progress,
+        **options.rate_settings(),
     }
-    if options.dry_run:  # the simulator of a dry run has no limit
-        settings["rate_limit"] = None
-    elif options.rate_limit is not None:
-        settings["rate_limit"] = options.rate_limit
     return ParallelLLMExecutor(client, **settings)
 
 

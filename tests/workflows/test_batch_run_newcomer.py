@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,11 @@ def test_the_estimate_before_paid_calls_is_a_range_that_holds_the_real_cost(
     ledger = [json.loads(line) for line in (tmp_path / "spend.jsonl").read_text().splitlines()]
     spent = sum(entry["cost"] for entry in ledger)
     assert cost.low <= spent <= cost.high
+
+
+def test_rate_limit_paces_a_dry_run_too(tmp_path: Path) -> None:
+    requests = write_requests(tmp_path / "in.jsonl", prompts(6))
+    command = ["batch", "run", str(requests), "-o", str(tmp_path / "out.jsonl"), "--dry-run"]
+    started = time.monotonic()
+    assert main([*command, "--rate-limit", "2"]) == 0
+    assert time.monotonic() - started >= 2.4  # six starts at 2/s, with no burst: 2.5 s at least
