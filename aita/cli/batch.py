@@ -181,10 +181,16 @@ def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> in
         print(f"failed: {where}: {printable(result.error)}", file=sys.stderr)
     if summary.failed > len(summary.failures):
         print(f"... and {summary.failed - len(summary.failures)} more", file=sys.stderr)
-    if failed:
+    calls_failed = failed - summary.invalid
+    if calls_failed:
         print(
-            f"{failed} line(s) failed: their error lines are in {job.results}; run the same "
-            "command again to retry them"
+            f"{calls_failed} line(s) failed: their error lines are in {printable(job.results)}; "
+            "run the same command again to retry them"
+        )
+    if summary.invalid:
+        print(
+            f"{summary.invalid} line(s) are not requests (said above): fix them in "
+            f"{printable(job.requests)}, then run the same command again"
         )
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -530,6 +530,8 @@ class BatchFileSummary:
     written: int = 0
     failures: list[tuple[RequestLine, TaskResult]] = field(default_factory=list)
     failed: int = 0
+    #: of the failed lines, those that are not requests (no call can answer them as they are)
+    invalid: int = 0
     #: how this run's lines ended, in the words of every other command (a cut-off answer is
     #: flagged, one the journal held is reused)
     outcomes: Tally = field(default_factory=Tally)
@@ -671,6 +673,7 @@ class BatchFileJob:
         self.summary.outcomes[outcome_of(result)] += 1
         if not result.success:
             self.summary.failed += 1
+            self.summary.invalid += line.problem is not None
             if len(self.summary.failures) < self.KEEP_FAILURES:
                 self.summary.failures.append((line, result))
 

@@ -132,3 +132,13 @@ def test_rate_limit_paces_a_dry_run_too(tmp_path: Path) -> None:
     started = time.monotonic()
     assert main([*command, "--rate-limit", "2"]) == 0
     assert time.monotonic() - started >= 2.4  # six starts at 2/s, with no burst: 2.5 s at least
+
+
+def test_lines_that_are_not_requests_are_to_be_fixed_not_retried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requests = write_requests(tmp_path / "in.jsonl", [*prompts(2), '{"custom_id": "x"}'])
+    assert main(["batch", "run", str(requests), "-o", str(tmp_path / "o.jsonl"), "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert f"1 line(s) are not requests (said above): fix them in {requests}" in out
+    assert "retry" not in out
