@@ -193,6 +193,18 @@ def test_one_student_and_an_unknown_student(
     assert code == 2 and "student 'zoe' not found" in err and "alice, bob, chen" in err
 
 
+def test_student_is_found_in_any_case_as_assignment_is(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--data-dir", str(data_dir), "--assignment", "MidTerm", "--dry-run"]
+    code, _, err = run(capsys, "transcribe", *common, "--student", "BOB")
+    assert code == 0, err
+    assert sorted(p.name for p in (results(data_dir) / "transcriptions").iterdir()) == ["bob"]
+    (data_dir / "midterm" / "submissions" / "Bob").mkdir()
+    code, _, err = run(capsys, "transcribe", *common, "--student", "BOB")
+    assert code == 2 and "matches Bob, bob" in err
+
+
 def test_unreadable_page_fails_alone_and_the_rest_is_saved(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
