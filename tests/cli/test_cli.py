@@ -244,6 +244,17 @@ def test_checkpoints_list_show_and_clean(
     assert code == 2 and "no checkpoint named 'nothing-here'" in err
 
 
+def test_checkpoints_list_elsewhere_says_where_it_looked_and_how_to_look_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, _ = run(capsys, "checkpoints", "list")
+    assert code == 0
+    assert f"no checkpoints in {tmp_path / 'elsewhere' / 'checkpoints'} (" in out
+    assert "--checkpoint-dir" in out
+
+
 def test_costs_keep_every_paid_call_after_cleaning_and_dry_runs_add_nothing(
     data_dir: Path,
     capsys: pytest.CaptureFixture[str],
