@@ -71,3 +71,33 @@ def test_a_nan_grade_is_asked_again_and_every_command_reads_what_grade_wrote(
     assert points and all(isinstance(p, int | float) and math.isfinite(p) for p in points)
     assert main(["grade", *args, "--student", "bob"]) == 0, capsys.readouterr().err
     assert main(["report", "--data-dir", str(tmp_path / "data"), "--assignment", "midterm"]) == 0
+
+
+def test_with_v_the_answer_that_did_not_parse_is_shown(
+    simulator: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def respond(request: dict[str, Any]) -> str | None:
+        fmt = request.get("response_format") or {}
+        if (fmt.get("json_schema") or {}).get("name") == "RubricContent":
+            return "Sure! Here is the rubric you asked for: \x1b[31mcriteria\x1b[0m"
+        return dry_run_responder(request)
+
+    sim = simulator(announce=False, responder=respond)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    monkeypatch.setenv("AITA_BASE_URL", sim.base_url)
+    monkeypatch.setenv("AITA_MODEL", "sim/unpriced")
+    monkeypatch.setenv("AITA_MAX_RETRIES", "0")
+    get_config.cache_clear()
+    shutil.copytree(
+        EXAMPLE, tmp_path / "data" / "midterm", ignore=shutil.ignore_patterns("results")
+    )
+    args = ["generate-rubric", "--data-dir", str(tmp_path / "data"), "--assignment", "midterm"]
+    assert main([*args, "--yes"]) == 1
+    assert "Here is the rubric" not in capsys.readouterr().err  # only with -v
+    assert main(["-v", *args, "--yes", "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "the answer that did not parse: Sure! Here is the rubric you asked for: criteria" in err
+    assert "\x1b" not in err
