@@ -7,8 +7,11 @@ already have) and executed in order in one namespace, against the simulator over
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -137,6 +140,49 @@ def test_the_guide_names_folders_that_exist() -> None:
     for folder in re.findall(r"`([\w./-]+/)`", GUIDE.read_text()):
         if not folder.startswith(("aita.", "./checkpoints")):
             assert (root / folder).is_dir(), folder
+
+
+def load_guide_benchmark() -> Any:
+    path = GUIDE.parents[1] / "benchmarks" / "guide.py"
+    spec = importlib.util.spec_from_file_location("guide_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_guides_speedup_tables_are_what_its_benchmark_measured() -> None:
+    """Every figure of the guide's tables is one ``benchmarks/guide.py`` wrote (its output is
+    kept beside the guide), and the guide names the script."""
+    report = json.loads((GUIDE.parent / "guide-benchmark.json").read_text())
+    text = GUIDE.read_text()
+    assert load_guide_benchmark().markdown(report) in text
+    assert "`python benchmarks/guide.py`" in text
+    section = text.split("## Performance Benchmarks", 1)[1].split("\n## ", 1)[0]
+    figures = set(re.findall(r"\| ([\d.]+)s \| ([\d.]+)x \|", section))
+    measured = {
+        (f"{row['seconds']:.1f}", str(row["speedup"]))
+        for table in report["tables"]
+        for row in table["rows"]
+    }
+    assert figures == measured
+
+
+@pytest.mark.slow
+def test_the_guide_benchmark_runs_at_smoke_size(tmp_path: Path) -> None:
+    out = tmp_path / "guide.json"
+    script = GUIDE.parents[1] / "benchmarks" / "guide.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert [t["calls"] for t in report["tables"]] == [20, 100]
+    assert all(t["rows"][0]["speedup"] == 1.0 for t in report["tables"])
+    assert load_guide_benchmark().markdown(report) in done.stdout
 
 
 def test_the_guide_has_the_examples_we_expect() -> None:
