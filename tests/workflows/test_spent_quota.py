@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
-from aita.engine import RateLimited, RetryPolicy
 from aita.simulator import ProviderSimulator
 from tests.workflows.test_batch_run import prompts, provider, read_results, write_requests
 
@@ -33,12 +32,3 @@ def test_a_wait_longer_than_the_outage_budget_stops_the_run_saying_the_wait(
     assert main(["batch", "run", str(requests), "-o", str(out), "--yes"]) == 0
     assert [r["custom_id"] for r in read_results(out)] == [f"r{i:04d}" for i in range(4)]
     assert all(r["error"] is None for r in read_results(out))
-
-
-def test_a_wait_within_the_budget_is_waited_as_before() -> None:
-    policy = RetryPolicy(longest_wait=300.0)
-    within = policy.decide(RateLimited("slow down", status_code=429, retry_after=30), 0)
-    assert within.retry and within.delay == 30 and within.pause_all and not within.stop_batch
-    beyond = policy.decide(RateLimited("quota", status_code=429, retry_after=301), 0)
-    assert not beyond.retry and beyond.stop_batch
-    assert beyond.stop_reason is not None and "301s (5 min)" in beyond.stop_reason
