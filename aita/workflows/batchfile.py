@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from aita.config import get_config
 from aita.engine import (
     ExecutionMetrics,
     LLMClient,
@@ -409,6 +410,18 @@ class ResultsFile:
 
 #: ``O_NONBLOCK``: a FIFO is refused after ``fstat`` rather than waited on
 _RESULTS_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+#: the shortest limit on a result line's length (an answer is at most ``AITA_MAX_ANSWER_BYTES``,
+#: 4 MB by default; JSON escapes a character in up to six)
+MAX_RESULT_LINE = 64 * 1024 * 1024
+
+
+def _longest_result_line() -> int:
+    try:
+        return max(MAX_RESULT_LINE, 8 * get_config().llm.max_answer_bytes)
+    except AitaError:  # settings that do not load fail elsewhere, saying why
+        return MAX_RESULT_LINE
+
+
 #: how every result line begins (``json_line`` of a dict whose first key is ``id``)
 _RESULT_LINE_START = b'{"id":"batch_req_'
 
@@ -441,8 +454,13 @@ def _result_line_of(raw: bytes, path: Path, number: int) -> dict[str, Any]:
 
 def check_result_lines(handle: BinaryIO, path: Path) -> None:
     """Every whole line of ``handle`` is a result line, and a last line without its newline
-    (torn by a crash) begins like one, or AitaError naming the line; nothing is changed."""
-    for number, raw in enumerate(handle, start=1):
+    (torn by a crash) begins like one, or AitaError naming the line; nothing is changed. A line
+    longer than any answer makes is none (a video given as ``-o`` is not read whole)."""
+    longest = _longest_result_line()
+    lines = iter(lambda: handle.readline(longest + 1), b"")
+    for number, raw in enumerate(lines, start=1):
+        if len(raw) > longest:
+            raise _not_results(path, number)
         if raw.endswith(b"\n"):
             _result_line_of(raw, path, number)
         elif not (

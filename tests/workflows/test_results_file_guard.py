@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
+from aita.config import get_config
 from aita.workflows.batchfile import parse_request_line
 from tests.workflows.test_batch_run import prompts, read_results, write_requests
 
@@ -129,3 +130,16 @@ def test_a_flat_line_naming_the_chat_endpoint_is_answered() -> None:
     line = '{"custom_id": "a", "prompt": "x", "url": "/v1/chat/completions", "method": "POST"}'
     parsed = parse_request_line(line.encode(), 1)
     assert parsed.problem is None and "url" not in parsed.params
+
+
+def test_an_output_file_of_one_huge_line_is_refused_without_reading_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aita.workflows.batchfile.MAX_RESULT_LINE", 1000)
+    monkeypatch.setenv("AITA_MAX_ANSWER_BYTES", "1024")
+    get_config.cache_clear()
+    requests = write_requests(tmp_path / "req.jsonl", prompts(2))
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b'{"id":"batch_req_' + b"x" * 20_000)  # starts like one, never ends
+    assert run(requests, video) == 2
+    assert video.stat().st_size == 20_017
