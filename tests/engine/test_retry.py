@@ -274,3 +274,13 @@ def test_a_short_spent_wait_is_shown_in_seconds() -> None:
     )
     assert decision.failure is not None and "wait 90.5s (retry-after)" in str(decision.failure)
     assert "AITA_OUTAGE_BUDGET=10s)" in str(decision.failure)
+
+
+@pytest.mark.parametrize(
+    ("wait", "shown"), [(119, "119s"), (120, "120s (2 min)"), (3000, "3000s (50 min)")]
+)
+def test_a_spent_wait_is_shown_as_the_provider_gave_it_and_what_that_means(
+    wait: float, shown: str
+) -> None:
+    decision = RetryPolicy(longest_wait=10.0).decide(RateLimited("q", retry_after=wait), 0)
+    assert f"wait {shown} (retry-after)" in str(decision.failure)
