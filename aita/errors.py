@@ -62,6 +62,13 @@ class RateLimited(ProviderError):
     label = "rate limited"
 
 
+class QuotaSpent(RateLimited):
+    """A 429 whose wait is longer than the outage budget: the quota is spent, the batch stops
+    (what finished is kept; the next run continues). The message names the provider's wait."""
+
+    label = "quota spent"
+
+
 class ProviderUnavailable(ProviderError):
     """5xx, 408, 409 or a broken connection: worth another try."""
 
@@ -78,6 +85,13 @@ class ProviderUnreachable(ProviderUnavailable):
     """The connection was refused, reset or dropped: the provider (or the way to it) is down."""
 
     label = "provider unreachable"
+
+
+class BatchOverdue(ProviderError):
+    """A Batch API batch still unfinished well past its completion window: the provider is not
+    finishing it. The run stops; the batch is kept, so a later run collects it (or cancels)."""
+
+    label = "batch overdue"
 
 
 class ProviderOutage(ProviderUnavailable):

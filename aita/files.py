@@ -1,8 +1,10 @@
 """The one place aita turns names into file names, reads the files it is given and writes files.
 
 Writes are atomic (a temporary file, ``fsync``, then a rename: a crash leaves the old file or the
-new, never half of one). ``safe_filename`` is the only way a name that came from a user, a
-model or a file becomes part of a path: what it returns cannot leave its folder.
+new, never half of one), and private: files 0600 in folders made 0700 (``private_folder``,
+``private_file``), as everything aita writes holds prompts or answers. ``safe_filename`` is the
+only way a name that came from a user, a model or a file becomes part of a path: what it returns
+cannot leave its folder.
 
 ``read_inside`` is the only way aita reads a file it was handed (an assignment's files, a
 student's pages, earlier results): the file, once its links are followed, must be inside its
@@ -13,6 +15,7 @@ limit, and no more than that limit (plus one byte) is ever read. Anything else i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -76,6 +79,26 @@ def json_line(value: Any) -> bytes:
     return dumps(value) + b"\n"
 
 
+def private_folder(folder: Path) -> None:
+    """``folder`` and every missing folder above it, made 0700: what aita writes holds prompts
+    and answers, for their owner only (``mkdir(parents=True)`` gives the parents the umask's
+    0755). A folder already there is left as it is."""
+    missing = []
+    while not folder.is_dir() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty, 0600, unless it exists (SQLite then opens it, and its ``-wal``
+    and ``-shm`` files take the same mode)."""
+    private_folder(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
     write_bytes_atomic(path, dumps(value, indent=True) + b"\n")
 
@@ -85,7 +108,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``data`` as ``path``, 0600 (``mkstemp``'s mode) in folders made 0700."""
+    private_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -4,11 +4,13 @@ real provider and a real run never gets simulated answers."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aita.config import get_config
-from aita.engine import OpenAICompatibleClient, create_openrouter_client
+from aita.engine import SIMULATED_HEADER, OpenAICompatibleClient, create_openrouter_client
 from aita.errors import ConfigError
 from aita.simulator import ProviderSimulator, SimulatorConfig
 from aita.simulator.server import Responder
@@ -47,3 +49,15 @@ def open_client(
             yield client
         finally:
             client.close()
+
+
+def announces_simulation(base_url: str, timeout: float = 5.0) -> bool:
+    """Whether the server at ``base_url`` says its answers are simulated (``aita simulate``
+    does, on every answer): asked with one ``GET /models``, without the API key. A server
+    that does not answer, or answers without saying so, is a real provider."""
+    request = urllib.request.Request(base_url.rstrip("/") + "/models", method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return bool(response.headers.get(SIMULATED_HEADER) == "true")
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

@@ -13,6 +13,7 @@ from pathlib import Path
 from aita.config import get_config
 from aita.engine import OpenAICompatibleClient
 from aita.errors import AitaError
+from aita.files import private_folder
 from aita.pipelines.assignment import Assignment, find_assignment, load_assignment
 from aita.pipelines.dry_run import dry_run_responder
 from aita.pipelines.execution import RunOptions
@@ -57,7 +58,7 @@ def check_output_dir(folder: Path, what: str = "output folder") -> None:
     if folder.exists() and not folder.is_dir():
         raise AitaError(f"{folder}: the {what} is a file, not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:

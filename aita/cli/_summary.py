@@ -80,12 +80,17 @@ def report(
     ]
     for outcome, result in unfinished[:20]:
         print(f"{outcome} {printable(result.task_id)}: {reason_of(result)}", file=sys.stderr)
+        _show_unparsed(result)
     if len(unfinished) > 20:
         print(f"... and {len(unfinished) - 20} more", file=sys.stderr)
     if unfinished:
         print(f"{len(unfinished)} {noun} not done; the rest is saved. Run again to retry them.")
     # A fallback is a placeholder, not an answer: the run did not do what was asked of it.
     stand_ins = sum(r.used_fallback for b in ran for r in b.task_results)
+    if _verbose():
+        for result in [r for b in ran for r in b.task_results if r.used_fallback][:20]:
+            print(f"fallback {printable(result.task_id)}: {reason_of(result)}", file=sys.stderr)
+            _show_unparsed(result)
     if stand_ins:
         print(
             f"{stand_ins} {noun} got no usable answer and a fallback stands in, flagged for "
@@ -100,3 +105,24 @@ def reason_of(result: TaskResult) -> str:
     for word in ("skipped: ", "cancelled: "):
         error = error.removeprefix(word)
     return error
+
+
+#: How much of an answer that failed to parse ``-v`` shows.
+SHOWN_ANSWER = 2000
+
+
+def _verbose() -> bool:
+    return info_log.isEnabledFor(logging.DEBUG)
+
+
+def _show_unparsed(result: TaskResult) -> None:
+    """With ``-v``, the answer a task could not parse: what the model said, to see why."""
+    if not _verbose() or result.error_type != "ResponseParseError" or not result.raw_response:
+        return
+    answer = result.raw_response
+    cut = (
+        f" ... ({len(answer) - SHOWN_ANSWER} more characters)" if len(answer) > SHOWN_ANSWER else ""
+    )
+    print(
+        f"  the answer that did not parse: {printable(answer[:SHOWN_ANSWER])}{cut}", file=sys.stderr
+    )

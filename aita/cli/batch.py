@@ -20,6 +20,7 @@ from aita.engine import (
     cancel_batch_api,
 )
 from aita.pipelines.execution import Declined, RunOptions
+from aita.provider import announces_simulation
 from aita.terminal import confirm, printable
 from aita.workflows.batchfile import BatchFileJob, BatchFileSummary, Shard, checkpoint_name_for
 
@@ -111,10 +112,12 @@ def _run(args: argparse.Namespace) -> int:
         shard=args.shard,
         default_model=args.model,
         dry_run=args.dry_run,
-        warn=lambda line: print(f"aita: {line}", file=sys.stderr, flush=True),
+        warn=lambda line: print(f"aita: {printable(line)}", file=sys.stderr, flush=True),
     )
     options = options_of(args)
     with client_of(options) as client:
+        if not args.dry_run:  # aita simulate: its answers are simulated, and cost nothing
+            job.simulated = announces_simulation(client.base_url)
         _check_spend(job, client, options, args.batch_api)
         try:
             if args.batch_api:
@@ -134,11 +137,8 @@ def _executor(client: OpenAICompatibleClient, options: RunOptions) -> ParallelLL
         "max_workers": options.workers,
         "cache": options.cache,
         "show_progress": options.show_progress,
+        **options.rate_settings(),
     }
-    if options.dry_run:  # the simulator of a dry run has no limit
-        settings["rate_limit"] = None
-    elif options.rate_limit is not None:
-        settings["rate_limit"] = options.rate_limit
     return ParallelLLMExecutor(client, **settings)
 
 
@@ -146,12 +146,12 @@ def _check_spend(
     job: BatchFileJob, client: OpenAICompatibleClient, options: RunOptions, batch_api: bool
 ) -> None:
     """Before paid calls: how many, and an estimate of their cost; asked on a terminal."""
-    if options.dry_run:
+    if options.dry_run or job.simulated:
         return
     calls, cost = job.estimate(client, BATCH_DISCOUNT if batch_api else 1.0)
     if not calls:
         return
-    price = "price unknown" if cost is None else f"estimated ${cost:.4f} before retries"
+    price = "price unknown" if cost is None else str(cost)
     way = " through the Batch API" if batch_api else ""
     host = urlsplit(client.base_url).hostname or client.base_url
     if not options.quiet or (not options.yes and sys.stdin.isatty()):
@@ -165,7 +165,7 @@ def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> in
     print(f"{printable(job.results)}: {summary.tally.describe('lines')}")
     m = summary.metrics
     if m is not None:
-        if job.dry_run:
+        if job.simulated:
             cost = "$0 (simulated)"
         else:
             cost = cost_text(m.total_cost, m.unpriced_requests, m.simulated_requests)
@@ -181,10 +181,16 @@ def _report(job: BatchFileJob, summary: BatchFileSummary, batch_api: bool) -> in
         print(f"failed: {where}: {printable(result.error)}", file=sys.stderr)
     if summary.failed > len(summary.failures):
         print(f"... and {summary.failed - len(summary.failures)} more", file=sys.stderr)
-    if failed:
+    calls_failed = failed - summary.invalid
+    if calls_failed:
         print(
-            f"{failed} line(s) failed: their error lines are in {job.results}; run the same "
-            "command again to retry them"
+            f"{calls_failed} line(s) failed: their error lines are in {printable(job.results)}; "
+            "run the same command again to retry them"
+        )
+    if summary.invalid:
+        print(
+            f"{summary.invalid} line(s) are not requests (said above): fix them in "
+            f"{printable(job.requests)}, then run the same command again"
         )
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -72,12 +72,25 @@ def _manager(args: argparse.Namespace) -> CheckpointManager:
     return CheckpointManager(args.checkpoint_dir or get_config().parallel_execution.checkpoint_dir)
 
 
+def _where(manager: CheckpointManager) -> str:
+    """The folder looked in, in full: a relative one is the current folder's, and runs started
+    elsewhere wrote theirs there."""
+    folder = manager.checkpoint_dir
+    where = printable(folder.resolve())
+    if folder.is_absolute():
+        return where
+    return (
+        f"{where} (runs keep them in ./{printable(folder)} of the folder they ran in: run this "
+        "there, or pass --checkpoint-dir)"
+    )
+
+
 def _checkpoints(args: argparse.Namespace) -> int:
     manager = _manager(args)
     if args.action == "list":
         paths = manager.list_checkpoints(args.name)
         if not paths:
-            print(f"no checkpoints in {manager.checkpoint_dir}")
+            print(f"no checkpoints in {_where(manager)}")
         for path in paths:
             print(_checkpoint_line(manager, path))
         return EXIT_OK
@@ -87,7 +100,7 @@ def _checkpoints(args: argparse.Namespace) -> int:
         given = Path(args.name)
         target = given if given.is_file() else manager.find_latest_checkpoint(args.name)
         if target is None:
-            raise AitaError(f"no checkpoint named {args.name!r} in {manager.checkpoint_dir}")
+            raise AitaError(f"no checkpoint named {args.name!r} in {_where(manager)}")
         checkpoint = manager.load(target)
         print(_checkpoint_line(manager, target))
         for record in checkpoint.records.values():

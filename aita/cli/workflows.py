@@ -165,7 +165,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             text,
             parallel=parallel,
             max_workers=args.workers,
-            rate_limit=None if options.dry_run else args.rate_limit,
+            rate_limit=args.rate_limit,  # given, it paces a dry run too
             checkpoint_name=pipeline_checkpoint_name(args.pipeline, options.dry_run),
             resume=not args.no_resume,
             cache=options.cache,

@@ -27,7 +27,7 @@ from aita.engine._executor import (
 from aita.engine._graph import TaskGraph
 from aita.engine._images import image_to_data_url
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
-from aita.engine._keys import client_model, request_key
+from aita.engine._keys import client_model, client_server, request_key
 from aita.engine._ledger import SpendEntry, SpendLedger
 from aita.engine._lifecycle import Lifecycle, Prepared, Settlement
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
@@ -64,6 +64,7 @@ from aita.errors import (
     AitaError,
     AuthenticationFailed,
     BadRequest,
+    BatchOverdue,
     Cancelled,
     CheckpointError,
     ConfigError,
@@ -79,6 +80,7 @@ from aita.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     ProviderUnreachable,
+    QuotaSpent,
     RateLimited,
     ResponseParseError,
     ResponseTooLarge,
@@ -99,6 +101,7 @@ __all__ = [
     "Backoff",
     "BadRequest",
     "BatchInterrupted",
+    "BatchOverdue",
     "BatchResult",
     "BatchableLLMTask",
     "Cancelled",
@@ -134,6 +137,7 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "ProviderUnreachable",
+    "QuotaSpent",
     "RateLimited",
     "RateLimiter",
     "RedisRateLimiter",
@@ -157,6 +161,7 @@ __all__ = [
     "VisionLLMTask",
     "cancel_batch_api",
     "client_model",
+    "client_server",
     "cost_of",
     "create_executor",
     "create_openrouter_client",

@@ -62,6 +62,7 @@ from aita.engine._retry import RetryPolicy
 from aita.engine._tasks import LLMTask
 from aita.errors import (
     BadRequest,
+    BatchOverdue,
     ConfigError,
     InvalidResponse,
     ModelNotFound,
@@ -73,7 +74,7 @@ from aita.errors import (
     RunFailed,
     TaskGraphError,
 )
-from aita.files import json_line, write_bytes_atomic, write_json_atomic
+from aita.files import json_line, private_folder, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger("aita.batch_api")
 
@@ -86,6 +87,9 @@ MAX_BYTES_PER_FILE = 200 * 1024 * 1024
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 #: Polling starts this often (seconds) and slows down to ``POLL_MAX``.
 POLL_FIRST, POLL_MAX = 1.0, 60.0
+#: How far past its completion window an unfinished batch is waited for, as a share of the
+#: window: a provider expires a late batch itself; one still running after this never will.
+OVERDUE_SHARE = 0.1
 
 T = TypeVar("T")
 
@@ -425,7 +429,7 @@ class _BatchJob:
             yield chunk
 
     def _submit_one(self, state: _State, chunk: list[_Pending]) -> _Submitted:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         stem = f"{time.strftime('%Y%m%d_%H%M%S')}_{len(state.batches) + len(state.uploads):05d}"
         keys = f"{stem}.keys.jsonl"
         write_bytes_atomic(
@@ -538,6 +542,7 @@ class _BatchJob:
                             ) from None
                         continue
                     unreachable_since = None
+                    _check_not_overdue(info, time.time())
                     counts = info.request_counts
                     progress[batch.id] = (counts.completed + counts.failed) if counts else 0
                     statuses.append(info.status)
@@ -625,13 +630,12 @@ class _BatchJob:
             error = _item_error(item, status, body, self.redact)
             self._settled(pending, self.life.settle(pending.step, error=error))
             return
+        headers = {SIMULATED_HEADER: "true"} if simulated else None
         try:
-            answer = read_completion(body, self.redact, pending.step.model)
+            answer = read_completion(body, self.redact, pending.step.model, headers)
         except InvalidResponse as error:
             self._settled(pending, self.life.settle(pending.step, error=error))
             return
-        if simulated:
-            answer.headers = {SIMULATED_HEADER: "true"}
         self._settled(pending, self.life.settle(pending.step, response=answer))
 
     def _settled(self, pending: _Pending, settled: Settlement) -> None:
@@ -747,3 +751,23 @@ def _tally(statuses: list[str]) -> str:
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
     return " ".join(f"{status}={n}" for status, n in sorted(counts.items()))
+
+
+def _check_not_overdue(info: Any, now: float) -> None:
+    """Raise ``BatchOverdue`` for a batch unfinished a tenth of its window past ``expires_at``
+    (polling it longer would go on forever)."""
+    expires, created = getattr(info, "expires_at", None), getattr(info, "created_at", None)
+    if info.status in FINISHED or not isinstance(expires, int | float):
+        return
+    window = expires - created if isinstance(created, int | float) and created < expires else 0
+    late = now - expires
+    if late > OVERDUE_SHARE * window:
+        raise BatchOverdue(
+            f"batch {info.id} is still {info.status} {_late(late)} past its completion window: "
+            "the provider is not finishing it. It is kept: run again later to collect it, or "
+            "cancel it (aita batch cancel)"
+        )
+
+
+def _late(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds))} s"

@@ -2,7 +2,11 @@
 
     cache = ResponseCache("~/.cache/aita/responses.sqlite3")
     key = request_key(model, messages, params, task.version)
-    response = cache.get(key)              # None: call the provider, then cache.put(key, response)
+    response = cache.get(key, server)  # None: call, then cache.put(key, response, server)
+
+``server`` is the provider's base URL (``client_server``): two servers may answer the same request
+differently (another model behind the same name, a local stand-in), so an answer cached from one is
+never served for another.
 
 One SQLite file in WAL mode, so several processes on one machine can fill and read it at once:
 readers never wait for the writer, writes are single short transactions that wait their turn
@@ -17,6 +21,7 @@ database, not writable) is a ``ConfigError`` naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -29,6 +34,7 @@ import orjson
 
 from aita.engine._client import LLMResponse, Usage
 from aita.errors import ConfigError
+from aita.files import private_file
 
 log = logging.getLogger("aita.cache")
 
@@ -59,7 +65,7 @@ class ResponseCache:
         self._warned = False
         self._busy_timeout = busy_timeout
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # 0600: the cache holds prompts' answers
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
@@ -104,8 +110,10 @@ class ResponseCache:
                     raise
                 time.sleep(0.01)
 
-    def get(self, key: str) -> LLMResponse | None:
-        """The response stored for ``key``, or None (counted as a hit or a miss)."""
+    def get(self, key: str, server: str = "") -> LLMResponse | None:
+        """The response stored for ``key`` asked of ``server``, or None (counted as a hit or a
+        miss)."""
+        key = _stored_key(key, server)
         try:
             with self._lock:
                 row = self._db.execute(
@@ -129,10 +137,11 @@ class ResponseCache:
             finish_reason=finish_reason,
         )
 
-    def put(self, key: str, response: LLMResponse) -> None:
-        """Store ``response`` for ``key`` (replacing any earlier one); headers are left out."""
+    def put(self, key: str, response: LLMResponse, server: str = "") -> None:
+        """Store ``response`` for ``key`` asked of ``server`` (replacing any earlier one);
+        headers are left out."""
         row = (
-            key,
+            _stored_key(key, server),
             response.content,
             orjson.dumps(response.usage.to_dict()).decode(),
             response.model,
@@ -217,3 +226,10 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _stored_key(key: str, server: str) -> str:
+    """The row's key: the request key, and the server it was asked of."""
+    if not server:
+        return key
+    return hashlib.sha256(f"{server}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()

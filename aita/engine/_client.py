@@ -7,7 +7,7 @@ nothing else, so users can bring their own (a local model, a cache, a test doubl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 # Content is plain text or OpenAI-style parts: {"type": "text", ...} / {"type": "image_url", ...}.
@@ -82,7 +82,8 @@ class LLMResponse:
     """One completion: its text, usage, the model that answered and why it stopped.
 
     Custom clients may give ``usage`` as a mapping (``{"prompt_tokens": ...}``) or None, and
-    ``model`` as None: they are normalised here.
+    ``model`` as None: they are normalised here. A simulated answer costs nothing, whatever
+    cost its usage reports or a price table would give its model's name.
     """
 
     content: str
@@ -99,6 +100,8 @@ class LLMResponse:
             self.model = ""
         if self.headers is None:
             self.headers = {}
+        if self.simulated and self.usage.cost != 0.0:
+            self.usage = replace(self.usage, cost=0.0)
 
     @property
     def simulated(self) -> bool:

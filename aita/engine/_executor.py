@@ -27,7 +27,7 @@ from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMClient, LLMResponse
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, JournalIndex
-from aita.engine._keys import client_model
+from aita.engine._keys import client_model, client_server
 from aita.engine._ledger import SpendLedger
 from aita.engine._lifecycle import Lifecycle, Prepared
 from aita.engine._limiter import RateLimiter
@@ -47,7 +47,6 @@ from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
 from aita.engine._stream import StreamScheduler
 from aita.engine._tasks import BatchableLLMTask, LLMTask
 from aita.errors import (
-    AuthenticationFailed,
     InvalidResponse,
     ProviderNeverReached,
     ProviderOutage,
@@ -238,7 +237,9 @@ class ParallelLLMExecutor:
         self.enable_checkpointing = settings.enable_checkpointing
         self.checkpoint_manager = CheckpointManager(settings.checkpoint_dir)
         self.retry_policy = retry_policy or RetryPolicy(
-            settings.max_retries, backoff or ExponentialBackoff()
+            settings.max_retries,
+            backoff or ExponentialBackoff(),
+            longest_wait=settings.outage_budget,
         )
         self.max_retries = self.retry_policy.max_retries
         # Each worker's run's stop event: its waits at the limiter end early on Ctrl-C.
@@ -369,6 +370,8 @@ class ParallelLLMExecutor:
         on_task_complete: Callable[[TaskResult], object] | None = None,
         *,
         window: int | None = None,
+        total: int | None = None,
+        done: int = 0,
     ) -> ResultStream:
         """Run tasks from any iterable (a generator over a file), yielding results in input
         order as they are ready, while holding at most ``window`` tasks and results in memory
@@ -378,9 +381,11 @@ class ParallelLLMExecutor:
         ``stream``, answers the tasks it already holds), without reading the input or the
         journal into memory: the journal is indexed on disk. Tasks must be independent (no
         ``dependencies``) and their ids unique. After the last result, the stream's ``metrics``
-        and ``checkpoint_path`` are set.
+        and ``checkpoint_path`` are set. ``total`` and ``done``, when the caller knows them (the
+        whole job's size, and how much of it an earlier run finished), give the progress bar a
+        total, a percentage and an estimate of the time left.
         """
-        return ResultStream(
+        stream = ResultStream(
             self,
             iter(tasks),
             checkpoint_name or "stream",
@@ -388,6 +393,8 @@ class ParallelLLMExecutor:
             on_task_complete,
             window or 4 * self.max_workers,
         )
+        stream.progress_total, stream.progress_done = total, done
+        return stream
 
     def _stream(self, stream: ResultStream) -> Generator[TaskResult, None, None]:
         started = time.perf_counter()
@@ -401,7 +408,9 @@ class ParallelLLMExecutor:
                     checkpoint, self.settings.checkpoint_interval
                 )
             stream.checkpoint_path = checkpoint.path
-        progress = BatchProgress(None, 0, self.settings.show_progress)
+        progress = BatchProgress(
+            stream.progress_total, stream.progress_done, self.settings.show_progress
+        )
         life = self._lifecycle(stream.name, progress, index, journal, stream.on_task_complete)
         scheduler = StreamScheduler(
             stream.source, stream.window, life, max_batch_size=self.max_batch_size
@@ -455,6 +464,7 @@ class ParallelLLMExecutor:
             lookup=lookup,
             journal=journal,
             cache=self.cache,
+            server=client_server(self.llm_client),
             ledger=self.spend_ledger,
             prices=self.prices,
             on_task_complete=on_task_complete,
@@ -660,7 +670,7 @@ class ParallelLLMExecutor:
                 self._pause_everyone(error, decision.delay, sent_at)
             if settled.result is not None:
                 if decision.stop_batch:
-                    run.cancel(f"cancelled: {_stopping(error)}")
+                    run.cancel(decision.stop_reason or f"cancelled: {error}")
                 return settled.result
             if stop.wait(0.0 if decision.pause_all else decision.delay):
                 return None
@@ -708,12 +718,6 @@ class _Run:
             self.gate.wake()
 
 
-def _stopping(error: BaseException) -> str:
-    if isinstance(error, AuthenticationFailed):
-        return f"the provider refused the API key ({error})"
-    return str(error)
-
-
 @contextmanager
 def _writing(path: Path) -> Iterator[None]:
     """A checkpoint file or folder that cannot be written is ``RunFailed`` naming it."""
@@ -758,6 +762,9 @@ class ResultStream:
         self.window = window
         self.metrics: ExecutionMetrics | None = None
         self.checkpoint_path: Path | None = None
+        #: the progress bar's total and what was done before (None: a stream of unknown length)
+        self.progress_total: int | None = None
+        self.progress_done = 0
         self._results: Generator[TaskResult, None, None] = executor._stream(self)
 
     def __iter__(self) -> Iterator[TaskResult]:

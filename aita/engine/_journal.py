@@ -41,7 +41,7 @@ from aita.engine._client import Usage
 from aita.engine._results import TaskResult, restored
 from aita.engine._tasks import LLMTask
 from aita.errors import CheckpointError
-from aita.files import dumps, json_line, safe_filename
+from aita.files import dumps, json_line, private_folder, safe_filename
 
 log = logging.getLogger("aita.checkpoint")
 
@@ -419,7 +419,7 @@ class CheckpointManager:
         return CheckpointJournal(checkpoint.path, fsync_interval)
 
     def _create(self, checkpoint: Checkpoint) -> Path:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.checkpoint_dir)
         if not checkpoint.created_at:
             checkpoint.created_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         base = f"{self.safe_name(checkpoint.name)}_{time.strftime(_STAMP)}"
@@ -427,7 +427,7 @@ class CheckpointManager:
         for n in range(1000):
             path = self.checkpoint_dir / f"{base}{f'_{n}' if n else ''}{SUFFIX}"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
             try:
@@ -500,7 +500,7 @@ class JournalIndex:
     task comes up."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         handle, name = tempfile.mkstemp(dir=folder, prefix=".journal-index-", suffix=".sqlite3")
         os.close(handle)
         self._db = sqlite3.connect(name, check_same_thread=False)

@@ -27,6 +27,13 @@ def client_model(client: LLMClient) -> str:
     return model if isinstance(model, str) and model else type(client).__name__
 
 
+def client_server(client: LLMClient) -> str:
+    """The server a client's calls go to: its ``base_url`` (credentials already left out, no
+    trailing ``/``), else its class name. Part of the response cache's key."""
+    url = getattr(client, "base_url", None)
+    return url.rstrip("/") if isinstance(url, str) and url else type(client).__name__
+
+
 def request_key(
     model: str,
     messages: Sequence[LLMMessage],

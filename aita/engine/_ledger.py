@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, ValidationError
 
-from aita.files import json_line
+from aita.files import json_line, private_folder
 
 log = logging.getLogger("aita.ledger")
 
@@ -81,7 +81,7 @@ class SpendLedger:
         with self._lock:
             try:
                 if self._fd < 0:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    private_folder(self.path.parent)
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 os.write(self._fd, line)
             except OSError as error:  # spend accounting must never fail a paid call

@@ -22,7 +22,8 @@ are exported from ``aita.engine`` for drivers written outside it)::
     settled = life.settle(step, error=error, seconds=call_time, waited=limiter_wait)
     # settled.result: the task ended (answered, failed for good, or its fallback): finish it.
     # else settled.decision (the RetryPolicy's): ask again after ``decision.delay`` with the
-    #     revised ``step.messages``; ``pause_all``/``outage``/``stop_batch`` are for the driver;
+    #     revised ``step.messages``; ``pause_all``/``outage``/``stop_batch`` (cancel the rest
+    #     with ``decision.stop_reason``) are for the driver;
     #     ``settled.reached``: the provider answered something (the outage gate opens).
     life.give_up(step, error)        # the driver ends it without an attempt (an outage outlasted
                                      # its budget): the failed result, or the task's fallback
@@ -138,6 +139,9 @@ class Lifecycle:
     lookup: Checkpoint | JournalIndex | None = None
     journal: CheckpointJournal | None = None
     cache: ResponseCache | None = None
+    #: the server asked (``client_server``): part of the response cache's key, so an answer
+    #: cached from one server is never served for another
+    server: str = ""
     ledger: SpendLedger | None = None
     prices: Mapping[str, tuple[float, float]] | None = None
     on_task_complete: Callable[[TaskResult], object] | None = None
@@ -190,7 +194,7 @@ class Lifecycle:
         if earlier is not None or self.cache is None:
             return earlier
         try:
-            response = self.cache.get(step.key)
+            response = self.cache.get(step.key, self.server)
             value = step.task.parse_response(response.content) if response is not None else None
         except Exception as error:  # a row that does not read, or a parser that changed
             log.warning("task %s: the cached answer does not read (%s)", step.task.task_id, error)
@@ -262,7 +266,8 @@ class Lifecycle:
                 decision = Decision(retry=False)
         if decision.retry:
             return Settlement(error=error, decision=decision, reached=reached)
-        result = self._give_up(step.task, step.run, error, step.attempt)
+        # the decision's failure says more than the error (a spent quota names the wait)
+        result = self._give_up(step.task, step.run, decision.failure or error, step.attempt)
         return Settlement(result=result, error=error, decision=decision, reached=reached)
 
     def _answered(self, step: Prepared, response: LLMResponse) -> Any:
@@ -289,7 +294,7 @@ class Lifecycle:
             log.warning("task %s: the answer was cut off at the token limit", step.task.task_id)
         value = parse(step.task, response)
         if self.cache is not None and not response.simulated:
-            self.cache.put(step.key, response)
+            self.cache.put(step.key, response, self.server)
         return value
 
     def give_up(self, step: Prepared, error: BaseException) -> TaskResult:

@@ -155,9 +155,7 @@ class OpenAICompatibleClient:
             raise InvalidResponse(
                 provider_text(f"malformed response body: {error}", self._redact)
             ) from None
-        response = read_completion(data, self._redact, model)
-        response.headers = headers
-        return response
+        return read_completion(data, self._redact, model, headers)
 
     def _translate_status(
         self, error: openai.APIStatusError, messages: list[LLMMessage]
@@ -185,11 +183,17 @@ def provider_text(text: str, redact: Callable[[str], str], limit: int = MAX_MESS
     return line
 
 
-def read_completion(data: object, redact: Callable[[str], str], model: str) -> LLMResponse:
+def read_completion(
+    data: object,
+    redact: Callable[[str], str],
+    model: str,
+    headers: dict[str, str] | None = None,
+) -> LLMResponse:
     """The one reader of a chat completion's body (a live answer or a Batch API output item):
     the content with the key redacted, a printable bounded model name and finish reason, and the
     usage; ``InvalidResponse`` for anything that is not a completion. ``model``: the model asked
-    for, when the body names none."""
+    for, when the body names none; ``headers``: the answer's (lower-case names), given here so
+    that ``LLMResponse`` sees a simulated answer as it is made (and zeroes its cost)."""
     if not isinstance(data, dict):
         raise InvalidResponse("response body is not a JSON object")
     choices = data.get("choices")
@@ -218,6 +222,7 @@ def read_completion(data: object, redact: Callable[[str], str], model: str) -> L
         usage=Usage.from_dict(usage if isinstance(usage, dict) else None),
         model=named or model,
         finish_reason=finish_reason,
+        headers=headers or {},
     )
 
 

@@ -1,13 +1,13 @@
 """A batch's progress bar and the counters behind it, updated by every worker.
 
-The bar shows done/total, elapsed < remaining, and ok/failed/retries/cost; it redraws the counts
-at most four times a second, so a fast batch does not spend its time drawing.
+The bar shows done/total, elapsed < remaining, and ok/failed/retries/cost; tqdm draws it at most
+five times a second, so a fast batch does not spend its time drawing, and the counts are set
+with every task, so the ones drawn always match the number done beside them.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 
 from tqdm.auto import tqdm
 
@@ -27,7 +27,6 @@ class BatchProgress:
         self.failed = 0
         self.cost = 0.0
         self._lock = threading.Lock()
-        self._drawn_at = 0.0
         self._bar = tqdm(
             total=total,
             initial=done,
@@ -73,10 +72,7 @@ class BatchProgress:
             else:
                 self.failed += 1
             self.cost += result.cost
-            now = time.monotonic()
-            if now - self._drawn_at > 0.25:
-                self._drawn_at = now
-                self._show_counts(refresh=False)
+            self._show_counts(refresh=False)  # set, not drawn: the next draw shows it with n
             self._bar.update(1)
 
     def close(self) -> None:
@@ -92,8 +88,10 @@ class BatchProgress:
             if looked_back
             else ""
         )
+        simulated = counts.simulated and not self.cost and not counts.unpriced
+        cost = "$0 (simulated)" if simulated else f"${self.cost:.4f}"
         self._bar.set_postfix_str(
             f"ok={self.succeeded} failed={self.failed}{standing} retries={counts.retries} "
-            f"cost=${self.cost:.4f}",
+            f"cost={cost}",
             refresh=refresh,
         )

@@ -25,6 +25,7 @@ from aita.errors import (
     ProviderError,
     ProviderUnavailable,
     ProviderUnreachable,
+    QuotaSpent,
     RateLimited,
     ResponseParseError,
 )
@@ -97,26 +98,58 @@ class Decision:
     #: the provider is down: every worker waits for it to come back, and the attempt is not
     #: counted against the task's retries
     outage: bool = False
+    #: why the tasks not yet started are cancelled, when ``stop_batch``
+    stop_reason: str | None = None
+    #: what the task fails with instead of the error (it says more), if anything
+    failure: Exception | None = None
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``max_retries`` attempts after the first, spaced by ``backoff`` or the server's wait."""
+    """``max_retries`` attempts after the first, spaced by ``backoff`` or the server's wait.
+
+    A server that asks for a wait longer than ``longest_wait`` (the executor passes its outage
+    budget) has spent the quota, not hit a rate: retrying at ``max_retry_after`` intervals would
+    only hold a silent progress bar for minutes. The batch stops instead, saying the wait;
+    what finished is saved and the next run asks the rest."""
 
     max_retries: int = 3
     backoff: Backoff = field(default_factory=ExponentialBackoff)
     max_retry_after: float = MAX_RETRY_AFTER
+    longest_wait: float | None = None
 
     def decide(self, error: BaseException, attempt: int, task: LLMTask | None = None) -> Decision:
         """``attempt`` counts from 0 (the first try); ``task.should_retry`` has the last word."""
         wanted = task.should_retry(error, attempt) if task is not None else is_retryable(error)  # type: ignore[arg-type]
+        spent = self._quota_spent(error) if wanted else None
+        if spent is not None:
+            return Decision(
+                retry=False, stop_batch=True, stop_reason=f"cancelled: {spent}", failure=spent
+            )
         outage = bool(wanted) and is_outage(error)
+        stop = isinstance(error, AuthenticationFailed | EndpointNotFound)
         return Decision(
             retry=bool(wanted) and (outage or attempt < self.max_retries),
             delay=self.delay(error, attempt),
             pause_all=isinstance(error, RateLimited),
-            stop_batch=isinstance(error, AuthenticationFailed | EndpointNotFound),
+            stop_batch=stop,
             outage=outage,
+            stop_reason=f"cancelled: {_stopping(error)}" if stop else None,
+        )
+
+    def _quota_spent(self, error: BaseException) -> QuotaSpent | None:
+        """What the task fails with when the server asks for a wait beyond ``longest_wait``."""
+        wait = error.retry_after if isinstance(error, ProviderError) else None
+        if wait is None or self.longest_wait is None or wait <= self.longest_wait:
+            return None
+        assert isinstance(error, ProviderError)
+        return QuotaSpent(
+            f"the provider asks to wait {_duration(wait)} (retry-after), longer than the outage "
+            f"budget (AITA_OUTAGE_BUDGET={self.longest_wait:g}s); run the same command again "
+            "after that wait to continue",
+            status_code=error.status_code,
+            retry_after=wait,
+            headers=error.headers,
         )
 
     def delay(self, error: BaseException, attempt: int) -> float:
@@ -124,3 +157,22 @@ class RetryPolicy:
         if isinstance(error, ProviderError) and error.retry_after is not None:
             return min(max(0.0, error.retry_after), self.max_retry_after)
         return self.backoff(attempt)
+
+
+def _stopping(error: BaseException) -> str:
+    """Why the batch stops on ``error``."""
+    if isinstance(error, AuthenticationFailed):
+        return f"the provider refused the API key ({error})"
+    return str(error)
+
+
+def _duration(seconds: float) -> str:
+    """``99999`` as ``99999s (27.8 h)``: the server's number, and what it means."""
+    if seconds < 120:
+        return f"{seconds:g}s"
+    hours = seconds / 3600
+    return (
+        f"{seconds:.0f}s ({hours:.1f} h)"
+        if hours >= 1
+        else f"{seconds:.0f}s ({seconds / 60:.0f} min)"
+    )

@@ -12,6 +12,7 @@ is validated by the model whichever way it was asked, and an answer wrapped in a
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -58,8 +59,31 @@ def unfenced(text: str) -> str:
 
 
 def validate_json(model: type[M], text: str) -> M:
-    """``model`` from a JSON answer, fenced or not."""
-    return model.model_validate_json(unfenced(text))
+    """``model`` from a JSON answer, fenced or not. A number that is not finite (``NaN``,
+    ``"Infinity"``: pydantic takes both for a float) is refused here, a retryable parse
+    failure: written out it would become ``null``, which nothing can read back as a number."""
+    value = model.model_validate_json(unfenced(text))
+    where = _non_finite(value.model_dump(mode="python"))
+    if where is not None:
+        raise ValueError(f"{where or 'the answer'}: not a finite number")
+    return value
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` a float is NaN or infinite (a dotted path), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 class Mode(StrEnum):

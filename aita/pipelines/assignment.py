@@ -132,12 +132,21 @@ class Assignment:
             if not students:
                 raise AssignmentError(f"{self.submissions}: no student folders")
             return students
-        if student not in students:
+        if student in students:
+            return [student]
+        # as --assignment: a name in any case, when it names one folder only
+        alike = [name for name in students if name.casefold() == student.casefold()]
+        if len(alike) == 1:
+            return alike
+        if alike:
             raise AssignmentError(
-                f"student {student!r} not found in {self.submissions} "
-                f"(found: {', '.join(students) or 'none'})"
+                f"student {student!r} matches {', '.join(alike)} in {self.submissions}: "
+                "give the name as its folder spells it"
             )
-        return [student]
+        raise AssignmentError(
+            f"student {student!r} not found in {self.submissions} "
+            f"(found: {', '.join(students) or 'none'})"
+        )
 
 
 def find_assignment(name: str, data_dir: Path) -> Path:

@@ -49,6 +49,14 @@ class RunOptions:
     #: ``-q``: say nothing that needs no answer (the spend check is still asked on a terminal)
     quiet: bool = False
 
+    def rate_settings(self) -> dict[str, Any]:
+        """The executor's ``rate_limit``: ``--rate-limit`` when given (a dry run too: it shows
+        the pacing a real run will have), else none for a dry run's simulator (it has no limit),
+        else the settings' (nothing passed)."""
+        if self.rate_limit is not None:
+            return {"rate_limit": self.rate_limit}
+        return {"rate_limit": None} if self.dry_run else {}
+
     def batch_name(self, assignment: str, operation: str) -> str:
         """The checkpoint name of one pipeline's batch; a dry run's is apart from a real one's."""
         return (
@@ -108,10 +116,7 @@ def run_batch(
     """Run the batch, continuing its checkpoint journal unless ``--force``/``--no-resume``: a
     task that asks exactly what an earlier call asked is answered from it."""
     check_spend(tasks, client, options)
-    # Unset, the rate comes from the settings; the simulator of a dry run has no limit.
-    limit: dict[str, Any] = {"rate_limit": None} if options.dry_run else {}
-    if options.rate_limit is not None and not options.dry_run:
-        limit["rate_limit"] = options.rate_limit
+    limit = options.rate_settings()
     executor = ParallelLLMExecutor(
         client,
         max_workers=options.workers,

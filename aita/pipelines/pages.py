@@ -30,15 +30,16 @@ else is turned upright (EXIF orientation), reduced and saved as JPEG if it was a
 or PNG otherwise (TIFF, BMP, a PDF page), falling back to JPEG when the PNG would exceed
 ``MAX_IMAGE_BYTES``.
 
-**Guards.** A file above ``MAX_FILE_BYTES``, an image above Pillow's ``MAX_IMAGE_PIXELS``
-(decompression bombs), a PDF of more than ``MAX_PDF_PAGES`` pages, a symlink that leads out of
-the student's folder, and anything unreadable or corrupt fail their page(s) only, with a line
-naming the file. Only the image formats listed above are decoded (Pillow is never asked to
-guess among all its plugins). HEIC photos fail with a line saying to export them as JPEG:
-phones convert them when sharing, and decoding them would need ``pillow-heif`` (libheif).
-
-PDFium is not thread-safe: every PDFium call here holds one lock, so ``student_pages`` may run
-on several threads at once (PDF rendering is then serialised).
+**Guards.** A file above ``MAX_FILE_BYTES``, an image that would decode to more than
+``MAX_DECODED_PIXELS`` (decompression bombs; a JPEG counts at the reduced size it is decoded
+at), a PDF or TIFF of more than ``MAX_PDF_PAGES`` pages, a symlink that leads out of the
+student's folder, and anything unreadable or corrupt fail their page(s) only, with a line
+naming the file. A PDF page that takes longer than its time budget or more than its memory
+budget to render fails alone (``rendering``: PDFs render in a child process, one per PDF, so
+``student_pages`` may run on several threads at once and one slow PDF stalls no other). Only
+the image formats listed above are decoded (Pillow is never asked to guess among all its
+plugins). HEIC photos fail with a line saying to export them as JPEG: phones convert them when
+sharing, and decoding them would need ``pillow-heif`` (libheif).
 """
 
 from __future__ import annotations
@@ -48,28 +49,34 @@ import hashlib
 import io
 import itertools
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import pypdfium2
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from aita.files import FileRefused, read_inside
+from aita.pipelines.rendering import (
+    MAX_IMAGE_BYTES,
+    PLAIN_MODES,
+    Budget,
+    PdfRefused,
+    render_pdf,
+)
+from aita.pipelines.rendering import encoded as _encoded
 
 #: Longest side, in pixels, of a page sent to a model.
 MAX_SIDE = 2048
-#: PDF pages are never rendered finer than this (a small page is not blown up past 300 dpi).
-MAX_PDF_SCALE = 300 / 72
 #: A file larger than this is refused (a 600 dpi uncompressed A4 colour TIFF is about 100 MB).
 MAX_FILE_BYTES = 100 * 1024 * 1024
-#: A normalised page above this is saved as JPEG instead (Anthropic refuses images over 5 MB).
-MAX_IMAGE_BYTES = 4 * 1024 * 1024
-#: A PDF with more pages is refused as a whole (every rendered page is held in memory).
+#: A PDF or a TIFF with more pages is refused as a whole (every rendered page is held in
+#: memory, and each is a vision call).
 MAX_PDF_PAGES = 200
-JPEG_QUALITY = 90
+#: An image that would decode to more pixels is refused (after a JPEG's reduced decoding): a
+#: 257 KB PNG can hold 88 million pixels, 1 GB once decoded. A 600 dpi A4 or Letter scan is
+#: about 35 million.
+MAX_DECODED_PIXELS = 40_000_000
 
 PDF_SUFFIXES = frozenset({".pdf"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".tif", ".tiff", ".bmp"})
@@ -80,11 +87,10 @@ HEIC_SUFFIXES = frozenset({".heic", ".heif"})
 _DECODED = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")
 _SENT_AS_IS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg"}
 _SENT_AS_IS |= {"WEBP": "image/webp", "GIF": "image/gif"}
-_PLAIN_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA"})
+_PLAIN_MODES = PLAIN_MODES
 _ORIENTATION = 0x0112
 _NAMED_PAGE = re.compile(r"(?:(?:.*[^a-z])?(?:page|pg|p)[\s_.-]*)?(\d+)", re.IGNORECASE)
 _DIGITS = re.compile(r"(\d+)")
-_PDFIUM = threading.Lock()
 _FORMAT_NAMES = "PNG, JPEG, WebP, GIF, TIFF or BMP"
 #: What Pillow raises for a file it cannot decode.
 _DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -138,15 +144,20 @@ def student_pages(
     max_side: int = MAX_SIDE,
     max_file_bytes: int = MAX_FILE_BYTES,
     max_pixels: int | None = None,
+    page_budget: Budget | None = None,
 ) -> list[Page]:
     """Every page in ``folder`` (one student's submission), numbered, in page order.
 
-    ``max_pixels`` defaults to Pillow's ``Image.MAX_IMAGE_PIXELS``. Never raises for a bad
-    file: its pages carry the error. A folder that does not exist has no pages.
+    ``max_pixels`` (decoded pixels per image) defaults to ``MAX_DECODED_PIXELS`` or Pillow's
+    ``Image.MAX_IMAGE_PIXELS``, whichever is lower; ``page_budget`` is the time and memory one
+    PDF page may take to render. Never raises for a bad file: its pages carry the error. A
+    folder that does not exist has no pages.
     """
     if not folder.is_dir():
         return []
-    limits = _Limits(max_side, max_file_bytes, max_pixels or Image.MAX_IMAGE_PIXELS)
+    if max_pixels is None:
+        max_pixels = min(MAX_DECODED_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_DECODED_PIXELS)
+    limits = _Limits(max_side, max_file_bytes, max_pixels, page_budget or Budget())
     root = folder.resolve()
     named: dict[int, list[tuple[Path, _Rendered]]] = {}
     unnamed: list[tuple[Path, _Rendered]] = []
@@ -168,6 +179,7 @@ class _Limits:
     max_side: int
     max_file_bytes: int
     max_pixels: int | None  # None: no limit (Pillow's own was switched off)
+    budget: Budget
 
 
 def _submitted_files(folder: Path) -> Iterator[Path]:
@@ -205,7 +217,9 @@ def _read_inside(path: Path, root: Path, max_bytes: int) -> bytes:
 def _render_image(path: Path, data: bytes, limits: _Limits) -> list[_Rendered]:
     try:
         with Image.open(io.BytesIO(data), formats=_DECODED) as image:
-            _check_pixels(path, image, limits.max_pixels)
+            if image.format in ("JPEG", "MPO") and max(image.size) > limits.max_side:
+                image.draft("RGB", (limits.max_side, limits.max_side))  # 1/2, 1/4 or 1/8
+            _check_pixels(path, image, limits.max_pixels)  # what will be decoded
             if image.format == "TIFF" and getattr(image, "n_frames", 1) > 1:
                 return _tiff_pages(path, image, limits)
             return [_Rendered(path.name, *_normalised(image, data, limits.max_side))]
@@ -227,6 +241,9 @@ def _check_pixels(path: Path, image: Image.Image, max_pixels: int | None) -> Non
 
 
 def _tiff_pages(path: Path, image: Image.Image, limits: _Limits) -> list[_Rendered]:
+    frames = getattr(image, "n_frames", 1)
+    if frames > MAX_PDF_PAGES:  # each page would be a vision call, as a PDF's
+        raise _Refused(f"{path}: {frames} pages, more than the limit of {MAX_PDF_PAGES}")
     pages = []
     for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
         label = f"{path.name} page {number}"
@@ -245,8 +262,6 @@ def _tiff_pages(path: Path, image: Image.Image, limits: _Limits) -> list[_Render
 def _normalised(image: Image.Image, data: bytes, max_side: int) -> tuple[bytes, str]:
     """(bytes, MIME type): ``data`` itself when it can be sent as it is, else re-encoded."""
     photo = image.format in ("JPEG", "MPO")
-    if photo and max(image.size) > max_side:
-        image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 of the size
     image.load()  # the whole image is decoded: a truncated or corrupt file fails here
     upright = image.getexif().get(_ORIENTATION, 1) in (0, 1)
     still = not getattr(image, "is_animated", False) or image.format == "MPO"
@@ -263,79 +278,21 @@ def _normalised(image: Image.Image, data: bytes, max_side: int) -> tuple[bytes, 
     return _encoded(ImageOps.exif_transpose(image), max_side, photo=photo)
 
 
-def _encoded(image: Image.Image, max_side: int, *, photo: bool) -> tuple[bytes, str]:
-    """``image`` reduced to fit ``max_side`` and saved as JPEG (a photo) or PNG."""
-    if max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    if not photo:
-        if image.mode not in _PLAIN_MODES:
-            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        png = io.BytesIO()
-        image.save(png, format="PNG")
-        if png.tell() <= MAX_IMAGE_BYTES:
-            return png.getvalue(), "image/png"
-    jpeg = io.BytesIO()
-    _flattened(image).save(jpeg, format="JPEG", quality=JPEG_QUALITY)
-    return jpeg.getvalue(), "image/jpeg"
-
-
-def _flattened(image: Image.Image) -> Image.Image:
-    """RGB or L for JPEG: transparency on white (a scan's paper), palettes expanded."""
-    if image.mode in ("RGB", "L"):
-        return image
-    rgba = image.convert("RGBA")
-    paper = Image.new("RGB", rgba.size, "white")
-    paper.paste(rgba, mask=rgba.getchannel("A"))
-    return paper
-
-
 def _render_pdf(path: Path, data: bytes, limits: _Limits) -> list[_Rendered]:
-    """Each page rendered under the PDFium lock, then encoded outside it, one at a time."""
-    with _PDFIUM:
-        try:
-            document = pypdfium2.PdfDocument(data)
-        except pypdfium2.PdfiumError as error:
-            raise _Refused(f"{path}: not a readable PDF ({error})") from None
-        count = len(document)
+    """Each page rendered by a child process within its budget (``rendering``); a page that
+    overruns fails alone."""
     try:
-        if count == 0:
-            raise _Refused(f"{path}: a PDF without pages")
-        if count > MAX_PDF_PAGES:
-            raise _Refused(f"{path}: {count} pages, more than the limit of {MAX_PDF_PAGES}")
-        pages = []
-        for number in range(1, count + 1):
-            label = f"{path.name} page {number}"
-            with _PDFIUM:
-                rendered = _pdf_page(document, number - 1, limits.max_side)
-            if isinstance(rendered, str):
-                pages.append(_Rendered(label, error=f"{path} page {number}: {rendered}"))
-            else:
-                pages.append(_Rendered(label, *_encoded(rendered, limits.max_side, photo=False)))
-        return pages
-    finally:
-        with _PDFIUM:
-            document.close()
-
-
-def _pdf_page(document: pypdfium2.PdfDocument, index: int, max_side: int) -> Image.Image | str:
-    """Page ``index`` rendered to fit ``max_side``, or why not. Call with the PDFium lock held."""
-    try:
-        page = document[index]
-        try:
-            width, height = page.get_size()  # points, after the page's own rotation
-            if min(width, height) <= 0:
-                return f"an empty page ({width:g}x{height:g} pt)"
-            bitmap = page.render(scale=min(max_side / max(width, height), MAX_PDF_SCALE))
-            try:
-                pixels: Image.Image = bitmap.to_pil().copy()  # ours: the bitmap is freed
-                return pixels
-            finally:
-                bitmap.close()
-        finally:
-            page.close()
-    except pypdfium2.PdfiumError as error:
-        return f"cannot render ({error})"
+        rendered = render_pdf(data, limits.max_side, MAX_PDF_PAGES, limits.budget)
+    except PdfRefused as refused:
+        raise _Refused(f"{path}: {refused}") from None
+    pages = []
+    for number, page in enumerate(rendered, start=1):
+        label = f"{path.name} page {number}"
+        if isinstance(page, str):
+            pages.append(_Rendered(label, error=f"{path} page {number}: {page}"))
+        else:
+            pages.append(_Rendered(label, *page))
+    return pages
 
 
 def _named(number: int, claims: list[tuple[Path, _Rendered]]) -> Page:

@@ -10,8 +10,9 @@ called) and writes two files next to them:
   escaped (Jinja2 with autoescape on).
 - ``gradebook.csv``: a row per student (``student``, one column per question id in exam order,
   ``total``, ``max_total``, ``status``, ``needs_review``), for a spreadsheet or an LMS import.
-  UTF-8 with a byte-order mark (so Excel reads accents); text cells that a spreadsheet would
-  take for a formula get a leading ``'``.
+  UTF-8 with a byte-order mark (so Excel reads accents); every cell quoted (whatever separator
+  a spreadsheet's locale expects, a name holding it stays one cell); text cells that a
+  spreadsheet would take for a formula get a leading ``'``.
 
 Unfinished work is never a 0: a question without a grade is "not graded" (an empty cell), one
 without a transcription "not transcribed", and a student's total is given only once every
@@ -276,7 +277,9 @@ def render_gradebook(report: ClassReport) -> str:
     """The CSV text: a header of question ids in exam order, then a row per student."""
     ids = [q.question_id for q in report.assignment.spec.questions]
     out = io.StringIO()
-    writer = csv.writer(out)
+    # Every cell quoted: in a locale whose separator is ";" an unquoted "x;=1+2" is two cells,
+    # the second a formula that the leading-character guard below never saw.
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerow(
         _cells(["student", *ids, "total", "max_total", "status", "needs_review"], text=True)
     )

@@ -44,6 +44,9 @@ class BatchSimulation:
     processing_seconds: float = 1.0
     failure_rate: float = 0.0
     expiry_rate: float = 0.0
+    #: the completion window the batches report (``expires_at``); a batch whose
+    #: ``processing_seconds`` is longer stays ``in_progress`` past it: a provider that is stuck
+    window_seconds: int = 24 * 3600
     #: OpenAI's limits per input file
     max_requests: int = 50_000
     max_file_bytes: int = 200 * 1024 * 1024
@@ -106,6 +109,7 @@ class _Batch:
     failed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     ended_at: int | None = None
+    window_seconds: int = 24 * 3600
 
     def to_json(self, now: float, seconds: float) -> dict[str, Any]:
         total = len(self.requests)
@@ -131,7 +135,7 @@ class _Batch:
             "error_file_id": self.error_file_id,
             "created_at": self.created_at,
             "in_progress_at": self.created_at,
-            "expires_at": self.created_at + 24 * 3600,
+            "expires_at": self.created_at + self.window_seconds,
             "request_counts": {"total": total, "completed": completed, "failed": failed},
             "metadata": self.metadata,
         }
@@ -257,6 +261,7 @@ class BatchService:
                 created_at=int(now),
                 started=time.monotonic(),
                 requests=requests,
+                window_seconds=self.simulation.window_seconds,
             )
             if errors:
                 batch.status, batch.errors, batch.ended_at = "failed", errors, int(now)

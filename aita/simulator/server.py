@@ -108,6 +108,8 @@ class SimulatorConfig:
     usage: dict[str, Any] | None = None
     #: answer 200 with exactly this body (tests: bodies that are JSON but not a completion)
     body: bytes | None = None
+    #: refuse every request 429 with ``retry-after`` this many seconds: a spent daily quota
+    quota_spent_for: float | None = None
 
 
 @dataclass
@@ -245,6 +247,8 @@ class ProviderSimulator:
         now = time.monotonic()
         with self._lock:
             self.stats.requests += 1
+            if self.config.quota_spent_for is not None:
+                return False, {"retry-after": f"{self.config.quota_spent_for:g}"}
             if self._bucket is None:
                 return True, {}
             admitted, wait, left = self._bucket.take(now)

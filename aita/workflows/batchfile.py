@@ -26,15 +26,17 @@ import hashlib
 import itertools
 import os
 import re
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
+from aita.config import get_config
 from aita.engine import (
     CHAT_ENDPOINT,
     ExecutionMetrics,
@@ -54,7 +56,7 @@ from aita.engine import (
     run_via_batch_api,
 )
 from aita.errors import AitaError, RunFailed
-from aita.files import json_line, safe_filename
+from aita.files import json_line, private_folder, safe_filename
 
 ENDPOINT = CHAT_ENDPOINT
 #: What a request line may say beside its request parameters.
@@ -121,11 +123,13 @@ def _invalid(number: int, custom_id: str | None, problem: str, raw: bytes) -> Re
 
 
 def _request_of(data: dict[str, Any]) -> tuple[list[LLMMessage], dict[str, Any]]:
+    # ``method`` and ``url`` are checked in either format: a line that names another endpoint
+    # is refused, never answered as a chat completion.
+    if data.get("method", "POST") != "POST":
+        raise InvalidRequestLine(f"method {data.get('method')!r}: only POST is supported")
+    if data.get("url", ENDPOINT) != ENDPOINT:
+        raise InvalidRequestLine(f"url {data.get('url')!r}: only {ENDPOINT} is supported")
     if "body" in data:
-        if data.get("method", "POST") != "POST":
-            raise InvalidRequestLine(f"method {data.get('method')!r}: only POST is supported")
-        if data.get("url", ENDPOINT) != ENDPOINT:
-            raise InvalidRequestLine(f"url {data.get('url')!r}: only {ENDPOINT} is supported")
         body = data["body"]
         if not isinstance(body, dict):
             raise InvalidRequestLine("body is not a JSON object")
@@ -172,7 +176,8 @@ def _messages_of(value: Any) -> list[LLMMessage]:
             raise InvalidRequestLine(f"message {n}: content is neither text nor a list of parts")
         extra = sorted(set(message) - {"role", "content"})
         if extra:
-            raise InvalidRequestLine(f"message {n}: aita cannot pass on {', '.join(extra)}")
+            names = ", ".join(repr(name)[:80] for name in extra)  # escaped: shown on a terminal
+            raise InvalidRequestLine(f"message {n}: aita cannot pass on {names}")
         messages.append(LLMMessage(role=role, content=content))
     return messages
 
@@ -323,21 +328,42 @@ class WrittenLine:
 
 class ResultsFile:
     """The results file, locked against a second writer: whole lines are appended, each with
-    one ``write``; what is there is read back to resume."""
+    one ``write``; what is there is read back to resume.
+
+    A file that is there already must be one of these (every line a result line, a torn last
+    line at most the start of one) before a byte of it is touched: a settings file or the
+    requests given as ``-o`` by mistake is refused whole, never cut. Only a regular file is
+    opened (a FIFO would block, a device swallow the results). It is created 0600 in a folder
+    created 0700: it holds the answers."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        _check_regular(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            private_folder(path.parent)
+            self._fd = os.open(path, _RESULTS_FLAGS, 0o600)
         except OSError as error:
             raise AitaError(f"{path}: cannot write ({error.strerror})") from None
         try:
+            _check_regular(path, os.fstat(self._fd))  # what was really opened
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
             raise AitaError(f"{path}: another aita process is writing it") from None
+        except AitaError:
+            os.close(self._fd)
+            raise
+        try:
+            self._check_result_lines()  # under the lock: what is checked is what is cut
+        except AitaError:
+            self.close()
+            raise
         self._cut_torn_line()
+
+    def _check_result_lines(self) -> None:
+        with open(self._fd, "rb", closefd=False) as handle:
+            handle.seek(0)
+            check_result_lines(handle, self.path)
 
     def _cut_torn_line(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -357,21 +383,11 @@ class ResultsFile:
         """The lines already there, in order; a line that is not a result line raises."""
         with open(self.path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
-                try:
-                    data = orjson.loads(raw)
-                    custom_id = data["custom_id"]
-                    if custom_id is not None and not isinstance(custom_id, str):
-                        raise TypeError
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    raise AitaError(
-                        f"{self.path} line {number} is not a result line: not an output of "
-                        "aita batch run (write to another file)"
-                    ) from None
-                failed = data.get("error") is not None
+                data = _result_line_of(raw, self.path, number)
                 line_id = data.get("id")
                 yield WrittenLine(
-                    custom_id,
-                    failed,
+                    data["custom_id"],
+                    data.get("error") is not None,
                     bool(data.get("simulated")),
                     line_id if isinstance(line_id, str) else None,
                     len(raw),
@@ -410,6 +426,90 @@ class ResultsFile:
         self.close()
 
 
+#: ``O_NONBLOCK``: a FIFO is refused after ``fstat`` rather than waited on
+_RESULTS_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+#: the shortest limit on a result line's length (an answer is at most ``AITA_MAX_ANSWER_BYTES``,
+#: 4 MB by default; JSON escapes a character in up to six)
+MAX_RESULT_LINE = 64 * 1024 * 1024
+
+
+def _longest_result_line() -> int:
+    try:
+        return max(MAX_RESULT_LINE, 8 * get_config().llm.max_answer_bytes)
+    except AitaError:  # settings that do not load fail elsewhere, saying why
+        return MAX_RESULT_LINE
+
+
+#: how every result line begins (``json_line`` of a dict whose first key is ``id``)
+_RESULT_LINE_START = b'{"id":"batch_req_'
+
+
+def _check_regular(path: Path, info: os.stat_result | None = None) -> None:
+    """A results path is a regular file or nothing yet: a FIFO, a device (``/dev/null``) or a
+    folder is refused before it is opened (and again after, for what was opened)."""
+    if info is None:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise AitaError(f"{path}: cannot write ({error.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise AitaError(f"{path}: a folder, not a results file")
+    if not stat.S_ISREG(info.st_mode):
+        raise AitaError(f"{path}: not a regular file (a FIFO or a device); write to a file")
+
+
+def _result_line_of(raw: bytes, path: Path, number: int) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _not_results(path, number) from None
+    if not isinstance(data, dict) or not isinstance(data.get("custom_id", 0), str | None):
+        raise _not_results(path, number)
+    return data
+
+
+def check_result_lines(handle: BinaryIO, path: Path) -> None:
+    """Every whole line of ``handle`` is a result line, and a last line without its newline
+    (torn by a crash) begins like one, or AitaError naming the line; nothing is changed. A line
+    longer than any answer makes is none (a video given as ``-o`` is not read whole)."""
+    longest = _longest_result_line()
+    lines = iter(lambda: handle.readline(longest + 1), b"")
+    for number, raw in enumerate(lines, start=1):
+        if len(raw) > longest:
+            raise _not_results(path, number)
+        if raw.endswith(b"\n"):
+            _result_line_of(raw, path, number)
+        elif not (
+            raw.startswith(_RESULT_LINE_START)
+            or (number > 1 and _RESULT_LINE_START.startswith(raw))
+        ):
+            raise _not_results(path, number)
+
+
+def check_results_file(path: Path) -> None:
+    """What ``ResultsFile`` checks before it writes, read only: the CLI refuses a file that
+    is none before it asks about spending anything."""
+    _check_regular(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise AitaError(f"{path}: cannot read ({error.strerror})") from None
+    with open(fd, "rb") as handle:
+        _check_regular(path, os.fstat(fd))
+        check_result_lines(handle, path)
+
+
+def _not_results(path: Path, number: int) -> AitaError:
+    return AitaError(
+        f"{path} line {number} is not a result line: not an output of aita batch run; nothing "
+        "was changed (write the results to another file)"
+    )
+
+
 # -- shards ---------------------------------------------------------------------------------------
 
 
@@ -438,6 +538,24 @@ class Shard:
 
 # -- the job --------------------------------------------------------------------------------------
 
+#: The longest answer an estimate counts on (a request without ``max_tokens``, or above it).
+LONGEST_ANSWER = 4096
+
+
+@dataclass(frozen=True)
+class CostRange:
+    """What the calls may cost: ``low`` for the prompts alone, ``high`` for every answer as
+    long as it may be."""
+
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return (
+            f"estimated ${self.low:.4f} (the prompts alone) to ${self.high:.4f} (every answer "
+            "at its max_tokens) before retries"
+        )
+
 
 @dataclass
 class BatchFileSummary:
@@ -448,6 +566,8 @@ class BatchFileSummary:
     written: int = 0
     failures: list[tuple[RequestLine, TaskResult]] = field(default_factory=list)
     failed: int = 0
+    #: of the failed lines, those that are not requests (no call can answer them as they are)
+    invalid: int = 0
     #: how this run's lines ended, in the words of every other command (a cut-off answer is
     #: flagged, one the journal held is reused)
     outcomes: Tally = field(default_factory=Tally)
@@ -481,16 +601,22 @@ class BatchFileJob:
         dry_run: bool = False,
         warn: Callable[[str], object] = lambda line: None,
     ) -> None:
-        if requests.resolve() == results.resolve():
-            raise AitaError(f"{results}: the results would overwrite the requests")
         if not requests.is_file():
             why = "not a file" if requests.exists() else "file not found"
             raise AitaError(f"{requests}: {why}")
+        if requests.resolve() == results.resolve() or (
+            results.exists() and os.path.samefile(requests, results)
+        ):
+            raise AitaError(f"{results}: the results would overwrite the requests")
+        check_results_file(results)  # before anything is asked or started
         self.requests = requests
         self.results = results
         self.shard = shard
         self.default_model = default_model
         self.dry_run = dry_run
+        #: whether this run's answers are simulated: a dry run's, or a simulator's standing in
+        #: for the provider (``aita simulate``); a results file continues only alike
+        self.simulated = dry_run
         self.warn = warn
         self.summary = BatchFileSummary()
         self._invalid_seen = 0
@@ -535,15 +661,17 @@ class BatchFileJob:
                     f"is {line.custom_id!r}: the requests changed since it was written (write "
                     "the results to another file)"
                 )
-            if written.simulated != self.dry_run:
+            if written.simulated != self.simulated:
                 made_by = (
                     "simulated answers (of a dry run or a simulator)"
                     if written.simulated
                     else "answers of real calls"
                 )
+                this_run = "a dry run" if self.dry_run else "a run against a real provider"
+                if self.simulated and not self.dry_run:
+                    this_run = "a run against a simulator"
                 raise AitaError(
-                    f"{self.results} holds {made_by}; "
-                    f"{'a dry run' if self.dry_run else 'a real run'} does not continue it "
+                    f"{self.results} holds {made_by}; {this_run} does not continue it "
                     "(write the results to another file)"
                 )
             key = line_key(line, model)
@@ -581,10 +709,19 @@ class BatchFileJob:
         self.summary.outcomes[outcome_of(result)] += 1
         if not result.success:
             self.summary.failed += 1
+            self.summary.invalid += line.problem is not None
             if len(self.summary.failures) < self.KEEP_FAILURES:
                 self.summary.failures.append((line, result))
 
     # -- running -------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """The request lines of this job (its shard), for the progress bar: lines are only
+        counted (parsed when a shard has to be told by ``custom_id``)."""
+        if self.shard is not None:
+            return sum(1 for _ in self.lines())
+        with open(self.requests, "rb") as handle:
+            return sum(1 for raw in handle if raw.strip())
 
     def run_live(self, executor: ParallelLLMExecutor) -> BatchFileSummary:
         """Every remaining request as a call of its own, through ``execute_stream``: memory
@@ -602,7 +739,11 @@ class BatchFileJob:
                     yield task_of(line, ids.of(line), self.requests)
 
             stream = executor.execute_stream(
-                tasks(), checkpoint_name=self.checkpoint_name, window=window
+                tasks(),
+                checkpoint_name=self.checkpoint_name,
+                window=window,
+                total=self.count(),
+                done=self.summary.earlier,
             )
             try:
                 for result in stream:
@@ -637,10 +778,14 @@ class BatchFileJob:
             self.summary.metrics = batch.metrics
         return self.summary
 
-    def estimate(self, client: LLMClient, discount: float = 1.0) -> tuple[int, float | None]:
-        """The calls the remaining requests make and what one attempt of each costs (None when
-        a price is unknown), read from the files without writing anything."""
-        calls, total, unknown = 0, 0.0, False
+    def estimate(self, client: LLMClient, discount: float = 1.0) -> tuple[int, CostRange | None]:
+        """The calls the remaining requests make and what one attempt of each costs, as a range
+        (None when a price is unknown), read from the files without writing anything. How long
+        an answer runs nobody knows before it is given: the low end is the prompts alone, the
+        high end every answer at its ``max_tokens`` (at most ``LONGEST_ANSWER``, the length of
+        an answer that names none). A single figure at the high end was 31 times a real run's
+        cost."""
+        calls, low, high, unknown = 0, 0.0, 0.0, False
         skip = 0
         for raw in _written_lines(self.results):
             try:
@@ -656,12 +801,17 @@ class BatchFileJob:
                 continue
             calls += 1
             task = RequestTask(line.custom_id or "", line.messages, line.params)
-            answer = line.params.get("max_tokens") or task.expected_output_tokens
-            usage = Usage(task.estimated_prompt_tokens(), min(int(answer), 4096))
-            cost = cost_of(line.params.get("model") or model, usage)
-            unknown = unknown or cost is None
-            total += (cost or 0.0) * discount
-        return calls, None if unknown else total
+            longest = line.params.get("max_tokens") or line.params.get("max_completion_tokens")
+            if not isinstance(longest, int) or longest <= 0:
+                longest = LONGEST_ANSWER
+            prompt = task.estimated_prompt_tokens()
+            named = line.params.get("model") or model
+            least = cost_of(named, Usage(prompt, 0))
+            most = cost_of(named, Usage(prompt, min(longest, LONGEST_ANSWER)))
+            unknown = unknown or least is None or most is None
+            low += (least or 0.0) * discount
+            high += (most or 0.0) * discount
+        return calls, None if unknown else CostRange(low, high)
 
 
 def checkpoint_name_for(results: Path, shard: Shard | None, dry_run: bool) -> str:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from aita.engine import BatchResult, LLMMessage, LLMTask, TaskResult, validate_json
 from aita.errors import AitaError
-from aita.files import safe_filename, write_text_atomic
+from aita.files import private_folder, safe_filename, write_text_atomic
 
 #: Runs a batch: (tasks, checkpoint name, on_task_complete) -> result. The CLI passes one bound
 #: to its client and options.
@@ -193,7 +193,7 @@ def generate_course(
         return outcome
     outline: CourseOutline = outline_result.result
     outcome.outline = outline
-    course_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(course_dir)
     chapters = [
         ChapterTask(content, title, number, chapter, custom_prompt)
         for number, chapter in enumerate(outline.chapters, start=1)

@@ -193,6 +193,18 @@ def test_one_student_and_an_unknown_student(
     assert code == 2 and "student 'zoe' not found" in err and "alice, bob, chen" in err
 
 
+def test_student_is_found_in_any_case_as_assignment_is(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--data-dir", str(data_dir), "--assignment", "MidTerm", "--dry-run"]
+    code, _, err = run(capsys, "transcribe", *common, "--student", "BOB")
+    assert code == 0, err
+    assert sorted(p.name for p in (results(data_dir) / "transcriptions").iterdir()) == ["bob"]
+    (data_dir / "midterm" / "submissions" / "Bob").mkdir()
+    code, _, err = run(capsys, "transcribe", *common, "--student", "BOB")
+    assert code == 2 and "matches Bob, bob" in err
+
+
 def test_unreadable_page_fails_alone_and_the_rest_is_saved(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -230,6 +242,17 @@ def test_checkpoints_list_show_and_clean(
     assert CheckpointManager("checkpoints").list_checkpoints() == []
     code, _, err = run(capsys, "checkpoints", "show", "nothing-here")
     assert code == 2 and "no checkpoint named 'nothing-here'" in err
+
+
+def test_checkpoints_list_elsewhere_says_where_it_looked_and_how_to_look_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, _ = run(capsys, "checkpoints", "list")
+    assert code == 0
+    assert f"no checkpoints in {tmp_path / 'elsewhere' / 'checkpoints'} (" in out
+    assert "--checkpoint-dir" in out
 
 
 def test_costs_keep_every_paid_call_after_cleaning_and_dry_runs_add_nothing(

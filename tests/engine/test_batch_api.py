@@ -82,6 +82,17 @@ def test_a_cost_the_provider_reports_is_taken_as_it_is(simulator: SimulatorFacto
     assert result.metrics.total_cost == pytest.approx(own)
 
 
+def test_simulated_items_cost_nothing_whatever_their_usage_says(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = simulator()  # as `aita simulate`: it reports a cost, and says it is simulated
+    sim.batch_api.simulation = BatchSimulation(processing_seconds=0.1)
+    result = run(client_for(sim, model=MODEL), tasks(5))
+    assert all(r.success and r.simulated and r.cost == 0.0 for r in result.task_results)
+    assert result.metrics.total_cost == 0.0 and result.metrics.simulated_requests == 5
+    assert not (tmp_path / "spend.jsonl").exists()  # nothing was paid
+
+
 def test_failed_and_expired_items_are_submitted_again_until_answered(
     simulator: SimulatorFactory,
 ) -> None:

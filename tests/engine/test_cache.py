@@ -288,3 +288,18 @@ def test_a_batch_asking_what_another_batch_asked_makes_no_call_with_the_cache_on
         [SimpleLLMTask(f"third{i}", f"prompt {i}") for i in range(10)], checkpoint_name="third"
     )
     assert sim.stats.requests == 20  # cache off: every call made
+
+
+def test_an_answer_cached_from_one_server_is_never_served_for_another(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    first = simulator(announce=False, responder=lambda request: "from A")
+    second = simulator(announce=False, responder=lambda request: "from B")
+    cache = tmp_path / "cache.sqlite3"
+    task = [SimpleLLMTask("t", "the same question")]
+    executor_for(client_for(first), cache=cache).execute_batch(task, checkpoint_name="a")
+    other = executor_for(client_for(second), cache=cache).execute_batch(task, checkpoint_name="b")
+    assert second.stats.requests == 1
+    assert other.task_results[0].result == "from B" and not other.task_results[0].cached
+    again = executor_for(client_for(first), cache=cache).execute_batch(task, checkpoint_name="c")
+    assert first.stats.requests == 1 and again.task_results[0].result == "from A"

@@ -247,11 +247,15 @@ def test_a_checkpoints_creation_time_is_kept(tmp_path: Path) -> None:
     assert header == {"aita_checkpoint": 2, "name": "job", "created_at": "2025-01-02T03:04:05"}
 
 
-def test_checkpoint_files_are_readable_by_all_and_writable_by_their_owner(tmp_path: Path) -> None:
+def test_checkpoint_files_are_for_their_owner_only(tmp_path: Path) -> None:
+    """A journal holds prompts and answers: 0600 in a folder made 0700, whatever the umask."""
     umask = os.umask(0)
-    os.umask(umask)
-    path = CheckpointManager(tmp_path).save(Checkpoint(name="job"))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~umask
+    try:
+        path = CheckpointManager(tmp_path / "checkpoints").save(Checkpoint(name="job"))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_a_thousand_checkpoints_of_one_name_in_one_second_is_the_limit(

@@ -30,7 +30,7 @@ HELLO = [LLMMessage(role="user", content="hello")]
 
 
 def test_answer_usage_and_cost(simulator: SimulatorFactory) -> None:
-    sim = simulator()
+    sim = simulator(announce=False)  # a provider that reports its cost
     response = client_for(sim).complete(HELLO, temperature=0.1)
     assert response.content == "[sim] hello"
     assert (
@@ -39,6 +39,14 @@ def test_answer_usage_and_cost(simulator: SimulatorFactory) -> None:
     )
     assert response.usage.cost is not None and response.usage.cost > 0
     assert response.finish_reason == "stop"
+
+
+def test_a_simulated_answer_costs_nothing_whatever_its_usage_says(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = simulator()  # as aita simulate: it reports a cost, and says it is simulated
+    response = client_for(sim, model="openai/gpt-4o-mini").complete(HELLO)
+    assert response.simulated and response.usage.cost == 0.0
 
 
 @pytest.mark.parametrize(

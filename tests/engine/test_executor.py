@@ -297,7 +297,7 @@ def test_each_finished_task_is_reported_as_it_finishes() -> None:
 
 
 def test_metrics_count_tokens_cost_and_latency(simulator: SimulatorFactory) -> None:
-    sim = simulator(latency=0.01)
+    sim = simulator(latency=0.01, announce=False)  # a provider that reports its cost
     result = executor_for(client_for(sim)).execute_batch(questions(20))
     m = result.metrics
     assert (m.total_tasks, m.completed_tasks, m.failed_tasks) == (20, 20, 0)
@@ -314,7 +314,7 @@ def test_metrics_count_tokens_cost_and_latency(simulator: SimulatorFactory) -> N
 def test_cost_comes_from_the_price_table_when_the_provider_gives_none(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = simulator(report_cost=False)
+    sim = simulator(report_cost=False, announce=False)
     result = executor_for(client_for(sim, model="openai/gpt-4o-mini")).execute_batch(questions(1))
     [r] = result.task_results
     assert r.cost == pytest.approx((r.prompt_tokens * 0.15 + r.completion_tokens * 0.60) / 1e6)

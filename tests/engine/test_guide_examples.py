@@ -6,8 +6,12 @@ already have) and executed in order in one namespace, against the simulator over
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from aita.config import get_config
 from aita.engine import BatchableLLMTask, CheckpointManager
 from aita.errors import ProviderUnavailable, RateLimited
 from aita.services.llm.base import LLMMessage
-from aita.utils.llm_tasks import LLMTask, SimpleLLMTask
+from aita.utils.llm_tasks import SimpleLLMTask
 from tests.support.doubles import PNG_1PX, TEST_KEY, SimulatorFactory
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "parallel-llm-execution-guide.md"
@@ -86,14 +90,99 @@ def guide_namespace(
         "large_task_list": [SimpleLLMTask(f"large_{i}", f"item {i}") for i in range(30)],
         "process": processed.append,
         "processed": processed,
-        "json": json,
-        "List": list,
-        "Dict": dict,
-        "Any": Any,
-        "LLMTask": LLMTask,  # the Retry Logic snippet omits its import
         "image_path": str(image),
         "sim": sim,
     }
+
+
+#: What the guide's introduction says its examples are given: the reader's client and data.
+GIVEN = {"client", "questions", "tasks", "large_task_list", "process", "image_path"}
+#: Names a reader would have to import (beyond those some example imports).
+STANDARD = {"json", "os", "time", "Path", "List", "Dict", "Any", "Optional"}
+
+
+def imported_names(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
+def test_every_guide_example_imports_what_it_uses() -> None:
+    """Run as written, an example needs no import from another: a name any example imports
+    (or a standard one such as ``json`` or ``List``) is imported where it is used."""
+    examples = [(key, ast.parse(code)) for key, code in guide_examples() if key not in NOT_PYTHON]
+    importable = STANDARD | set().union(*(imported_names(tree) for _, tree in examples))
+    missing = {}
+    for key, tree in examples:
+        used = {
+            node.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+        }
+        bound = imported_names(tree) | {
+            node.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+        }
+        bound |= {
+            node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.ClassDef)
+        }
+        lacking = (used & importable) - bound - GIVEN
+        if lacking:
+            missing[key] = sorted(lacking)
+    assert not missing
+
+
+def test_the_guide_names_folders_that_exist() -> None:
+    root = GUIDE.parents[1]
+    for folder in re.findall(r"`([\w./-]+/)`", GUIDE.read_text()):
+        if not folder.startswith(("aita.", "./checkpoints")):
+            assert (root / folder).is_dir(), folder
+
+
+def load_guide_benchmark() -> Any:
+    path = GUIDE.parents[1] / "benchmarks" / "guide.py"
+    spec = importlib.util.spec_from_file_location("guide_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_guides_speedup_tables_are_what_its_benchmark_measured() -> None:
+    """Every figure of the guide's tables is one ``benchmarks/guide.py`` wrote (its output is
+    kept beside the guide), and the guide names the script."""
+    report = json.loads((GUIDE.parent / "guide-benchmark.json").read_text())
+    text = GUIDE.read_text()
+    assert load_guide_benchmark().markdown(report) in text
+    assert "`python benchmarks/guide.py`" in text
+    section = text.split("## Performance Benchmarks", 1)[1].split("\n## ", 1)[0]
+    figures = set(re.findall(r"\| ([\d.]+)s \| ([\d.]+)x \|", section))
+    measured = {
+        (f"{row['seconds']:.1f}", str(row["speedup"]))
+        for table in report["tables"]
+        for row in table["rows"]
+    }
+    assert figures == measured
+
+
+@pytest.mark.slow
+def test_the_guide_benchmark_runs_at_smoke_size(tmp_path: Path) -> None:
+    out = tmp_path / "guide.json"
+    script = GUIDE.parents[1] / "benchmarks" / "guide.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert [t["calls"] for t in report["tables"]] == [20, 100]
+    assert all(t["rows"][0]["speedup"] == 1.0 for t in report["tables"])
+    assert load_guide_benchmark().markdown(report) in done.stdout
 
 
 def test_the_guide_has_the_examples_we_expect() -> None:

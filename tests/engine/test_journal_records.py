@@ -53,7 +53,7 @@ class Scripted:
             usage=Usage(3, 4, 7, 0.5),
             model="model-x",
             finish_reason="stop",
-            headers={SIMULATED_HEADER: "true"},
+            headers={SIMULATED_HEADER: "true"} if answer == "fine" else {},  # "good" only
         )
 
 
@@ -121,8 +121,8 @@ def test_each_finished_task_leaves_its_result_as_one_record() -> None:
         tasks, checkpoint_name="job"
     )
     good, flaky, refused, unreadable, rescued = done.task_results
-    assert good.request_key is not None and good.simulated and good.cost == 0.5
-    assert flaky.retry_count == 1 and refused.error_type == "BadRequest"
+    assert good.request_key is not None and good.simulated and good.cost == 0.0  # simulated
+    assert flaky.retry_count == 1 and refused.error_type == "BadRequest" and flaky.cost == 0.5
     assert unreadable.raw_response == "not a number"  # a failed parse keeps what it could not read
     assert rescued.success and rescued.used_fallback and rescued.error
     records = records_of(done.checkpoint_path)

@@ -34,6 +34,7 @@ from aita.engine import (
     ProviderOutage,
     ProviderUnavailable,
     ProviderUnreachable,
+    QuotaSpent,
     RateLimited,
     ResponseCache,
     ResponseParseError,
@@ -607,6 +608,29 @@ def test_a_simulated_answer_is_neither_spend_nor_cached(tmp_path: Path) -> None:
     assert life.progress.counts.simulated == 1 and life.progress.counts.unpriced == 0
 
 
+def test_a_simulated_answer_costs_nothing_whatever_its_usage_says(tmp_path: Path) -> None:
+    life = life_of(tmp_path, prices={"answering/model": (1e6, 1e6)})
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    told = answer(usage=Usage(10, 5, 15, cost=0.5), headers={SIMULATED_HEADER: "true"})
+    result = life.settle(step, response=told).result
+    assert result is not None and result.simulated and result.cost == 0.0
+    unpriced = answer(model="nobody/knows", headers={SIMULATED_HEADER: "true"})
+    other = life.settle(step_of(life, SimpleLLMTask("u", "p")), response=unpriced).result
+    assert other is not None and other.cost == 0.0 and life.progress.counts.unpriced == 0
+
+
+def test_the_cache_answers_only_for_the_server_it_was_asked_of(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    first = life_of(tmp_path, cache=cache, server="http://127.0.0.1:1/v1")
+    task = SimpleLLMTask("t", "p")
+    assert first.settle(step_of(first, task), response=answer("from one")).result is not None
+    other = life_of(tmp_path, cache=cache, server="http://127.0.0.1:2/v1")
+    assert other.look_back(step_of(other, task)) is None
+    again = life_of(tmp_path, cache=cache, server="http://127.0.0.1:1/v1")
+    cached = again.look_back(step_of(again, task))
+    assert cached is not None and cached.source == "cache" and cached.result == "from one"
+
+
 def test_an_answer_at_an_unknown_price_is_counted_as_such(tmp_path: Path) -> None:
     life = life_of(tmp_path)
     step = step_of(life, SimpleLLMTask("t", "p"))
@@ -681,6 +705,22 @@ def test_settle_an_error_follows_the_retry_policy(tmp_path: Path) -> None:
     assert refused.decision is not None and refused.decision.stop_batch
     assert refused.result.call_time == 0.5 and refused.result.retry_count == 1
     assert refused.result.error_type == "AuthenticationFailed"
+
+
+def test_a_wait_longer_than_the_outage_budget_fails_the_task_as_a_spent_quota(
+    tmp_path: Path,
+) -> None:
+    life = life_of(tmp_path, retry_policy=RetryPolicy(2, longest_wait=60.0))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    limited = RateLimited("slow down", status_code=429, retry_after=7200.0)
+    settled = life.settle(step, error=limited)
+    assert settled.result is not None and settled.result.outcome == "failed"
+    assert settled.result.error_type == "QuotaSpent" and settled.result.retry_count == 0
+    assert isinstance(settled.result.exception, QuotaSpent)
+    assert "wait 7200s (2.0 h) (retry-after)" in (settled.result.error or "")
+    assert settled.decision is not None and settled.decision.stop_batch
+    assert settled.decision.stop_reason == f"cancelled: {settled.result.exception}"
+    assert settled.error is limited and settled.reached  # the provider answered
 
 
 def test_a_failed_task_says_why_in_one_redacted_bounded_line(tmp_path: Path) -> None:
@@ -806,7 +846,7 @@ def test_what_a_step_contains_it_logs_naming_the_task(
             raise Boom("unreadable")
 
     class BrokenCache(ResponseCache):
-        def get(self, key: str) -> LLMResponse | None:
+        def get(self, key: str, server: str = "") -> LLMResponse | None:
             raise Boom("corrupt")
 
     life = life_of(tmp_path, lookup=Unreadable(), cache=BrokenCache(tmp_path / "c.sqlite"))

@@ -23,6 +23,7 @@ from aita.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     ProviderUnreachable,
+    QuotaSpent,
     RateLimited,
     ResponseParseError,
 )
@@ -205,3 +206,81 @@ def test_jitter_takes_off_up_to_its_share_of_the_wait() -> None:
     half = ExponentialBackoff(initial=2.0, jitter=0.25, rng=lambda: 0.5)
     assert half(0) == 2.0 * (1 - 0.25 * 0.5)
     assert ExponentialBackoff(initial=2.0, jitter=0.25, rng=lambda: 0.0)(0) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("wait", "shown"),
+    [(301, "301s (5 min)"), (99999, "99999s (27.8 h)"), (3600, "3600s (1.0 h)")],
+)
+def test_a_wait_past_the_outage_budget_is_a_spent_quota_that_stops_the_batch(
+    wait: float, shown: str
+) -> None:
+    refusal = RateLimited("quota", status_code=429, retry_after=wait, headers={"retry-after": "x"})
+    decision = RetryPolicy(longest_wait=300.0).decide(refusal, 0)
+    assert (decision.retry, decision.stop_batch, decision.pause_all) == (False, True, False)
+    assert decision.delay == 0.0 and not decision.outage
+    failure = decision.failure
+    assert isinstance(failure, QuotaSpent) and isinstance(failure, RateLimited)
+    assert (failure.status_code, failure.retry_after, failure.headers) == (
+        429,
+        wait,
+        {"retry-after": "x"},
+    )
+    assert str(failure) == (
+        f"quota spent (HTTP 429): the provider asks to wait {shown} (retry-after), longer than "
+        "the outage budget (AITA_OUTAGE_BUDGET=300s); run the same command again after that "
+        "wait to continue"
+    )
+    assert decision.stop_reason == f"cancelled: {failure}"
+
+
+LIMITED = "slow down"
+
+
+@pytest.mark.parametrize(
+    ("policy", "error", "delay"),
+    [
+        (RetryPolicy(longest_wait=300.0), RateLimited(LIMITED, retry_after=300), 120.0),
+        (RetryPolicy(longest_wait=300.0), RateLimited(LIMITED, retry_after=30), 30.0),
+        (RetryPolicy(), RateLimited(LIMITED, retry_after=99999), 120.0),
+    ],
+)
+def test_a_wait_within_the_budget_or_without_one_is_waited(
+    policy: RetryPolicy, error: RateLimited, delay: float
+) -> None:
+    decision = policy.decide(error, 0)
+    assert (decision.retry, decision.pause_all, decision.stop_batch) == (True, True, False)
+    assert decision.delay == delay and decision.failure is None
+
+
+@pytest.mark.parametrize(
+    "error", [BadRequest("no", status_code=400, retry_after=99999), ValueError("a bug")]
+)
+def test_an_error_not_worth_retrying_is_no_spent_quota(error: Exception) -> None:
+    decision = RetryPolicy(longest_wait=1.0).decide(error, 0)
+    assert (decision.retry, decision.stop_batch, decision.failure) == (False, False, None)
+
+
+def test_a_refused_key_stops_the_batch_saying_so() -> None:
+    refused = AuthenticationFailed("bad key", status_code=401)
+    decision = RetryPolicy(longest_wait=300.0).decide(refused, 0)
+    assert decision.stop_batch and not decision.retry and decision.failure is None
+    assert decision.stop_reason == f"cancelled: the provider refused the API key ({refused})"
+
+
+def test_a_short_spent_wait_is_shown_in_seconds() -> None:
+    decision = RetryPolicy(longest_wait=10.0).decide(
+        RateLimited("q", status_code=429, retry_after=90.5), 0
+    )
+    assert decision.failure is not None and "wait 90.5s (retry-after)" in str(decision.failure)
+    assert "AITA_OUTAGE_BUDGET=10s)" in str(decision.failure)
+
+
+@pytest.mark.parametrize(
+    ("wait", "shown"), [(119, "119s"), (120, "120s (2 min)"), (3000, "3000s (50 min)")]
+)
+def test_a_spent_wait_is_shown_as_the_provider_gave_it_and_what_that_means(
+    wait: float, shown: str
+) -> None:
+    decision = RetryPolicy(longest_wait=10.0).decide(RateLimited("q", retry_after=wait), 0)
+    assert f"wait {shown} (retry-after)" in str(decision.failure)

@@ -129,7 +129,9 @@ def test_report_and_gradebook_hold_every_student_and_question_in_exam_order(
     assert str(paths.report) in out and str(paths.gradebook) in out
 
     raw = paths.gradebook.read_bytes()
-    assert raw.startswith(b"\xef\xbb\xbfstudent,1,2,3,4a,4b,5,6,7,8,9,total,max_total,")
+    assert raw.startswith(
+        b'\xef\xbb\xbf"student","1","2","3","4a","4b","5","6","7","8","9","total",'
+    )
     rows = gradebook(paths)
     assert [r["student"] for r in rows] == ["alice", "bob"]
     assert rows[0]["total"] == "42" and rows[1]["total"] == "21"
@@ -226,6 +228,21 @@ def test_gradebook_cells_that_look_like_formulas_are_defused(
         ["'=HYPERLINK(1)", "'+1", "'-2", "'@SUM(A1)", "ok-name"]
     )
     assert all(r["total"] == "21" for r in rows)
+
+
+def test_a_name_holding_another_locales_separator_stays_one_quoted_cell(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["x;=1+2", "y\t=3+4"]
+    paths = students(folder, *names)
+    for name in names:
+        write_student(paths, name, full_marks(0.5))
+    assert run(capsys, folder)[0] == 0
+    text = paths.gradebook.read_text(encoding="utf-8-sig")
+    for separator in (";", "\t"):  # as a spreadsheet in another locale splits the lines
+        for row in csv.reader(io.StringIO(text), delimiter=separator):
+            assert not any(cell.lstrip().startswith("=") for cell in row), row
+    assert sorted(r["student"] for r in gradebook(paths)) == sorted(names)
 
 
 def test_provenance_fields_are_tolerated_and_simulated_records_are_badged(
