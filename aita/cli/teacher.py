@@ -211,5 +211,8 @@ def _review(args: argparse.Namespace) -> int:
 
     assignment = assignment_of(args)
     paths = results_of(args, assignment)
-    serve(assignment, paths, port=args.port, announce=lambda url: print(url, flush=True))
+    try:
+        serve(assignment, paths, port=args.port, announce=lambda url: print(url, flush=True))
+    except KeyboardInterrupt:
+        print(f"\nstopped; every change is saved in {printable(paths.overrides)}", file=sys.stderr)
     return EXIT_OK
