@@ -151,7 +151,7 @@ def _override(args: argparse.Namespace) -> int:
     )
     saved = overrides.record(assignment, paths, change)
     question = assignment.spec.question(args.question)
-    grades = overrides.read_grades(paths, args.student)
+    grades = overrides.read_grades(paths, args.student, assignment.spec.questions)
     applied = overrides.apply(question, grades.get(args.question), saved)
     what = (
         f"{applied.grade.points_awarded:g}/{question.points:g}"

@@ -302,7 +302,7 @@ def write_summary(assignment: Assignment, paths: ResultPaths) -> dict[str, Any]:
     for name in assignment.students():
         if not paths.student_grades(name).exists() and name not in teacher:
             continue
-        model = ResultFile(paths.student_grades(name), QuestionGrade).records
+        model = overrides.read_grades(paths, name, questions)
         applied = overrides.applied_grades(questions, model, teacher.get(name, {}))
         grades = {qid: a.grade for qid, a in applied.items() if a.grade is not None}
         for qid, g in grades.items():

@@ -160,7 +160,7 @@ def record(
     question = _question(assignment, change)
     if change.student not in assignment.students():
         raise OverrideError(f"student {change.student!r} not found in {assignment.submissions}")
-    grades = read_grades(paths, change.student)
+    grades = read_grades(paths, change.student, assignment.spec.questions)
     grade = grades.get(change.question_id)
     bound, what = _bound(paths, question, grade, change)
     if change.points is not None:
@@ -344,10 +344,43 @@ def _bound(
     return maxima[change.criterion - 1], f"the points of criterion {change.criterion} of {name}"
 
 
-def read_grades(paths: ResultPaths, student: str) -> dict[str, QuestionGrade]:
+def read_grades(
+    paths: ResultPaths, student: str, questions: list[Question] | None = None
+) -> dict[str, QuestionGrade]:
+    """The model's grades of ``student`` (none if there is no file), each checked against
+    ``questions``: a grade file edited by hand that does not hold together is refused, naming
+    the file and both numbers (a teacher changes a grade with ``aita override``)."""
     from aita.pipelines.result_files import read_records
 
-    return read_records(paths.student_grades(student), QuestionGrade) or {}
+    path = paths.student_grades(student)
+    grades = read_records(path, QuestionGrade) or {}
+    for question in questions or []:
+        grade = grades.get(question.question_id)
+        problem = None if grade is None else _incoherent(question, grade)
+        if problem:
+            raise AssignmentError(
+                f"{path}: question {question.question_id}: {problem} (change a grade with "
+                "aita override, or grade it again with aita grade --question)"
+            )
+    return grades
+
+
+def _incoherent(question: Question, grade: QuestionGrade) -> str | None:
+    """Why a grade does not hold together, or None."""
+    tolerance = POINTS_TOLERANCE
+    if not 0 <= grade.points_awarded <= question.points + tolerance:
+        return f"{grade.points_awarded:g} points, but the question is worth {question.points:g}"
+    for n, score in enumerate(grade.criterion_scores, start=1):
+        if not 0 <= score.points_awarded <= score.max_points + tolerance:
+            return (
+                f"criterion {n} has {score.points_awarded:g} points, but is worth "
+                f"{score.max_points:g}"
+            )
+    if grade.criterion_scores:
+        total = min(sum(s.points_awarded for s in grade.criterion_scores), question.points)
+        if abs(total - grade.points_awarded) > tolerance:
+            return f"{grade.points_awarded:g} points, but its criteria add up to {total:g}"
+    return None
 
 
 def _changed(

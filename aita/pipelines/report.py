@@ -215,7 +215,7 @@ def build_report(assignment: Assignment, paths: ResultPaths) -> ClassReport:
     teacher = overrides.load(paths)
     for name in assignment.select_students(None):
         answers = read_records(paths.student_answers(name), StudentAnswer) or {}
-        grades = read_records(paths.student_grades(name), QuestionGrade) or {}
+        grades = overrides.read_grades(paths, name, questions)
         applied = overrides.applied_grades(questions, grades, teacher.get(name, {}))
         results = [
             QuestionResult(

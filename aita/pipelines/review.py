@@ -140,7 +140,8 @@ class ReviewServer:
         )
         saved = overrides.record(self.assignment, self.paths, change)
         spec_question = self.assignment.spec.question(question)
-        grade = overrides.read_grades(self.paths, student).get(question)
+        questions = self.assignment.spec.questions
+        grade = overrides.read_grades(self.paths, student, questions).get(question)
         applied = overrides.apply(spec_question, grade, saved)
         from aita.pipelines.grade import write_summary
 

@@ -387,3 +387,21 @@ def test_no_folder_name_or_roster_field_reaches_the_provider_on_a_fresh_assignme
     one = json.loads((root / "results" / "grades" / f"{FOLDERS[0]}.json").read_text())["1"]
     assert float(mine[5]) == pytest.approx(one["points_awarded"] + 3)
     assert not math.isnan(float(mine[5]))
+
+
+def test_a_grade_file_edited_by_hand_that_does_not_add_up_is_refused(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = graded(data, capsys)
+    path = results / "grades" / "alice.json"
+    edited = json.loads(path.read_text())
+    edited["6"]["points_awarded"] = 6 if edited["6"]["points_awarded"] != 6 else 5
+    path.write_text(json.dumps(edited))
+    code, _, err = run(capsys, "report", *where(data))
+    assert code == 2
+    assert f"{path}: question 6: " in err and "but its criteria add up to" in err
+    assert "aita override" in err
+    # regrading that answer is one way out
+    assert run(capsys, "grade", *where(data), "--dry-run", "--yes", "--question", "6",
+               "--student", "alice")[0] == 0  # fmt: skip
+    assert run(capsys, "report", *where(data))[0] == 0
