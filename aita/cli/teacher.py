@@ -73,7 +73,7 @@ def register(commands: Commands) -> None:
     )
     _where(review)
     review.add_argument(
-        "--port", type=int, default=0, metavar="N", help="port to listen on (default: a free one)"
+        "--port", type=_port, default=0, metavar="N", help="port to listen on (default: a free one)"
     )
     review.set_defaults(handler=_review)
 
@@ -206,11 +206,22 @@ def _export(args: argparse.Namespace) -> int:
     return code
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text}")
+    return value
+
+
 def _review(args: argparse.Namespace) -> int:
     from aita.pipelines.review import serve
 
     assignment = assignment_of(args)
     paths = results_of(args, assignment)
+    build_report(assignment, paths)  # nothing to review yet: exit 2 saying what to run first
     try:
         serve(assignment, paths, port=args.port, announce=lambda url: print(url, flush=True))
     except KeyboardInterrupt:

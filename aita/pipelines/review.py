@@ -58,7 +58,11 @@ class ReviewServer:
         self._pages: dict[str, list[Page]] = {}
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"review": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        try:
+            self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError as error:
+            reason = (error.strerror or type(error).__name__).lower()
+            raise AitaError(f"cannot listen on 127.0.0.1:{port} ({reason})") from None
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from aita.cli import main
+from aita.errors import AitaError
 from aita.pipelines.assignment import load_assignment
 from aita.pipelines.review import MAX_BODY, ReviewServer
 
@@ -123,3 +124,9 @@ def test_a_change_is_checked_and_saved_as_aita_override_does(server: ReviewServe
     alice = server.assignment.students().index("alice")
     html = ask(server, "GET", f"/student/{alice}?token={server.token}")[1].decode()
     assert 'value="3.5"' in html and "see me" in html
+
+
+def test_a_port_in_use_is_one_line(server: ReviewServer, graded: Path) -> None:
+    assignment = load_assignment(graded)
+    with pytest.raises(AitaError, match=f"cannot listen on 127.0.0.1:{server.port} "):
+        ReviewServer(assignment, assignment.results_for(dry_run=True), port=server.port)
