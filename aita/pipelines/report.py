@@ -13,6 +13,10 @@ called) and writes two files next to them:
   UTF-8 with a byte-order mark (so Excel reads accents); text cells that a spreadsheet would
   take for a formula get a leading ``'``.
 
+Every grade is read through ``overrides.apply``: a teacher's override wins on the page, in
+the gradebook and in the statistics (marked "overridden", the model's points beside it), and
+answers two graders disagree on (``--second-opinion``) are listed at the top.
+
 Unfinished work is never a 0: a question without a grade is "not graded" (an empty cell), one
 without a transcription "not transcribed", and a student's total is given only once every
 question is graded (the page shows the points so far). Class statistics, like ``summary.json``,
