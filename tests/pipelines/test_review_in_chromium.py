@@ -115,6 +115,14 @@ def test_a_grade_changed_in_the_browser_is_saved_and_sticks_after_reload(
             'section[data-question="4a"] input.question-points',
         )
         picture = chrome.screenshot()
+        # an emptied field is not a 0: nothing is saved, and the page says why
+        chrome.type_into('section[data-question="4a"] input.question-points', TAB)
+        chrome.wait_for(
+            lambda: (
+                chrome.run("return document.querySelector(arguments[0]).textContent;", status)
+                == "not saved: enter a number"
+            )
+        )
 
     shot = tmp_path / "review.png"
     shot.write_bytes(picture)
