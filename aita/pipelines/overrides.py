@@ -143,6 +143,19 @@ def load(paths: ResultPaths) -> dict[str, dict[str, Override]]:
         raise AssignmentError(f"{path}: {where}: {what}; fix it") from None
 
 
+def orphans(assignment: Assignment, paths: ResultPaths) -> list[str]:
+    """``student/question`` of overrides that no longer match a student folder or a question
+    (a folder renamed, a question removed): kept in the file, counted nowhere, so named."""
+    students = set(assignment.students())
+    ids = {q.question_id for q in assignment.spec.questions}
+    return [
+        f"{student}/{qid}"
+        for student, questions in load(paths).items()
+        for qid in questions
+        if student not in students or qid not in ids
+    ]
+
+
 def count(paths: ResultPaths) -> int:
     return sum(len(questions) for questions in load(paths).values())
 

@@ -405,3 +405,17 @@ def test_a_grade_file_edited_by_hand_that_does_not_add_up_is_refused(
     assert run(capsys, "grade", *where(data), "--dry-run", "--yes", "--question", "6",
                "--student", "alice")[0] == 0  # fmt: skip
     assert run(capsys, "report", *where(data))[0] == 0
+
+
+def test_an_override_whose_student_folder_is_gone_is_named_not_dropped(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = graded(data, capsys)
+    assert run(capsys, "override", *where(data), "--student", "chen", "--question", "2",
+               "--points", "3")[0] == 0  # fmt: skip
+    submissions = data / "midterm" / "submissions"
+    (submissions / "chen").rename(submissions / "chen_wu")
+    code, _, err = run(capsys, "report", *where(data))
+    assert code == 0
+    assert "counted nowhere: chen/2" in err
+    assert "chen" in json.loads((results / "overrides.json").read_text())["overrides"]
