@@ -164,10 +164,10 @@ def _run_on_ray(job: BatchFileJob, args: argparse.Namespace, options: RunOptions
             tokens_per_minute=settings.tokens_per_minute,
             redis_url=settings.redis_url,
             limit_name=settings.limit_name,
-            holders=in_flight,
+            holders=ray_batch.cluster_cpus(),
         )
         where = "Redis (AITA_REDIS_URL)" if limit.kind == "redis" else "a limiter actor"
-        info(f"on the Ray cluster: {in_flight} blocks at once, one rate limit through {where}")
+        info(f"on the Ray cluster: one rate limit for every block, through {where}")
         try:
             summary = ray_batch.run_batch_on_ray(
                 job,

@@ -9,9 +9,8 @@ slots from one schedule:
   with every aita process outside the cluster naming the same limit, outlives the driver, and
   runs on Redis's clock;
 - otherwise a limiter actor (``LimiterSchedule``, one per run, on no CPU): every Ray cluster can
-  host one, so ``--ray`` needs no other service. One actor call per request start (and one more
-  after a wait, to see a pause that came meanwhile), each bounded by ``timeout``: well under a
-  millisecond on one machine, a few on a LAN, nothing at provider rates. An actor lost or slow
+  host one, so ``--ray`` needs no other service. One actor call per request start, bounded by
+  ``timeout``: about a millisecond on one machine, a few on a LAN, nothing at provider rates. An actor lost or slow
   past the bound logs one warning, and each executor then paces alone at its ``share`` of the
   rate (the rate over the blocks running at once), so the cluster as a whole stays at or under
   the limit; adaptive rate control still answers 429s.
@@ -137,19 +136,17 @@ class LimiterSchedule:
         self._paused_until = float("-inf")
         self._changed = float("-inf")
 
-    def reserve(self, tokens: int, token_rate: float) -> tuple[float, float | None, float, float]:
-        """The next slot: seconds until it, the rate in force and when it was set, and the slot
-        minus the pause in force (above zero: the slot is behind every pause so far)."""
+    def reserve(self, tokens: int, token_rate: float) -> tuple[float, float | None, float]:
+        """The next slot: seconds until it, and the rate in force and when it was set."""
         now = self._clock()
         slot = max(now, self._next_slot, self._tokens_free_at, self._paused_until)
         self._next_slot = slot + (1.0 / self.rate if self.rate else 0.0)
         if tokens > 0 and token_rate > 0:
             self._tokens_free_at = slot + tokens / token_rate
-        return slot - now, self.rate, self._changed, slot
+        return slot - now, self.rate, self._changed
 
-    def still_free(self, slot: float) -> bool:
-        """Whether ``slot`` (as ``reserve`` gave it) still stands: no pause covers it."""
-        return slot >= self._paused_until
+    def ready(self) -> bool:
+        return True
 
     def pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -211,15 +208,20 @@ class ClusterRateLimiter(RateLimiter):
             reply = self._call("reserve", tokens, token_rate)
             if reply is None:
                 break
-            delay, rate, changed, slot = reply
+            delay, rate, changed = reply
             self._adopt(rate, changed)
             if delay <= 0:
                 return waited
+            with self._lock:
+                local_slot = self._clock() + delay
             self._sleep(delay)
             waited += delay
-            # A pause imposed (by anyone) while we slept moves our slot behind it.
-            if self._call("still_free", slot) is not False:
-                return waited
+            # A pause this process took while we slept (a 429 it met) moves our slot behind it.
+            # Pauses from other processes are not asked after (a second call per request, whose
+            # delay would bunch the starts): they are in the schedule for every later slot.
+            with self._lock:
+                if local_slot >= self._paused_until:
+                    return waited
         return waited + super().acquire(tokens)
 
     def correct(self, tokens: int) -> None:
@@ -327,7 +329,7 @@ def shared_limit(
     ray = import_ray()
     actor_class = ray.remote(num_cpus=0, max_restarts=0)(LimiterSchedule)
     actor = actor_class.remote(rate)
-    ray.get(actor.still_free.remote(0.0), timeout=60)  # started, or fail here rather than later
+    ray.get(actor.ready.remote(), timeout=60)  # started, or fail here rather than later
     return SharedLimit(rate, tokens_per_minute, None, limit_name, actor, 1.0 / max(1, holders))
 
 
@@ -496,10 +498,15 @@ def blocks_of(
 # -- the driver -----------------------------------------------------------------------------------
 
 
+def cluster_cpus() -> int:
+    """The CPUs of the connected cluster: how many blocks run at once (one CPU each)."""
+    return max(1, int(import_ray().cluster_resources().get("CPU", 1)))
+
+
 def default_in_flight() -> int:
-    """Blocks submitted at once: two per CPU of the cluster, so one retried never idles it."""
-    cpus = import_ray().cluster_resources().get("CPU", 1)
-    return max(2, 2 * int(cpus))
+    """Blocks submitted at once: four per CPU, so while the block at the head of the results
+    is retried the cluster runs the next ones rather than idling."""
+    return 4 * cluster_cpus()
 
 
 def run_batch_on_ray(
@@ -514,7 +521,7 @@ def run_batch_on_ray(
     on_block: Callable[[int], object] = lambda lines: None,
 ) -> BatchFileSummary:
     """``job`` on the connected cluster (see the module); ``in_flight`` blocks at most at once
-    (default: two per CPU of the cluster, so a block retried never idles it). ``on_block`` hears
+    (default: ``default_in_flight``). ``on_block`` hears
     how many lines each block wrote. Raises ``BlockFailed`` when a block's retries are spent:
     the lines before it are written, and the next run continues there."""
     ray = import_ray()

@@ -1,0 +1,141 @@
+"""``aita batch run --ray`` on a real local Ray cluster (``ray start --head`` on 127.0.0.1) against
+the simulator at 20 requests/s: every line once, in order, at the server's rate, without 429s,
+while a worker is killed mid-run or the driver is killed and run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aita.simulator import ProviderSimulator
+from tests.support.doubles import TEST_KEY, SimulatorFactory
+from tests.support.ray_cluster import ROOT, RayCluster, ray_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_server]
+__all__ = ["ray_cluster"]  # the fixture, imported so that pytest finds it
+
+LIMIT = 20
+LINES = 600
+
+
+def requests_file(folder: Path, count: int) -> Path:
+    path = folder / "requests.jsonl"
+    path.write_text(
+        "".join(json.dumps({"custom_id": f"r{i:04d}", "prompt": f"q {i}"}) + "\n" for i in range(count))
+    )
+    return path
+
+
+def start(
+    sim: ProviderSimulator, cluster: RayCluster, requests: Path, out: Path, *extra: str
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "AITA_BASE_URL": sim.base_url,
+        "OPENROUTER_API_KEY": TEST_KEY,
+        "AITA_RATE_LIMIT_RPS": str(LIMIT),
+        "AITA_CHECKPOINT_DIR": str(out.parent / "checkpoints"),
+        "AITA_SPEND_LEDGER": "none",
+    }
+    env.pop("AITA_REDIS_URL", None)  # the limiter actor, not Redis
+    command = ["batch", "run", str(requests), "-o", str(out), "--ray", cluster.address, "--yes"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "aita", *command, "--block-size", "50", *extra],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def written(out: Path) -> list[dict[str, object]]:
+    data = out.read_bytes()
+    assert not data or data.endswith(b"\n")
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def assert_every_line_once_in_order(out: Path, count: int) -> None:
+    lines = written(out)
+    assert [line["custom_id"] for line in lines] == [f"r{i:04d}" for i in range(count)]
+    for i, line in enumerate(lines):
+        assert line["error"] is None
+        body = line["response"]["body"]  # type: ignore[index]
+        assert body["choices"][0]["message"]["content"] == f"[sim] q {i}"  # type: ignore[index]
+
+
+def test_600_lines_at_the_servers_rate_with_a_worker_killed_mid_run(
+    ray_cluster: RayCluster, simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = simulator(rate_limit=LIMIT, latency=0.05, announce=False)
+    out = tmp_path / "results.jsonl"
+    proc = start(sim, ray_cluster, requests_file(tmp_path, LINES), out)
+    first_call = last_call = None
+    seen = 0
+    killed: int | None = None
+    timeline: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 240
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "the run did not finish"
+        now, calls = time.monotonic(), sim.stats.requests
+        timeline.append((now, calls))
+        if calls > seen:
+            first_call = first_call or now
+            last_call, seen = now, calls
+        if killed is None and calls >= LINES // 4:
+            workers = ray_cluster.workers()
+            if workers:
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+                print("killed at", now - (first_call or now))
+        time.sleep(0.01)
+    stdout, stderr = proc.communicate()
+    if timeline:
+        t0 = timeline[0][0]
+        buckets: dict[int, int] = {}
+        for t, c in timeline:
+            buckets[int(t - t0)] = c
+        print(buckets, stderr[-2000:])
+    assert proc.returncode == 0, stderr[-3000:]
+    assert killed is not None, "no worker was running a block"
+    assert_every_line_once_in_order(out, LINES)
+    # The killed worker's calls in flight are asked again (8 threads), nothing else.
+    assert LINES <= sim.stats.requests <= LINES + 8 + sim.stats.rate_limited
+    assert first_call is not None and last_call is not None
+    rate = LINES / (last_call - first_call)
+    print(f"{LINES} lines at {rate:.2f}/s, {sim.stats.rate_limited} 429s of {sim.stats.requests}")
+    assert rate >= 0.9 * LIMIT
+    assert sim.stats.rate_limited < 0.01 * sim.stats.requests
+
+
+def test_the_driver_killed_and_run_again_asks_only_what_had_no_answer(
+    ray_cluster: RayCluster, simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = simulator(rate_limit=LIMIT, latency=0.05, announce=False)
+    requests, out = requests_file(tmp_path, 300), tmp_path / "results.jsonl"
+    proc = start(sim, ray_cluster, requests, out)
+    deadline = time.monotonic() + 120
+    while sim.stats.requests < 120:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    before = len(written(out))
+    assert before < 300
+    again = start(sim, ray_cluster, requests, out)
+    _, stderr = again.communicate(timeout=180)
+    assert again.returncode == 0, stderr[-3000:]
+    assert_every_line_once_in_order(out, 300)
+    # Asked twice: only the calls in flight when the driver went (its blocks' threads), and
+    # what the cluster's workers had begun before they saw it was gone.
+    assert max(sim.stats.calls_by_prompt.values()) <= 2
+    assert sim.stats.requests - sim.stats.rate_limited <= 300 + 4 * 8
