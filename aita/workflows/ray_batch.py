@@ -10,10 +10,10 @@ slots from one schedule:
   runs on Redis's clock;
 - otherwise a limiter actor (``LimiterSchedule``, one per run, on no CPU): every Ray cluster can
   host one, so ``--ray`` needs no other service. One actor call per request start, bounded by
-  ``timeout``: about a millisecond on one machine, a few on a LAN, nothing at provider rates. An actor lost or slow
-  past the bound logs one warning, and each executor then paces alone at its ``share`` of the
-  rate (the rate over the blocks running at once), so the cluster as a whole stays at or under
-  the limit; adaptive rate control still answers 429s.
+  ``timeout``: about a millisecond on one machine, a few on a LAN, nothing at provider rates.
+  An actor lost or slow past the bound logs one warning, and each executor then paces alone
+  at its ``share`` of the rate (the rate over the blocks running at once), so the cluster as a
+  whole stays at or under the limit; adaptive rate control still answers 429s.
 
 ``aita batch run --ray``: the driver reads and checks the files exactly as a local run does
 (``BatchFileJob.remaining``), cuts the request lines into blocks of ``block_size`` numbered from
@@ -107,7 +107,9 @@ def connect(address: str | None) -> Any:
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise RayUnavailable(f"--ray: cannot join the Ray cluster at {address}: {error}") from None
+            raise RayUnavailable(
+                f"--ray: cannot join the Ray cluster at {address}: {error}"
+            ) from None
     return ray
 
 
@@ -208,7 +210,7 @@ class ClusterRateLimiter(RateLimiter):
             reply = self._call("reserve", tokens, token_rate)
             if reply is None:
                 break
-            delay, rate, changed = reply
+            delay, rate, changed = float(reply[0]), reply[1], float(reply[2])
             self._adopt(rate, changed)
             if delay <= 0:
                 return waited

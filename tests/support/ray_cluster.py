@@ -4,6 +4,7 @@ processes (not ``ray stop``, which ends every Ray process of the user on the mac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -68,7 +69,9 @@ class RayCluster:
 
     def workers(self) -> list[int]:
         """The pids of the Ray workers running a block now (titled ``ray::run_block``)."""
-        return [pid for pid, title in _session(self.process.pid) if title.startswith("ray::run_block")]
+        return [
+            pid for pid, title in _session(self.process.pid) if title.startswith("ray::run_block")
+        ]
 
     def stop(self) -> None:
         leftovers = self.processes()
@@ -87,10 +90,8 @@ class RayCluster:
                 except ProcessLookupError:
                     break
                 time.sleep(0.1)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
@@ -117,9 +118,7 @@ def start_ray_cluster(num_cpus: int = 2, env: dict[str, str] | None = None) -> R
     ray_bin = Path(sys.executable).with_name("ray")
     # A short path: Ray's unix sockets live in it and their paths are limited to 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="aita-ray-", dir="/tmp"))
-    gcs, node_manager, object_manager, client, agent, agent_grpc, env_agent, metrics = free_ports(
-        8
-    )
+    gcs, node_manager, object_manager, client, agent, agent_grpc, env_agent, metrics = free_ports(8)
     workers = free_range(40)
     command = [
         str(ray_bin), "start", "--head", "--block",
