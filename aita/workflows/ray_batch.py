@@ -129,23 +129,27 @@ class LimiterSchedule:
         *,
         raise_hold: float = AdaptiveRate.RECOVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.rate = rate
         self._clock = clock
+        self._wall = wall
         self._raise_hold = raise_hold
         self._next_slot = float("-inf")
         self._tokens_free_at = float("-inf")
         self._paused_until = float("-inf")
         self._changed = float("-inf")
 
-    def reserve(self, tokens: int, token_rate: float) -> tuple[float, float | None, float]:
-        """The next slot: seconds until it, and the rate in force and when it was set."""
+    def reserve(self, tokens: int, token_rate: float) -> tuple[float, float | None, float, float]:
+        """The next slot: seconds until it, the rate in force and when it was set, and the
+        actor's wall clock now (so a caller can time its slot from when it was reserved, not
+        from when the answer reached it: see ``ClusterRateLimiter.acquire``)."""
         now = self._clock()
         slot = max(now, self._next_slot, self._tokens_free_at, self._paused_until)
         self._next_slot = slot + (1.0 / self.rate if self.rate else 0.0)
         if tokens > 0 and token_rate > 0:
             self._tokens_free_at = slot + tokens / token_rate
-        return slot - now, self.rate, self._changed
+        return slot - now, self.rate, self._changed, self._wall()
 
     def ready(self) -> bool:
         return True
@@ -177,7 +181,7 @@ class ClusterRateLimiter(RateLimiter):
     """``RateLimiter`` whose schedule is a ``LimiterSchedule`` actor (see the module). A drop-in:
     ``ParallelLLMExecutor(rate_limiter=...)``, ``AdaptiveRate``."""
 
-    __slots__ = ("_actor", "_local", "_rate_changed", "_share", "_timeout", "shared_rate")
+    __slots__ = ("_actor", "_local", "_rate_changed", "_share", "_timeout", "_wall", "shared_rate")
 
     def __init__(
         self,
@@ -188,9 +192,11 @@ class ClusterRateLimiter(RateLimiter):
         share: float = 1.0,
         timeout: float = LIMITER_TIMEOUT,
         sleep: Callable[[float], object] = time.sleep,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(rate, tokens_per_minute=tokens_per_minute, sleep=sleep)
         self._actor = actor
+        self._wall = wall
         self._share = min(1.0, max(share, 1e-6))
         self._timeout = timeout
         self._local = False
@@ -207,17 +213,25 @@ class ClusterRateLimiter(RateLimiter):
         waited = 0.0
         while not self._local:
             token_rate = self._token_rate if tokens else 0.0
+            asked = self._wall()
             reply = self._call("reserve", tokens, token_rate)
             if reply is None:
                 break
+            answered = self._wall()
             delay, rate, changed = float(reply[0]), reply[1], float(reply[2])
             self._adopt(rate, changed)
-            if delay <= 0:
+            # The slot counts from when the actor reserved it, which happened between asking and
+            # the answer: its wall clock says when, trusted within that span (a node whose clock
+            # is off by more is held to the span). Timing it from the answer's arrival instead
+            # would add the call's varying latency to every start, bunching them into 429s.
+            reserved = min(max(float(reply[3]), asked), answered)
+            left = reserved + delay - answered
+            if left <= 0:
                 return waited
             with self._lock:
-                local_slot = self._clock() + delay
-            self._sleep(delay)
-            waited += delay
+                local_slot = self._clock() + left
+            self._sleep(left)
+            waited += left
             # A pause this process took while we slept (a 429 it met) moves our slot behind it.
             # Pauses from other processes are not asked after (a second call per request, whose
             # delay would bunch the starts): they are in the schedule for every later slot.

@@ -56,7 +56,7 @@ def test_a_cut_applies_at_once_and_a_raise_waits_for_the_hold() -> None:
     clock.sleep(1.5)
     rate, changed = schedule.set_rate(16)
     assert (rate, changed) == (16, clock())
-    assert schedule.reserve(0, 0.0)[1:] == (16, clock())
+    assert schedule.reserve(0, 0.0)[1:3] == (16, clock())
 
 
 def lines(count: int) -> list[object]:
