@@ -195,3 +195,28 @@ def test_llm_tasks_over_a_ray_dataset_share_one_limit_across_its_mappers(
     print(f"{rows} rows through 2 mappers at {rate:.2f}/s, {sim.stats.rate_limited} 429s")
     assert rate >= 0.9 * LIMIT
     assert sim.stats.rate_limited < 0.01 * sim.stats.requests
+
+
+def test_the_limiter_actor_lost_each_holder_paces_alone_at_its_share(
+    ray_cluster: RayCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ray
+
+    from aita.workflows.ray_batch import ClusterRateLimiter, shared_limit
+
+    ray.init(address=ray_cluster.address, logging_level="WARNING")
+    try:
+        limit = shared_limit(10, holders=4)
+        limiter = ClusterRateLimiter(limit.actor, 10, share=limit.share, timeout=5)
+        assert limiter.acquire() == 0.0
+        assert limiter.acquire() == pytest.approx(0.1, abs=0.05)  # the actor's schedule
+        ray.kill(limit.actor)
+        started = time.monotonic()
+        limiter.acquire()
+        limiter.acquire()
+        assert time.monotonic() - started < 5.5  # bounded by the timeout, never hangs
+        assert not limiter.shared
+        assert limiter.rate == pytest.approx(2.5)  # its quarter of 10/s
+        assert "lost the cluster's rate limiter" in caplog.text
+    finally:
+        ray.shutdown()
