@@ -131,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
         warn=lambda line: print(f"aita: {line}", file=sys.stderr, flush=True),
     )
     options = options_of(args)
+    if args.block_size is not None and args.ray is None:
+        raise AitaError("--block-size: only with --ray")
     if args.ray is not None:
         return _run_on_ray(job, args, options)
     with client_of(options) as client:

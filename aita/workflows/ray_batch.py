@@ -569,7 +569,7 @@ def run_batch_on_ray(
                     raise BlockFailed(
                         f"{job.requests}: the block of request lines {block.first + 1}-"
                         f"{block.first + len(block.lines)} failed on the cluster "
-                        f"({type(error).__name__}); the lines before it are in {job.results}: "
+                        f"({_reason(error)}); the lines before it are in {job.results}: "
                         "run the same command again to continue"
                     ) from None
                 for line, answer in zip(block.lines, done.lines, strict=True):
@@ -581,6 +581,16 @@ def run_batch_on_ray(
                 ray.cancel(ref, force=True)
             summary.metrics = merged(metrics, time.perf_counter() - started)
     return summary
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong on the cluster, in one short line: the block's own exception when it
+    raised one (aita's messages hold no key), else Ray's kind of failure."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
+        return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+    return type(error).__name__
 
 
 def _record(job: BatchFileJob, results: ResultsFile, line: RequestLine, done: LineDone) -> None:

@@ -126,3 +126,11 @@ def test_the_default_install_never_imports_ray() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_block_size_belongs_to_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["batch", "run", str(requests_file(tmp_path)), "-o", "o.jsonl", "--block-size", "9"]
+    )
+    assert code == 2
+    assert "--block-size: only with --ray" in capsys.readouterr().err
