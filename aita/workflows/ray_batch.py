@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -104,6 +105,7 @@ def connect(address: str | None) -> Any:
             "cluster started on this machine) or set RAY_ADDRESS"
         )
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as error:
@@ -111,6 +113,30 @@ def connect(address: str | None) -> Any:
                 f"--ray: cannot join the Ray cluster at {address}: {error}"
             ) from None
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse an address nothing answers at, within ``timeout``: ``ray.init`` would wait for it
+    for minutes. ``auto`` is resolved as Ray resolves it (the cluster started on this
+    machine); an address this cannot read is left to Ray."""
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+        except ImportError:
+            return
+        try:
+            target = str(canonicalize_bootstrap_address_or_die("auto"))
+        except ConnectionError as error:
+            raise RayUnavailable(f"--ray auto: {error}") from None
+    host, _, port = target.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RayUnavailable(f"--ray: no Ray cluster answers at {address} ({reason})") from None
 
 
 # -- the shared limit -----------------------------------------------------------------------------

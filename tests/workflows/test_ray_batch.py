@@ -16,6 +16,7 @@ from aita.engine import ExecutionMetrics
 from aita.workflows.batchfile import parse_request_line
 from aita.workflows.ray_batch import LimiterSchedule, blocks_of, merged
 from tests.support.doubles import FakeClock
+from tests.support.ray_cluster import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,3 +135,14 @@ def test_block_size_belongs_to_ray(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     assert code == 2
     assert "--block-size: only with --ray" in capsys.readouterr().err
+
+
+def test_an_address_nothing_answers_at_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    (port,) = free_ports(1)  # bound a moment ago, closed: refused
+    requests = str(requests_file(tmp_path))
+    code = main(["batch", "run", requests, "-o", "o.jsonl", "--ray", f"127.0.0.1:{port}"])
+    assert code == 2
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in capsys.readouterr().err
