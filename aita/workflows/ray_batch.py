@@ -371,7 +371,12 @@ def shared_limit(
     ray = import_ray()
     actor_class = ray.remote(num_cpus=0, max_restarts=0)(LimiterSchedule)
     actor = actor_class.remote(rate)
-    ray.get(actor.ready.remote(), timeout=60)  # started, or fail here rather than later
+    try:
+        ray.get(actor.ready.remote(), timeout=60)  # started, or fail here rather than later
+    except (ray.exceptions.RayError, TimeoutError) as error:
+        raise RayUnavailable(
+            f"--ray: the cluster did not start the rate limiter's actor ({type(error).__name__})"
+        ) from None
     return SharedLimit(rate, tokens_per_minute, None, limit_name, actor, 1.0 / max(1, holders))
 
 

@@ -136,7 +136,7 @@ def test_the_driver_killed_and_run_again_asks_only_what_had_no_answer(
     assert_every_line_once_in_order(out, 300)
     # Asked twice: only the calls in flight when the driver went (its blocks' threads), and
     # what the cluster's workers had begun before they saw it was gone.
-    assert max(sim.stats.calls_by_prompt.values()) <= 2
+    assert max(sim.stats.ok_by_prompt.values()) <= 2
     assert sim.stats.requests - sim.stats.rate_limited <= 300 + 4 * 8
 
 
