@@ -20,9 +20,10 @@ from aita.engine import LLMTask, SimpleLLMTask
 from aita.simulator import ProviderSimulator
 from tests.support.doubles import TEST_KEY, SimulatorFactory
 from tests.support.ray_cluster import ROOT, RayCluster, ray_cluster
+from tests.support.redis_server import RedisServer, redis_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_server]
-__all__ = ["ray_cluster"]  # the fixture, imported so that pytest finds it
+__all__ = ["ray_cluster", "redis_server"]  # the fixtures, imported so that pytest finds them
 
 LIMIT = 20
 #: aita's rate: a twentieth under the server's, a margin for the starts a loaded machine
@@ -42,7 +43,12 @@ def requests_file(folder: Path, count: int) -> Path:
 
 
 def start(
-    sim: ProviderSimulator, cluster: RayCluster, requests: Path, out: Path, *extra: str
+    sim: ProviderSimulator,
+    cluster: RayCluster,
+    requests: Path,
+    out: Path,
+    *extra: str,
+    redis_url: str | None = None,
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -53,7 +59,9 @@ def start(
         "AITA_CHECKPOINT_DIR": str(out.parent / "checkpoints"),
         "AITA_SPEND_LEDGER": "none",
     }
-    env.pop("AITA_REDIS_URL", None)  # the limiter actor, not Redis
+    env.pop("AITA_REDIS_URL", None)  # the limiter actor, unless Redis is given
+    if redis_url:
+        env["AITA_REDIS_URL"] = redis_url
     command = ["batch", "run", str(requests), "-o", str(out), "--ray", cluster.address, "--yes"]
     return subprocess.Popen(
         [sys.executable, "-m", "aita", *command, "--block-size", "50", *extra],
@@ -220,3 +228,16 @@ def test_the_limiter_actor_lost_each_holder_paces_alone_at_its_share(
         assert "lost the cluster's rate limiter" in caplog.text
     finally:
         ray.shutdown()
+
+
+def test_with_aita_redis_url_the_blocks_share_the_limit_in_redis(
+    ray_cluster: RayCluster, redis_server: RedisServer, simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = simulator(rate_limit=LIMIT, latency=0.05, announce=False)
+    requests, out = requests_file(tmp_path, 200), tmp_path / "results.jsonl"
+    proc = start(sim, ray_cluster, requests, out, redis_url=redis_server.url)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "one rate limit for every block, through Redis (AITA_REDIS_URL)" in stdout
+    assert_every_line_once_in_order(out, 200)
+    assert sim.stats.rate_limited < 0.01 * sim.stats.requests
