@@ -8,13 +8,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aita.cli import main
 from aita.engine import ExecutionMetrics
 from aita.workflows.batchfile import parse_request_line
-from aita.workflows.ray_batch import LimiterSchedule, blocks_of, merged
+from aita.workflows.ray_batch import ClusterRateLimiter, LimiterSchedule, blocks_of, merged
 from tests.support.doubles import FakeClock
 from tests.support.ray_cluster import free_ports
 
@@ -146,3 +147,44 @@ def test_an_address_nothing_answers_at_is_refused_at_once(
     code = main(["batch", "run", requests, "-o", "o.jsonl", "--ray", f"127.0.0.1:{port}"])
     assert code == 2
     assert f"no Ray cluster answers at 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+class DirectLimiter(ClusterRateLimiter):
+    """``ClusterRateLimiter`` calling its schedule in this process, each answer ``latency``
+    late on a fake clock; ``lost`` makes every call fail as a dead actor's would."""
+
+    def __init__(self, schedule: LimiterSchedule, clock: FakeClock, latency: float) -> None:
+        super().__init__(None, schedule.rate, share=0.25, sleep=clock.sleep, wall=clock)
+        self._clock = clock
+        self.schedule, self.fake, self.latency, self.lost = schedule, clock, latency, False
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self.lost:
+            self._fall_back(TimeoutError())
+            return None
+        answer = getattr(self.schedule, method)(*args)
+        self.fake.sleep(self.latency)
+        return answer
+
+
+def test_a_start_is_timed_from_its_reservation_not_from_the_answers_arrival() -> None:
+    clock = FakeClock()
+    limiter = DirectLimiter(LimiterSchedule(10, clock=clock, wall=clock), clock, latency=0.03)
+    starts = []
+    for _ in range(4):
+        limiter.acquire()
+        starts.append(clock())
+    # reserved at 0, 0.03, 0.1+: the answers' 30 ms are not added to the waits
+    assert starts == pytest.approx([0.03, 0.1, 0.2, 0.3])
+
+
+def test_the_actor_lost_the_limiter_paces_alone_at_its_share() -> None:
+    clock = FakeClock()
+    limiter = DirectLimiter(LimiterSchedule(8, clock=clock, wall=clock), clock, latency=0.0)
+    limiter.acquire()
+    limiter.lost = True
+    limiter.acquire()
+    assert not limiter.shared and limiter.rate == 2.0  # a quarter of 8/s
+    before = clock()
+    limiter.acquire()
+    assert clock() - before == pytest.approx(0.5)
