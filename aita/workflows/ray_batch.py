@@ -129,6 +129,8 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
             target = str(canonicalize_bootstrap_address_or_die("auto"))
         except ConnectionError as error:
             raise RayUnavailable(f"--ray auto: {error}") from None
+        except Exception:  # a private helper of Ray's: if it changed, leave it to ray.init
+            return
     host, _, port = target.split("://", 1)[-1].rpartition(":")
     if not host or not port.isdigit():
         return
