@@ -201,8 +201,11 @@ def test_llm_tasks_over_a_ray_dataset_share_one_limit_across_its_mappers(
     assert sim.stats.requests - sim.stats.rate_limited == rows
     rate = (rows - 1) / (calls[-1] - calls[0])
     print(f"{rows} rows through 2 mappers at {rate:.2f}/s, {sim.stats.rate_limited} 429s")
-    assert rate >= 0.9 * LIMIT
-    assert sim.stats.rate_limited < 0.01 * sim.stats.requests
+    # Two mappers pacing apart would send 38/s against 20/s and have about half refused; one
+    # shared limit keeps them under it, together, and near it (19/s measured on a quiet
+    # machine; Ray Data's hand-over between batches leaves small gaps, hence the margin).
+    assert 0.75 * LIMIT <= rate <= 1.05 * LIMIT
+    assert sim.stats.rate_limited < 0.02 * sim.stats.requests
 
 
 def test_the_limiter_actor_lost_each_holder_paces_alone_at_its_share(
