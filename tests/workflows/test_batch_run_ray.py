@@ -9,14 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from aita.engine import LLMTask, SimpleLLMTask
 from aita.simulator import ProviderSimulator
 from tests.support.doubles import TEST_KEY, SimulatorFactory
 from tests.support.ray_cluster import ROOT, RayCluster, ray_cluster
@@ -148,56 +145,35 @@ def test_the_driver_killed_and_run_again_asks_only_what_had_no_answer(
     assert sim.stats.requests - sim.stats.rate_limited <= 300 + 4 * 8
 
 
-def ask(row: dict[str, Any]) -> LLMTask:
-    """A row of the dataset as a task (module-level: Ray pickles it by name)."""
-    return SimpleLLMTask(str(row["id"]), str(row["question"]))
-
-
 def test_llm_tasks_over_a_ray_dataset_share_one_limit_across_its_mappers(
-    ray_cluster: RayCluster, simulator: SimulatorFactory
+    ray_cluster: RayCluster, simulator: SimulatorFactory, tmp_path: Path
 ) -> None:
-    import ray
-    import ray.data
-
-    from aita.workflows.ray_batch import ClientSpec, LLMTaskMapper, shared_limit
-
     sim = simulator(rate_limit=LIMIT, latency=0.05, announce=False)
-    rows = 200
-    ray.init(address=ray_cluster.address, logging_level="WARNING")
-    try:
-        limit = shared_limit(RATE, holders=2)
-        client = ClientSpec(sim.base_url, "test/model", TEST_KEY, timeout=10)
-        ds = ray.data.from_items([{"id": f"d{i}", "question": f"q {i}"} for i in range(rows)])
-        answered = ds.map_batches(
-            LLMTaskMapper,
-            fn_constructor_kwargs={"make_task": ask, "client": client, "limit": limit},
-            concurrency=2,
-            batch_size=20,
-        )
-        calls: list[float] = []
-        watching = threading.Event()
-
-        def watch() -> None:
-            seen = 0
-            while not watching.is_set():
-                if sim.stats.requests > seen:
-                    seen = sim.stats.requests
-                    calls.append(time.monotonic())
-                time.sleep(0.01)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            out = answered.take_all()
-        finally:
-            watching.set()
-            watcher.join()
-    finally:
-        ray.shutdown()
-    assert sorted(str(row["id"]) for row in out) == sorted(f"d{i}" for i in range(rows))
-    for row in out:
+    rows, out = 200, tmp_path / "rows.json"
+    command = ["-m", "tests.support.ray_dataset_runner", ray_cluster.address, sim.base_url]
+    driver = subprocess.Popen(
+        [sys.executable, *command, str(rows), str(RATE), str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    calls: list[float] = []
+    seen = 0
+    deadline = time.monotonic() + 240
+    while driver.poll() is None:
+        assert time.monotonic() < deadline, "the dataset did not finish"
+        if sim.stats.requests > seen:
+            seen = sim.stats.requests
+            calls.append(time.monotonic())
+        time.sleep(0.01)
+    _, stderr = driver.communicate()
+    assert driver.returncode == 0, stderr[-3000:]
+    answered = json.loads(out.read_text())
+    assert sorted(row["id"] for row in answered) == sorted(f"d{i}" for i in range(rows))
+    for row in answered:
         assert row["error"] is None
-        assert row["answer"] == f"[sim] q {str(row['id'])[1:]}"
+        assert row["answer"] == f"[sim] q {row['id'][1:]}"
     assert sim.stats.requests - sim.stats.rate_limited == rows
     rate = (rows - 1) / (calls[-1] - calls[0])
     print(f"{rows} rows through 2 mappers at {rate:.2f}/s, {sim.stats.rate_limited} 429s")
