@@ -24,6 +24,7 @@ from aita.cli import (
     records,
     report,
     simulator,
+    teacher,
     workflows,
 )
 from aita.cli._parsers import HelpFormatter, add_verbosity
@@ -46,7 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aita {aita.__version__}")
     add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (assignment, report, workflows, batch, records, cache, simulator, completion):
+    for group in (
+        assignment,
+        report,
+        teacher,
+        workflows,
+        batch,
+        records,
+        cache,
+        simulator,
+        completion,
+    ):
         group.register(commands)
     return parser
 

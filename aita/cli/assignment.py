@@ -10,10 +10,12 @@ from typing import TypeVar
 from aita.cli._options import assignment_of, client_of, options_of
 from aita.cli._parsers import Commands, add_command, assignment_options
 from aita.cli._summary import EXIT_FAILED, info, report
+from aita.cli._types import probability
 from aita.engine import OpenAICompatibleClient
+from aita.pipelines import overrides
 from aita.pipelines.assignment import Assignment
 from aita.pipelines.execution import RunOptions
-from aita.pipelines.grade import grade
+from aita.pipelines.grade import DEFAULT_TOLERANCE, SecondGrader, grade
 from aita.pipelines.rubric import generate_rubrics
 from aita.pipelines.transcribe import transcribe
 from aita.terminal import printable
@@ -62,11 +64,32 @@ def register(commands: Commands) -> None:
         examples=[
             "aita grade --assignment midterm --dry-run",
             "aita grade --assignment midterm --student alice -q",
+            "aita grade --assignment midterm --question 4a --student alice   # ask again",
+            "aita grade --assignment midterm --second-opinion openai/gpt-4o",
         ],
     )
     grade_command.set_defaults(handler=_grade)
     for command in (transcribe_command, grade_command):
         command.add_argument("--student", help="only this student (default: all)")
+    grade_command.add_argument(
+        "--question",
+        metavar="ID",
+        help="grade this question's answers again, with new calls (of --student, or of "
+        "everyone); other grades are left as they are",
+    )
+    grade_command.add_argument(
+        "--second-opinion",
+        metavar="MODEL",
+        help="grade every answer a second time with MODEL (the same model: at another "
+        "seed) and flag answers where the two differ by more than --tolerance",
+    )
+    grade_command.add_argument(
+        "--tolerance",
+        type=probability,
+        default=DEFAULT_TOLERANCE,
+        metavar="SHARE",
+        help="with --second-opinion: the share of a question's points two grades may differ by",
+    )
 
 
 def _run(args: argparse.Namespace, pipeline: Pipeline[T]) -> tuple[Assignment, T]:
@@ -114,7 +137,9 @@ def _transcribe(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    assignment, outcome = _run(args, partial(grade, student=args.student))
+    second = SecondGrader(args.second_opinion, args.tolerance) if args.second_opinion else None
+    pipeline = partial(grade, student=args.student, question=args.question, second_opinion=second)
+    assignment, outcome = _run(args, pipeline)
     students = outcome.summary.get("students", {})
     n = len(assignment.spec.questions)
     for name in outcome.students:
@@ -145,6 +170,23 @@ def _grade(args: argparse.Namespace) -> int:
             f"median {stats['median']:g}, min {stats['min']:g}, max {stats['max']:g}"
         )
     print(f"{outcome.reused} grades reused from earlier runs")
-    code = report(outcome.batch, reused=outcome.reused)
-    info(f"written to {assignment.results_for(args.dry_run).grade_summary.parent}")
+    if outcome.regraded:
+        asked = ", ".join(f"{printable(s)} {printable(q)}" for s, q in outcome.regraded)
+        print(f"graded again: {asked}")
+    if second is not None:
+        found = ", ".join(f"{printable(s)} {printable(q)}" for s, q in outcome.disagreements)
+        print(
+            f"second opinion ({printable(second.model)}): {len(outcome.disagreements)} "
+            f"answer(s) differ by more than {second.tolerance:.0%} of their points"
+            + (f", to review: {found}" if found else "")
+        )
+    paths = assignment.results_for(args.dry_run)
+    kept = overrides.count(paths)
+    if kept and args.force:
+        print(f"--force kept {kept} teacher override(s) in {paths.overrides}: they still win")
+    elif kept:
+        info(f"{kept} teacher override(s) in {paths.overrides} count over these grades")
+    batches = [outcome.batch, outcome.regrade_batch, outcome.second_batch]
+    code = report(batches, reused=outcome.reused)
+    info(f"written to {paths.grade_summary.parent}")
     return EXIT_FAILED if outcome.incomplete else code

@@ -14,6 +14,7 @@ from aita.cli._summary import EXIT_FAILED, EXIT_OK, cost_text, info
 from aita.cli._types import positive_float, positive_int
 from aita.engine import (
     BATCH_DISCOUNT,
+    AitaError,
     OpenAICompatibleClient,
     ParallelLLMExecutor,
     ProviderError,
@@ -50,6 +51,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "aita batch run requests.jsonl -o results.jsonl --workers 16 --rate-limit 20",
             "aita batch run requests.jsonl -o results.jsonl --batch-api   # half price",
             "aita batch run requests.jsonl -o part0.jsonl --shard 0/2     # machine A of 2",
+            "aita batch run requests.jsonl -o results.jsonl --ray auto    # on a Ray cluster",
         ],
     )
     run.add_argument("requests", type=Path, help="the requests (JSON lines)")
@@ -59,6 +61,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=_shard,
         metavar="I/N",
         help="only the requests whose custom_id hashes to part I of N",
+    )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the file as blocks of Ray tasks on the cluster at ADDRESS (default: "
+        "RAY_ADDRESS; auto: the cluster started on this machine), one rate limit for all of "
+        "them; needs pip install 'aita[ray]'",
+    )
+    run.add_argument(
+        "--block-size",
+        type=positive_int,
+        metavar="N",
+        help="--ray: request lines per Ray task (default: 100)",
     )
     run.add_argument(
         "--batch-api",
@@ -115,6 +132,10 @@ def _run(args: argparse.Namespace) -> int:
         warn=lambda line: print(f"aita: {printable(line)}", file=sys.stderr, flush=True),
     )
     options = options_of(args)
+    if args.block_size is not None and args.ray is None:
+        raise AitaError("--block-size: only with --ray")
+    if args.ray is not None:
+        return _run_on_ray(job, args, options)
     with client_of(options) as client:
         if not args.dry_run:  # aita simulate: its answers are simulated, and cost nothing
             job.simulated = announces_simulation(client.base_url)
@@ -130,6 +151,41 @@ def _run(args: argparse.Namespace) -> int:
             print(f"aita: {error}", file=sys.stderr)
             return EXIT_FAILED
     return _report(job, summary, args.batch_api)
+
+
+def _run_on_ray(job: BatchFileJob, args: argparse.Namespace, options: RunOptions) -> int:
+    if args.batch_api or options.dry_run:
+        raise AitaError(f"--ray: not with {'--batch-api' if args.batch_api else '--dry-run'}")
+    from aita.workflows import ray_batch  # imports Ray: only here
+
+    ray_batch.connect(args.ray or None)
+    with client_of(options) as client:
+        _check_spend(job, client, options, batch_api=False)
+        executor = _executor(client, options)
+        settings = executor.settings
+        in_flight = ray_batch.default_in_flight()
+        limit = ray_batch.shared_limit(
+            settings.rate_limit,
+            tokens_per_minute=settings.tokens_per_minute,
+            redis_url=settings.redis_url,
+            limit_name=settings.limit_name,
+            holders=ray_batch.cluster_cpus(),
+        )
+        where = "Redis (AITA_REDIS_URL)" if limit.kind == "redis" else "a limiter actor"
+        info(f"on the Ray cluster: one rate limit for every block, through {where}")
+        try:
+            summary = ray_batch.run_batch_on_ray(
+                job,
+                ray_batch.ClientSpec.from_config(options.model),
+                ray_batch.ExecutorPlan.of(executor),
+                limit,
+                block_size=args.block_size or ray_batch.DEFAULT_BLOCK_SIZE,
+                in_flight=in_flight,
+            )
+        except ray_batch.BlockFailed as error:
+            print(f"aita: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    return _report(job, summary, batch_api=False)
 
 
 def _executor(client: OpenAICompatibleClient, options: RunOptions) -> ParallelLLMExecutor:

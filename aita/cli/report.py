@@ -9,6 +9,7 @@ from pathlib import Path
 from aita.cli._options import assignment_of
 from aita.cli._parsers import Commands, add_command, add_verbosity
 from aita.cli._summary import EXIT_OK, info
+from aita.pipelines import overrides
 from aita.pipelines.assignment import ResultPaths
 from aita.pipelines.report import write_report
 from aita.terminal import printable
@@ -60,6 +61,13 @@ def _report(args: argparse.Namespace) -> int:
         f"{not_graded} not graded"
         + ("; dry run (simulated) results included" if report.simulated else "")
     )
+    lost = overrides.orphans(assignment, paths)
+    if lost:
+        print(
+            f"overrides of no student folder or question, kept in {printable(paths.overrides)} "
+            f"but counted nowhere: {', '.join(map(printable, lost))}",
+            file=sys.stderr,
+        )
     info(f"written to {paths.report} and {paths.gradebook}")
     return EXIT_OK
 

@@ -6,6 +6,7 @@
         question_instructions.json  optional {"1a": "..."}
         user_rubrics.json           optional {"1a": {"criteria": [...]}}: used as-is
         submissions/<student>/page_001.png ...
+        roster.csv                  optional: folder, id, name, email (for exports only)
         results/                    everything aita writes (a dry run's: results/dry-run/)
 
 Every problem with these files is an ``AssignmentError``: one line naming the file and the
@@ -73,6 +74,13 @@ class ResultPaths:
 
     def student_grades(self, student: str) -> Path:
         return self.results / "grades" / f"{safe_filename(student, distinct=True)}.json"
+
+    def second_opinion(self, student: str) -> Path:
+        return self.results / "second_opinion" / f"{safe_filename(student, distinct=True)}.json"
+
+    @property
+    def overrides(self) -> Path:
+        return self.results / "overrides.json"
 
     @property
     def grade_summary(self) -> Path:

@@ -31,7 +31,7 @@ def dry_run_responder(request: dict[str, Any]) -> str | None:
     if name == "PageTranscriptionContent":
         return _transcription(text, _image_digest(request))
     if name == "GradeContent":
-        return _grade(text)
+        return _grade(text, str(request.get("model") or ""))
     if name == "CourseOutline":
         return _outline(text)
     if name == "ChapterContent":
@@ -103,9 +103,11 @@ def _transcription(text: str, scan: str) -> str:
     return orjson.dumps({"text": body, "confidence": 0.9, "notes": "[dry run]"}).decode()
 
 
-def _grade(text: str) -> str:
-    # A share of each criterion's points that differs by answer but not between runs.
-    share = 0.4 + 0.6 * (int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 100) / 100
+def _grade(text: str, model: str) -> str:
+    # A share of each criterion's points that differs by answer but not between runs; a model
+    # named in the request (a second opinion) grades differently, and always the same way.
+    seen = text if model.startswith("dry-run/") or not model else f"{model}\n{text}"
+    share = 0.4 + 0.6 * (int(hashlib.sha256(seen.encode()).hexdigest()[:8], 16) % 100) / 100
     scores = [
         {
             "criterion": int(n),

@@ -47,6 +47,18 @@ class ExamSpec(BaseModel):
             seen[question.question_id] = number
         return self
 
+    @model_validator(mode="after")
+    def _total_adds_up(self) -> ExamSpec:
+        # A total that is not the questions' sum is a typo in one of them: which one is the
+        # teacher's to say, so the spec is refused rather than one number trusted.
+        total = sum(q.points for q in self.questions)
+        if abs(total - self.total_points) > POINTS_TOLERANCE:
+            raise ValueError(
+                f"total_points is {self.total_points:g}, but the questions' points add up "
+                f"to {total:g}"
+            )
+        return self
+
     def question(self, question_id: str) -> Question:
         return next(q for q in self.questions if q.question_id == question_id)
 
@@ -145,6 +157,16 @@ class CriterionScore(BaseModel):
     comment: str = ""
 
 
+class SecondOpinion(BaseModel):
+    """Another grader's points on the same answer (``aita grade --second-opinion``)."""
+
+    model: str | None = None
+    points_awarded: float
+    #: the largest difference that is not a disagreement, in points
+    tolerance: float
+    disagrees: bool
+
+
 class QuestionGrade(Made):
     student: str
     question_id: str
@@ -154,3 +176,4 @@ class QuestionGrade(Made):
     feedback: str
     needs_review: bool = False
     review_reason: str | None = None
+    second_opinion: SecondOpinion | None = None

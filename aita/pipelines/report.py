@@ -14,6 +14,10 @@ called) and writes two files next to them:
   a spreadsheet's locale expects, a name holding it stays one cell); text cells that a
   spreadsheet would take for a formula get a leading ``'``.
 
+Every grade is read through ``overrides.apply``: a teacher's override wins on the page, in
+the gradebook and in the statistics (marked "overridden", the model's points beside it), and
+answers two graders disagree on (``--second-opinion``) are listed at the top.
+
 Unfinished work is never a 0: a question without a grade is "not graded" (an empty cell), one
 without a transcription "not transcribed", and a student's total is given only once every
 question is graded (the page shows the points so far). Class statistics, like ``summary.json``,
@@ -34,6 +38,7 @@ from typing import Literal
 import jinja2
 
 from aita.files import write_text_atomic
+from aita.pipelines import overrides
 from aita.pipelines.assignment import Assignment, AssignmentError, ResultPaths
 from aita.pipelines.exam import Question, QuestionGrade, Rubric, StudentAnswer
 from aita.pipelines.result_files import read_records
@@ -48,8 +53,19 @@ class QuestionResult:
     """One student's one question."""
 
     question: Question
+    #: the grade that counts: the model's with the teacher's override applied
     grade: QuestionGrade | None
     answer: StudentAnswer | None
+    #: the model's grade, the teacher's override and whether it is stale (``overrides.apply``)
+    applied: overrides.Applied | None = None
+
+    @property
+    def overridden(self) -> bool:
+        return self.applied is not None and self.applied.overridden
+
+    @property
+    def disagreement(self) -> bool:
+        return self.applied is not None and overrides.disagreement(self.applied)
 
     @property
     def status(self) -> QuestionStatus:
@@ -174,6 +190,11 @@ class ClassReport:
     def simulated(self) -> bool:
         return any(s.simulated for s in self.students)
 
+    @property
+    def disagreements(self) -> list[tuple[StudentResult, QuestionResult]]:
+        """Answers two graders disagree on (``--second-opinion``), for the top of the page."""
+        return [(s, q) for s in self.students for q in s.questions if q.disagreement]
+
     def count(self, *states: StudentState) -> int:
         return sum(s.state in states for s in self.students)
 
@@ -196,11 +217,18 @@ def build_report(assignment: Assignment, paths: ResultPaths) -> ClassReport:
     calls)."""
     questions = assignment.spec.questions
     students = []
+    teacher = overrides.load(paths)
     for name in assignment.select_students(None):
         answers = read_records(paths.student_answers(name), StudentAnswer) or {}
-        grades = read_records(paths.student_grades(name), QuestionGrade) or {}
+        grades = overrides.read_grades(paths, name, questions)
+        applied = overrides.applied_grades(questions, grades, teacher.get(name, {}))
         results = [
-            QuestionResult(q, grades.get(q.question_id), answers.get(q.question_id))
+            QuestionResult(
+                q,
+                applied[q.question_id].grade,
+                answers.get(q.question_id),
+                applied[q.question_id],
+            )
             for q in questions
         ]
         students.append(StudentResult(name, results, sum(q.points for q in questions)))

@@ -324,6 +324,8 @@ class GradingTask(LLMTask):
         student: str,
         answer_key: AnswerKey | None = None,
         temperature: float = 0,
+        model: str | None = None,
+        seed: int | None = None,
     ) -> None:
         self.question = question
         self.rubric = rubric
@@ -331,6 +333,9 @@ class GradingTask(LLMTask):
         self.student = student
         self.answer_key = answer_key
         self.temperature = temperature
+        #: another model than the client's (a second opinion), and a seed to vary the same one
+        self.model = model
+        self.seed = seed
 
     @property
     def task_id(self) -> str:
@@ -396,7 +401,12 @@ class GradingTask(LLMTask):
         )
 
     def get_llm_params(self) -> dict[str, Any]:
-        return _params(self.temperature)
+        params = _params(self.temperature)
+        if self.model is not None:
+            params["model"] = self.model
+        if self.seed is not None:
+            params["seed"] = self.seed
+        return params
 
 
 def _as_question(item: Question | Mapping[str, Any]) -> Question:

@@ -104,7 +104,7 @@ Q = {"question_id": "1", "question_text": "q", "points": 2}
 
 
 def spec_json(**fields: object) -> str:
-    return json.dumps({"exam_name": "x", "total_points": 5, "questions": [Q], **fields})
+    return json.dumps({"exam_name": "x", "total_points": 2, "questions": [Q], **fields})
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,7 @@ def test_raising_one_questions_points_redoes_only_that_question(
     spec = json.loads(spec_file.read_text())
     changed = next(q for q in spec["questions"] if q["question_id"] == "3")
     changed["points"] += 2
+    spec["total_points"] += 2
     spec_file.write_text(json.dumps(spec))
 
     capsys.readouterr()
