@@ -45,6 +45,7 @@ from aita.engine._scheduler import BatchScheduler, Job, Outlet, Scheduler
 from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
 from aita.engine._stream import StreamScheduler
 from aita.engine._tasks import BatchableLLMTask, LLMTask, estimate_prompt_tokens
+from aita.engine._telemetry import NO_TRACE, BatchTrace, TaskTrace, Telemetry
 from aita.errors import (
     ProviderError,
     ProviderOutage,
@@ -168,6 +169,8 @@ class ParallelLLMExecutor:
     budget and 429 pauses with every process naming the same ``limit_name`` (default: the
     provider's URL and the model). ``cache`` (``AITA_CACHE``; True, a file, or a
     ``ResponseCache``) answers a request asked before, by any batch, without a call.
+    ``telemetry`` sends spans and metrics to OpenTelemetry (default: the global providers, if
+    any are configured; see ``Telemetry``).
     """
 
     def __init__(
@@ -193,6 +196,7 @@ class ParallelLLMExecutor:
         redis_url: str | _Unset | None = UNSET,
         limit_name: str | None = None,
         cache: bool | str | Path | ResponseCache | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         settings = ExecutorSettings.resolve(
             max_workers=max_workers,
@@ -247,6 +251,7 @@ class ParallelLLMExecutor:
         self.spend_ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
         self.max_batch_size = max_batch_size
         self._on_task_start: Callable[[LLMTask], object] | None = None
+        self.telemetry = telemetry or Telemetry()
 
     def __repr__(self) -> str:
         return (
@@ -304,7 +309,8 @@ class ParallelLLMExecutor:
             fail_fast=fail_fast,
             max_batch_size=self.max_batch_size,
         )
-        batch = _Batch(name, scheduler, progress, checkpoint, client_model(self.llm_client))
+        trace = self.telemetry.batch(name, len(task_list), self.llm_client, self.rate_limiter)
+        batch = _Batch(name, scheduler, progress, checkpoint, client_model(self.llm_client), trace)
         # A fresh event per batch: workers abandoned by an interrupted batch stay stopped.
         self._stop = scheduler.stop
         self.outage_gate.reset()
@@ -317,7 +323,8 @@ class ParallelLLMExecutor:
             timer.daemon = True
             timer.start()
         try:
-            self._run_workers(batch, min(self.max_workers, scheduler.pending))
+            with trace:
+                self._run_workers(batch, min(self.max_workers, scheduler.pending))
         except KeyboardInterrupt:
             done = sum(r is not None for r in scheduler.results)
             path = checkpoint.path if checkpoint is not None else None
@@ -390,7 +397,10 @@ class ParallelLLMExecutor:
             Outlet(journal, progress, stream.on_task_complete),
             max_batch_size=self.max_batch_size,
         )
-        batch = _Batch(stream.name, scheduler, progress, index, client_model(self.llm_client))
+        trace = self.telemetry.batch(stream.name, None, self.llm_client, self.rate_limiter)
+        batch = _Batch(
+            stream.name, scheduler, progress, index, client_model(self.llm_client), trace
+        )
         self._stop = scheduler.stop
         self._on_task_start = None
         self.outage_gate.reset()
@@ -412,6 +422,7 @@ class ParallelLLMExecutor:
                 checkpoint.path if checkpoint else None,
             ) from None
         finally:
+            trace.end()
             scheduler.request_stop()
             self.outage_gate.wake()
             progress.close()
@@ -533,6 +544,14 @@ class ParallelLLMExecutor:
     def _run_task(
         self, batch: _Batch, task: LLMTask, *, look_back: bool = True
     ) -> TaskResult | None:
+        traced = batch.trace.task_start(task.task_id)
+        result = self._answer(batch, task, traced, look_back)
+        batch.trace.task_end(traced, result)
+        return result
+
+    def _answer(
+        self, batch: _Batch, task: LLMTask, traced: TaskTrace | None, look_back: bool
+    ) -> TaskResult | None:
         """The task's answer from the journal if it asked the same before (``look_back``), else
         attempts until it succeeds or the retry policy gives up; None if the batch was stopped
         (Ctrl-C) in the meantime."""
@@ -547,7 +566,7 @@ class ParallelLLMExecutor:
             return earlier
         if self.cache is not None and (cached := self._from_cache(batch, task, run)) is not None:
             return cached
-        return self._attempts(batch, task, run, messages, params)
+        return self._attempts(batch, task, run, messages, params, traced)
 
     def _from_cache(self, batch: _Batch, task: LLMTask, run: TaskRun) -> TaskResult | None:
         """The answer the cache holds for this exact request, if it still parses: no call,
@@ -570,30 +589,37 @@ class ParallelLLMExecutor:
         run: TaskRun,
         messages: list[LLMMessage],
         params: dict[str, Any],
+        traced: TaskTrace | None = None,
     ) -> TaskResult | None:
-        stop = batch.scheduler.stop
+        stop, trace = batch.scheduler.stop, batch.trace
         estimate = self._token_estimate(task, messages, params)
         attempt = 0
         while True:
+            gate_at = time.monotonic()
             try:
                 probe = self.outage_gate.enter()  # waits while the provider is down
             except ProviderOutage as error:
                 batch.scheduler.cancel(f"cancelled: {error}")
                 return self._give_up(task, run, error, attempt)
+            trace.waited(traced, "outage", time.monotonic() - gate_at)
             waited = self.rate_limiter.acquire(estimate)
+            trace.waited(traced, "limiter", waited)
             if stop.is_set():
                 return None
             sent_at = time.monotonic()
             reached = False  # the provider answered, whatever it said
+            call = trace.attempt_start(traced, attempt, params)
             try:
                 response = run.call(self.llm_client, messages, params)
                 reached = True
+                trace.answered(call, response, run.last_cost)
                 self.outage_gate.answered()
                 batch.spent(response, run.last_cost, self.spend_ledger)
                 self._learn_from(response, estimate)
                 value = self._read(task, response, batch)
             except Exception as error:
                 decision = self.retry_policy.decide(error, attempt, task)
+                trace.attempt_end(call, error, decision)
                 batch.progress.attempt(waited, decision.pause_all, decision.retry)
                 reached = reached or _server_answered(error)
                 if decision.outage or (probe and not reached):
@@ -614,6 +640,7 @@ class ParallelLLMExecutor:
                     return None
                 messages = task.revise_messages(messages, error)
                 continue
+            trace.attempt_end(call)
             batch.progress.attempt(waited, False, False)
             if self.cache is not None and not response.simulated and run.key is not None:
                 self.cache.put(run.key, response)
@@ -674,6 +701,8 @@ class _Batch:
     checkpoint: Checkpoint | JournalIndex | None
     #: the client's model: part of every request key
     model: str
+    #: the telemetry hooks (OpenTelemetry spans and metrics, when configured)
+    trace: BatchTrace = NO_TRACE
     _looked_up: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
