@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 #: Waits shorter than this get no span: a limiter that let a call through at once is no news.
 MIN_WAIT_SECONDS = 0.001
+#: Names from the provider (the model that answered, a finish reason) are cut to this length.
+MAX_NAME = 200
 #: Error descriptions on spans are cut to this many characters (they quote the provider).
 MAX_DESCRIPTION = 200
 #: The conventions' buckets for ``gen_ai.client.operation.duration`` (seconds) ...
@@ -125,9 +127,19 @@ class Telemetry:
 
 
 def _configured(provider: object) -> bool:
-    """A real provider, not the API's stand-in for "none set yet" or its no-op."""
-    kind = type(provider).__name__
-    return not (kind.startswith(("Proxy", "_Proxy", "NoOp", "_NoOp")) or kind == "DefaultTracer")
+    """A real provider, not the API's stand-in for "none set yet" or its no-op. (The API's own
+    classes exactly: Logfire, for one, sets a provider of its own called ProxyTracerProvider.)"""
+    assert otel_trace is not None and otel_metrics is not None
+    stand_ins: tuple[type, ...] = (
+        otel_trace.ProxyTracerProvider,
+        otel_trace.NoOpTracerProvider,
+        otel_metrics.NoOpMeterProvider,
+    )
+    if isinstance(provider, stand_ins):
+        return False
+    # The meter provider's "none set yet" is not public: known by its module and name.
+    kind = type(provider)
+    return not (kind.__module__.startswith("opentelemetry.metrics") and "Proxy" in kind.__name__)
 
 
 class _Instruments:
@@ -313,7 +325,7 @@ class _LiveTrace(BatchTrace):
             }
         )
         if result.model:
-            span.set_attribute("gen_ai.response.model", result.model)
+            span.set_attribute("gen_ai.response.model", result.model[:MAX_NAME])
         if result.used_fallback:
             span.set_attribute("aita.fallback", True)
         if not result.success:
@@ -374,11 +386,12 @@ class _LiveTrace(BatchTrace):
             "gen_ai.usage.input_tokens": usage.prompt_tokens,
             "gen_ai.usage.output_tokens": usage.completion_tokens,
         }
-        if response.model:
-            attributes["gen_ai.response.model"] = response.model
-            attempt.attributes["gen_ai.response.model"] = response.model
+        if response.model:  # the provider's words: bounded
+            model = response.model[:MAX_NAME]
+            attributes["gen_ai.response.model"] = model
+            attempt.attributes["gen_ai.response.model"] = model
         if response.finish_reason:
-            attributes["gen_ai.response.finish_reasons"] = (response.finish_reason,)
+            attributes["gen_ai.response.finish_reasons"] = (response.finish_reason[:MAX_NAME],)
         if cost is not None:
             attributes["aita.cost"] = cost
         if response.simulated:
