@@ -69,10 +69,10 @@ def total(points: list[Any], **where: Any) -> float:
 def test_a_batch_is_traced_per_task_and_attempt_with_429_journal_and_cache(
     simulator: SimulatorFactory, tmp_path: Path
 ) -> None:
-    # The provider lets one call through, then refuses for half a second: the second task gets
+    # The provider lets one call through, then refuses for a second: the second task gets
     # a 429 and succeeds after waiting. announce=False stands in for a real provider, whose
     # answers are cached.
-    sim = simulator(rate_limit=2, burst=1, announce=False)
+    sim = simulator(rate_limit=1, burst=1, announce=False)
     watched = Watched()
     client = client_for(sim)
     model = client.model
