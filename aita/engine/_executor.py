@@ -546,7 +546,8 @@ class ParallelLLMExecutor:
     ) -> TaskResult | None:
         traced = batch.trace.task_start(task.task_id)
         result = self._answer(batch, task, traced, look_back)
-        batch.trace.task_end(traced, result)
+        if result is not None:
+            batch.trace.task_end(result)
         return result
 
     def _answer(
@@ -595,20 +596,18 @@ class ParallelLLMExecutor:
         estimate = self._token_estimate(task, messages, params)
         attempt = 0
         while True:
-            gate_at = time.monotonic()
+            since = time.monotonic()
             try:
                 probe = self.outage_gate.enter()  # waits while the provider is down
             except ProviderOutage as error:
                 batch.scheduler.cancel(f"cancelled: {error}")
                 return self._give_up(task, run, error, attempt)
-            trace.waited(traced, "outage", time.monotonic() - gate_at)
             waited = self.rate_limiter.acquire(estimate)
-            trace.waited(traced, "limiter", waited)
             if stop.is_set():
                 return None
             sent_at = time.monotonic()
             reached = False  # the provider answered, whatever it said
-            call = trace.attempt_start(traced, attempt, params)
+            call = trace.sending(traced, attempt, params, since, waited)
             try:
                 response = run.call(self.llm_client, messages, params)
                 reached = True

@@ -218,19 +218,25 @@ class BatchTrace:
         """The batch has ended (``error``: what stopped it)."""
 
     def task_start(self, task_id: str) -> TaskTrace | None:
-        """A task starts: its span opens under the batch's."""
+        """A task starts: its span opens under the batch's (the one still open for this id, if
+        the task is started again: a member of a combined call run alone)."""
         return None
 
-    def task_end(self, task: TaskTrace | None, result: TaskResult | None) -> None:
-        """A task ended with ``result`` (None: stopped by Ctrl-C before it ended)."""
+    def task_end(self, result: TaskResult) -> None:
+        """The task of ``result`` has ended; a task ended already, or never started, is left
+        alone. (A task stopped by Ctrl-C is ended with the batch.)"""
 
-    def waited(self, task: TaskTrace | None, reason: str, seconds: float) -> None:
-        """The task waited ``seconds`` before its next attempt (``outage``, ``limiter``)."""
-
-    def attempt_start(
-        self, task: TaskTrace | None, attempt: int, params: Mapping[str, Any]
+    def sending(
+        self,
+        task: TaskTrace | None,
+        attempt: int,
+        params: Mapping[str, Any],
+        since: float,
+        waited: float,
     ) -> AttemptTrace | None:
-        """A call is about to be sent (``attempt`` counts from 0)."""
+        """A call is about to be sent (``attempt`` counts from 0): the waits since ``since``
+        (``time.monotonic``), ``waited`` seconds of them at the limiter and the rest at the
+        outage gate, become wait spans, then the attempt's span opens."""
         return None
 
     def answered(
@@ -286,12 +292,18 @@ class _LiveTrace(BatchTrace):
         self._lock = threading.Lock()
         self._counts = {"completed": 0, "failed": 0, "journal": 0, "cache": 0, "calls": 0}
         self._cost = 0.0
+        #: the spans of the tasks started and not yet ended, by task id
+        self._open: dict[str, TaskTrace] = {}
         self._record_rate()
 
     def end(self, error: BaseException | None = None) -> None:
         with self._lock:
             counts = dict(self._counts)
             cost = self._cost
+            stopped, self._open = list(self._open.values()), {}
+        for task in stopped:  # stopped by Ctrl-C (or the run failed) before they ended
+            task.span.set_attribute("aita.stopped", True)
+            task.span.end()
         span = self._span
         for key, value in counts.items():
             span.set_attribute(f"aita.batch.{key}", value)
@@ -302,19 +314,21 @@ class _LiveTrace(BatchTrace):
         span.end()
 
     def task_start(self, task_id: str) -> TaskTrace:
-        span = self._tracer.start_span(
-            "aita.task", context=self._context, attributes={"aita.task.id": task_id}
-        )
-        return TaskTrace(span)
+        with self._lock:
+            task = self._open.get(task_id)
+            if task is None:
+                span = self._tracer.start_span(
+                    "aita.task", context=self._context, attributes={"aita.task.id": task_id}
+                )
+                task = self._open[task_id] = TaskTrace(span)
+        return task
 
-    def task_end(self, task: TaskTrace | None, result: TaskResult | None) -> None:
+    def task_end(self, result: TaskResult) -> None:
+        with self._lock:
+            task = self._open.pop(result.task_id, None)
         if task is None:
             return
         span = task.span
-        if result is None:
-            span.set_attribute("aita.stopped", True)
-            span.end()
-            return
         source = "journal" if result.from_checkpoint else "cache" if result.cached else "call"
         span.set_attributes(
             {
@@ -340,8 +354,8 @@ class _LiveTrace(BatchTrace):
             outcome = {"aita.source": source, "aita.success": result.success}
             self._metrics.tasks.add(1, outcome)
 
-    def waited(self, task: TaskTrace | None, reason: str, seconds: float) -> None:
-        if task is None or seconds < MIN_WAIT_SECONDS:
+    def _waited(self, task: TaskTrace, reason: str, seconds: float) -> None:
+        if seconds < MIN_WAIT_SECONDS:
             return
         if reason == "limiter" and task.after_429:
             reason = "429"
@@ -354,11 +368,18 @@ class _LiveTrace(BatchTrace):
         )
         span.end(end_time=end)
 
-    def attempt_start(
-        self, task: TaskTrace | None, attempt: int, params: Mapping[str, Any]
+    def sending(
+        self,
+        task: TaskTrace | None,
+        attempt: int,
+        params: Mapping[str, Any],
+        since: float,
+        waited: float,
     ) -> AttemptTrace | None:
         if task is None:
             return None
+        self._waited(task, "outage", time.monotonic() - since - waited)
+        self._waited(task, "limiter", waited)
         model = params.get("model") or self._model
         metric_attributes = {**self._common, "gen_ai.request.model": model}
         span_attributes: dict[str, Any] = {**metric_attributes, "aita.attempt": attempt}

@@ -238,8 +238,9 @@ def test_without_the_api_installed_every_hook_is_a_no_op() -> None:
         "trace = Telemetry().batch('b', 1, object(), None)\n"
         "with trace:\n"
         "    task = trace.task_start('a')\n"
-        "    trace.task_end(task, None)\n"
-        "assert task is None\n"
+        "    call = trace.sending(task, 0, {}, 0.0, 0.0)\n"
+        "    trace.attempt_end(call)\n"
+        "assert task is None and call is None\n"
         "assert 'opentelemetry.trace' not in sys.modules\n"
     )
     done = subprocess.run(
