@@ -19,6 +19,11 @@ The conventions (still "development") want one inference span per logical call; 
 itself, so the task span is that logical call and each attempt is its own CLIENT span: a retry,
 a 429 and the wait it caused are all visible. Prompts and answers are never recorded.
 
+The engine calls one hook per step (``BatchTrace``): ``task_start`` when a task is prepared,
+``sending`` just before a call (its waits become wait spans), ``answered`` when the provider
+answered, ``attempt_end`` when the attempt is settled, ``task_end`` when the task's result is
+final, and the batch trace is a context manager around the run.
+
 Metrics (meter ``aita``): ``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage``
 as the conventions name them, and aita's ``aita.calls``, ``aita.cost``, ``aita.rate_limited``
 (429s), ``aita.calls.in_flight``, ``aita.rate`` (the limiter's current requests per second) and
