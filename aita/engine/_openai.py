@@ -38,6 +38,7 @@ from aita.errors import (
     BadRequest,
     ConfigError,
     EmptyResponse,
+    EndpointNotFound,
     ImagesNotSupported,
     InvalidResponse,
     ModelNotFound,
@@ -60,6 +61,10 @@ KEY_FRAGMENT = 12
 MIN_SECRET = 8
 #: Provider text in an error message is cut to this many characters, on one line.
 MAX_MESSAGE_CHARS = 500
+#: A model name from the provider is cut to this many characters.
+MAX_MODEL_CHARS = 200
+#: The one chat endpoint, for live calls and Batch API lines alike.
+ENDPOINT = "/v1/chat/completions"
 
 
 class OpenAICompatibleClient:
@@ -140,87 +145,110 @@ class OpenAICompatibleClient:
             )
             headers = {k.lower(): v for k, v in raw.headers.items()}
             body = raw.content
-        except openai.APITimeoutError:
-            raise ProviderTimeout(
-                f"no response within {self.timeout:g}s from {self.base_url}"
-            ) from None
-        except openai.APIConnectionError as error:
-            cause = error.__cause__ or error
-            raise ProviderUnreachable(
-                self._message(f"cannot connect to {self.base_url}: {cause}")
-            ) from None
         except openai.APIStatusError as error:
             raise self._translate_status(error, messages) from None
-        except _BodyTooLarge as error:
-            raise ResponseTooLarge(str(error)) from None
-        except (openai.APIError, ValueError) as error:
-            raise InvalidResponse(self._message(f"malformed response body: {error}")) from None
-        content, finish_reason, answered_by, usage = self._read_completion(body)
-        return LLMResponse(
-            content=content,
-            usage=usage,
-            model=answered_by or model,
-            finish_reason=finish_reason,
-            headers=headers,
-        )
-
-    def _read_completion(self, body: bytes) -> tuple[str, str | None, str, Usage]:
-        """(content, finish reason, model, usage) of a completion's body, the key redacted from
-        the content; ``InvalidResponse`` for anything that is not a completion."""
+        except (openai.APIError, _BodyTooLarge, ValueError) as error:
+            raise translate_error(error, self.base_url, self.timeout, self._redact) from None
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            raise InvalidResponse(self._message(f"malformed response body: {error}")) from None
-        if not isinstance(data, dict):
-            raise InvalidResponse("response body is not a JSON object")
-        choices = data.get("choices")
-        if not choices:
-            problem = _provider_message(data) if "error" in data else None
             raise InvalidResponse(
-                self._message(f"the provider answered with an error: {problem}")
-                if problem
-                else "response has no choices"
-            )
-        choice = choices[0] if isinstance(choices, list) else None
-        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
-            raise InvalidResponse("response has no message in its first choice")
-        message, reason = choice["message"], choice.get("finish_reason")
-        finish_reason = self._message(reason)[:40] if isinstance(reason, str) else None
-        content = _text_of(message.get("content"))
-        if content is None or not content.strip():
-            raise EmptyResponse(f"empty completion (finish_reason={finish_reason})")
-        answered_by = data.get("model")
-        usage = data.get("usage")
-        return (
-            self._redact(content),
-            finish_reason,
-            self._message(answered_by)[:200] if isinstance(answered_by, str) else "",
-            Usage.from_dict(usage if isinstance(usage, dict) else None),
-        )
+                provider_text(f"malformed response body: {error}", self._redact)
+            ) from None
+        response = read_completion(data, self._redact, model)
+        response.headers = headers
+        return response
 
     def _translate_status(
         self, error: openai.APIStatusError, messages: list[LLMMessage]
     ) -> ProviderError:
-        message = self._message(_provider_message(error.body) or error.message)
-        headers = {k.lower(): v for k, v in error.response.headers.items()}
+        translated = translate_error(error, self.base_url, self.timeout, self._redact)
+        message = translated.message
         status = error.status_code
-        if status == 404 and not _has_version_path(self.base_url):
-            message += (
-                f" (the base URL {self.base_url} has no /v1: try {self.base_url.rstrip('/')}/v1)"
-            )
         if status >= 400 and status != 429 and _has_images(messages) and _IMAGES.search(message):
             self._refuses_images = message
             return ImagesNotSupported(
                 f"{self.model} at {self.base_url} ({message})", status_code=status
             )
-        return error_for_status(status, message, headers)
+        return translated
 
     def _message(self, text: str) -> str:
-        """Provider text fit for an error message: one line, secrets redacted, bounded."""
-        line = self._redact(printable(text).strip())
-        if len(line) > MAX_MESSAGE_CHARS:
-            line = line[: MAX_MESSAGE_CHARS - 1] + "…"
-        return line
+        return provider_text(text, self._redact)
+
+
+def provider_text(text: str, redact: Callable[[str], str], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Text from the provider fit for a message or a result: one printable line, secrets
+    redacted, at most ``limit`` characters."""
+    line = redact(printable(text).strip())
+    if len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return line
+
+
+def read_completion(data: object, redact: Callable[[str], str], model: str) -> LLMResponse:
+    """The one reader of a chat completion's body (a live answer or a Batch API output item):
+    the content with the key redacted, a printable bounded model name and finish reason, and the
+    usage; ``InvalidResponse`` for anything that is not a completion. ``model``: the model asked
+    for, when the body names none."""
+    if not isinstance(data, dict):
+        raise InvalidResponse("response body is not a JSON object")
+    choices = data.get("choices")
+    if not choices:
+        problem = _provider_message(data) if "error" in data else None
+        raise InvalidResponse(
+            provider_text(f"the provider answered with an error: {problem}", redact)
+            if problem
+            else "response has no choices"
+        )
+    choice = choices[0] if isinstance(choices, list) else None
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        raise InvalidResponse("response has no message in its first choice")
+    message, reason = choice["message"], choice.get("finish_reason")
+    finish_reason = provider_text(reason, redact, 40) if isinstance(reason, str) else None
+    content = _text_of(message.get("content"))
+    if content is None or not content.strip():
+        raise EmptyResponse(f"empty completion (finish_reason={finish_reason})")
+    answered_by = data.get("model")
+    named = (
+        provider_text(answered_by, redact, MAX_MODEL_CHARS) if isinstance(answered_by, str) else ""
+    )
+    usage = data.get("usage")
+    return LLMResponse(
+        content=redact(content),
+        usage=Usage.from_dict(usage if isinstance(usage, dict) else None),
+        model=named or model,
+        finish_reason=finish_reason,
+    )
+
+
+def translate_error(
+    error: BaseException,
+    base_url: str,
+    timeout: float,
+    redact: Callable[[str], str],
+    what: str = "",
+) -> ProviderError:
+    """The one translation of an openai SDK error into aita's error tree (``what``: the call
+    that failed, for calls other than a completion)."""
+    prefix = f"{what}: " if what else ""
+    if isinstance(error, openai.APITimeoutError):
+        return ProviderTimeout(f"{prefix}no response within {timeout:g}s from {base_url}")
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error
+        return ProviderUnreachable(
+            provider_text(f"{prefix}cannot reach {base_url}: {cause}", redact)
+        )
+    if isinstance(error, openai.APIStatusError):
+        message = provider_text(_provider_message(error.body) or error.message, redact)
+        headers = {k.lower(): v for k, v in error.response.headers.items()}
+        status = error.status_code
+        if status == 404 and not _has_version_path(base_url):
+            message += f" (the base URL {base_url} has no /v1: try {base_url.rstrip('/')}/v1)"
+            return EndpointNotFound(f"{prefix}{message}", status_code=status, headers={})
+        return error_for_status(status, f"{prefix}{message}", headers)
+    if isinstance(error, _BodyTooLarge):
+        return ResponseTooLarge(str(error))
+    return InvalidResponse(provider_text(f"{prefix}malformed response body: {error}", redact))
 
 
 class Redactor:

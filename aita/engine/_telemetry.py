@@ -182,22 +182,22 @@ class _Instruments:
 
 
 class TaskTrace:
-    """One task's span and what its next wait span should be called."""
+    """One task's span, its attempt in flight, and what its next wait span should be called."""
 
-    __slots__ = ("after_429", "span")
+    __slots__ = ("after_429", "call", "span")
 
     def __init__(self, span: Span) -> None:
         self.span = span
+        self.call: AttemptTrace | None = None
         self.after_429 = False
 
 
 class AttemptTrace:
     """One attempt's span, its start, and the attributes its metrics carry."""
 
-    __slots__ = ("attributes", "span", "started", "task")
+    __slots__ = ("attributes", "span", "started")
 
-    def __init__(self, task: TaskTrace, span: Span, attributes: dict[str, Any]) -> None:
-        self.task = task
+    def __init__(self, span: Span, attributes: dict[str, Any]) -> None:
         self.span = span
         self.attributes = attributes
         self.started = time.perf_counter()
@@ -238,24 +238,23 @@ class BatchTrace:
         params: Mapping[str, Any],
         since: float,
         waited: float,
-    ) -> AttemptTrace | None:
-        """A call is about to be sent (``attempt`` counts from 0): the waits since ``since``
-        (``time.monotonic``), ``waited`` seconds of them at the limiter and the rest at the
-        outage gate, become wait spans, then the attempt's span opens."""
-        return None
-
-    def answered(
-        self, attempt: AttemptTrace | None, response: LLMResponse, cost: float | None
     ) -> None:
-        """The provider answered the call (its answer may still fail to parse)."""
+        """The task's call is about to be sent (``attempt`` counts from 0): the waits since
+        ``since`` (``time.monotonic``), ``waited`` seconds of them at the limiter and the rest
+        at the outage gate, become wait spans, then the attempt's span opens."""
+
+    def answered(self, task: TaskTrace | None, response: LLMResponse, cost: float | None) -> None:
+        """The provider answered the task's call (the answer may still fail to parse)."""
 
     def attempt_end(
         self,
-        attempt: AttemptTrace | None,
+        task: TaskTrace | None,
         error: BaseException | None = None,
         decision: Decision | None = None,
+        result: TaskResult | None = None,
     ) -> None:
-        """The attempt ended: succeeded, or failed with ``error`` and the retry ``decision``."""
+        """The task's attempt was settled: it succeeded (the task ends with ``result``), or
+        failed with ``error`` and the retry ``decision``. No call sent (``sending``), no span."""
 
 
 #: The hooks of a batch nobody watches.
@@ -307,6 +306,7 @@ class _LiveTrace(BatchTrace):
             cost = self._cost
             stopped, self._open = list(self._open.values()), {}
         for task in stopped:  # stopped by Ctrl-C (or the run failed) before they ended
+            self._attempt_end(task, None, None)
             task.span.set_attribute("aita.stopped", True)
             task.span.end()
         span = self._span
@@ -333,6 +333,8 @@ class _LiveTrace(BatchTrace):
             task = self._open.pop(result.task_id, None)
         if task is None:
             return
+        if task.call is not None:  # the driver failed between sending and settling
+            self._attempt_end(task, result.exception, None)
         span = task.span
         source = "journal" if result.from_checkpoint else "cache" if result.cached else "call"
         span.set_attributes(
@@ -380,9 +382,9 @@ class _LiveTrace(BatchTrace):
         params: Mapping[str, Any],
         since: float,
         waited: float,
-    ) -> AttemptTrace | None:
+    ) -> None:
         if task is None:
-            return None
+            return
         self._waited(task, "outage", time.monotonic() - since - waited)
         self._waited(task, "limiter", waited)
         model = params.get("model") or self._model
@@ -400,11 +402,10 @@ class _LiveTrace(BatchTrace):
         )
         if self._metrics is not None:
             self._metrics.in_flight.add(1, self._common)
-        return AttemptTrace(task, span, metric_attributes)
+        task.call = AttemptTrace(span, metric_attributes)
 
-    def answered(
-        self, attempt: AttemptTrace | None, response: LLMResponse, cost: float | None
-    ) -> None:
+    def answered(self, task: TaskTrace | None, response: LLMResponse, cost: float | None) -> None:
+        attempt = task.call if task is not None else None
         if attempt is None:
             return
         usage = response.usage
@@ -439,12 +440,22 @@ class _LiveTrace(BatchTrace):
 
     def attempt_end(
         self,
-        attempt: AttemptTrace | None,
+        task: TaskTrace | None,
         error: BaseException | None = None,
         decision: Decision | None = None,
+        result: TaskResult | None = None,
     ) -> None:
-        if attempt is None:
+        self._attempt_end(task, error, decision)
+        if result is not None:
+            self.task_end(result)
+
+    def _attempt_end(
+        self, task: TaskTrace | None, error: BaseException | None, decision: Decision | None
+    ) -> None:
+        attempt = task.call if task is not None else None
+        if task is None or attempt is None:
             return
+        task.call = None
         elapsed = time.perf_counter() - attempt.started
         span = attempt.span
         attributes = attempt.attributes
@@ -465,7 +476,7 @@ class _LiveTrace(BatchTrace):
                     }
                 )
             span.set_status(otel_trace.StatusCode.ERROR, _describe(error))
-            attempt.task.after_429 = isinstance(error, RateLimited)
+            task.after_429 = isinstance(error, RateLimited)
         span.end()
         with self._lock:
             self._counts["calls"] += 1

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from aita.engine import OutageGate, SimpleLLMTask, Telemetry
+from aita.engine import SimpleLLMTask, Telemetry
 from tests.support.doubles import ROOT, SimulatorFactory, client_for, executor_for
 
 
@@ -186,8 +186,9 @@ def test_an_outage_wait_is_a_span_under_the_task(simulator: SimulatorFactory) ->
     sim = simulator()
     watched = Watched()
     executor = executor_for(client_for(sim), max_workers=1, telemetry=watched.telemetry)
-    executor.outage_gate = OutageGate(30, first_interval=0.05)
-    sim.start_outage(0.4, kind="503")
+    # Down for 0.6 s: the first call and the probe sent at once are refused, the gate waits
+    # 0.5 s before the next probe (and 1 s before the one after, if that is refused too).
+    sim.start_outage(0.6, kind="503")
     result = executor.execute_batch([SimpleLLMTask("a", "question a")], "outage")
     assert result.task_results[0].success
 
