@@ -597,7 +597,7 @@ class ParallelLLMExecutor:
         """Wait (outage gate, limiter, backoff), ask, and let the lifecycle settle each attempt."""
         stop, gate, life = run.scheduler.stop, run.gate, run.life
         while True:
-            since = time.monotonic()
+            since = time.monotonic() if gate.down else None  # (for the outage's wait span)
             try:
                 probe = gate.enter()  # waits while the provider is down
             except ProviderNeverReached:

@@ -255,7 +255,6 @@ class Lifecycle:
             log.warning("should_retry of task %s failed: %s", step.task.task_id, failure)
             decision = Decision(retry=False)
         self.progress.attempt(waited, decision.pause_all, decision.retry)
-        self.trace.attempt_end(step.trace, error, decision)
         if decision.retry and not decision.outage and isinstance(error, Exception):
             step.attempt += 1
             try:
@@ -264,9 +263,10 @@ class Lifecycle:
                 error = failure
                 decision = Decision(retry=False)
         if decision.retry:
+            self.trace.attempt_end(step.trace, error, decision)
             return Settlement(error=error, decision=decision, reached=reached)
         result = self._give_up(step.task, step.run, error, step.attempt)
-        self.trace.task_end(result)
+        self.trace.attempt_end(step.trace, error, decision, result)
         return Settlement(result=result, error=error, decision=decision, reached=reached)
 
     def _answered(self, step: Prepared, response: LLMResponse) -> Any:

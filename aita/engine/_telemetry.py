@@ -228,20 +228,22 @@ class BatchTrace:
         return None
 
     def task_end(self, result: TaskResult) -> None:
-        """The task of ``result`` has ended; a task ended already, or never started, is left
-        alone. (A task stopped by Ctrl-C is ended with the batch.)"""
+        """The batch has the task's ``result`` (called once per task of the batch, whether it
+        ran, was reused or was cancelled): counted, and its span ended if still open. (A task
+        stopped by Ctrl-C is ended with the batch.)"""
 
     def sending(
         self,
         task: TaskTrace | None,
         attempt: int,
         params: Mapping[str, Any],
-        since: float,
+        since: float | None,
         waited: float,
     ) -> None:
-        """The task's call is about to be sent (``attempt`` counts from 0): the waits since
-        ``since`` (``time.monotonic``), ``waited`` seconds of them at the limiter and the rest
-        at the outage gate, become wait spans, then the attempt's span opens."""
+        """The task's call is about to be sent (``attempt`` counts from 0): its waits become
+        wait spans, then the attempt's span opens. ``waited``: seconds at the limiter;
+        ``since``: when the task came to an outage gate that was closed (``time.monotonic``;
+        None if it was open), so the time since then, less ``waited``, was the outage's."""
 
     def answered(self, task: TaskTrace | None, response: LLMResponse, cost: float | None) -> None:
         """The provider answered the task's call (the answer may still fail to parse)."""
@@ -253,8 +255,9 @@ class BatchTrace:
         decision: Decision | None = None,
         result: TaskResult | None = None,
     ) -> None:
-        """The task's attempt was settled: it succeeded (the task ends with ``result``), or
-        failed with ``error`` and the retry ``decision``. No call sent (``sending``), no span."""
+        """The task's attempt was settled: it succeeded, or failed with ``error`` and the retry
+        ``decision``; with ``result``, the task's span ends too (a combined call's task, which
+        no ``task_end`` follows). No call sent (``sending``), no attempt span."""
 
 
 #: The hooks of a batch nobody watches.
@@ -329,6 +332,18 @@ class _LiveTrace(BatchTrace):
         return task
 
     def task_end(self, result: TaskResult) -> None:
+        self._close(result)
+        source = _source(result)
+        with self._lock:
+            self._counts["completed" if result.success else "failed"] += 1
+            if source != "call":
+                self._counts[source] += 1
+        if self._metrics is not None:
+            outcome = {"aita.source": source, "aita.success": result.success}
+            self._metrics.tasks.add(1, outcome)
+
+    def _close(self, result: TaskResult) -> None:
+        """End the span of the task of ``result``, if it is open."""
         with self._lock:
             task = self._open.pop(result.task_id, None)
         if task is None:
@@ -336,10 +351,9 @@ class _LiveTrace(BatchTrace):
         if task.call is not None:  # the driver failed between sending and settling
             self._attempt_end(task, result.exception, None)
         span = task.span
-        source = "journal" if result.from_checkpoint else "cache" if result.cached else "call"
         span.set_attributes(
             {
-                "aita.source": source,
+                "aita.source": _source(result),
                 "aita.retries": result.retry_count,
                 "aita.cost": result.cost,
                 "aita.success": result.success,
@@ -349,17 +363,12 @@ class _LiveTrace(BatchTrace):
             span.set_attribute("gen_ai.response.model", result.model[:MAX_NAME])
         if result.used_fallback:
             span.set_attribute("aita.fallback", True)
+        if result.batched:
+            span.set_attribute("aita.batched", True)
         if not result.success:
             span.set_attribute("error.type", result.error_type or "error")
             span.set_status(otel_trace.StatusCode.ERROR, (result.error or "")[:MAX_DESCRIPTION])
         span.end()
-        with self._lock:
-            self._counts["completed" if result.success else "failed"] += 1
-            if source != "call":
-                self._counts[source] += 1
-        if self._metrics is not None:
-            outcome = {"aita.source": source, "aita.success": result.success}
-            self._metrics.tasks.add(1, outcome)
 
     def _waited(self, task: TaskTrace, reason: str, seconds: float) -> None:
         if seconds < MIN_WAIT_SECONDS:
@@ -380,12 +389,13 @@ class _LiveTrace(BatchTrace):
         task: TaskTrace | None,
         attempt: int,
         params: Mapping[str, Any],
-        since: float,
+        since: float | None,
         waited: float,
     ) -> None:
         if task is None:
             return
-        self._waited(task, "outage", time.monotonic() - since - waited)
+        if since is not None:
+            self._waited(task, "outage", time.monotonic() - since - waited)
         self._waited(task, "limiter", waited)
         model = params.get("model") or self._model
         metric_attributes = {**self._common, "gen_ai.request.model": model}
@@ -447,7 +457,7 @@ class _LiveTrace(BatchTrace):
     ) -> None:
         self._attempt_end(task, error, decision)
         if result is not None:
-            self.task_end(result)
+            self._close(result)
 
     def _attempt_end(
         self, task: TaskTrace | None, error: BaseException | None, decision: Decision | None
@@ -494,6 +504,11 @@ class _LiveTrace(BatchTrace):
         rate = getattr(self._limiter, "rate", None)
         if self._metrics is not None and isinstance(rate, int | float) and rate > 0:
             self._metrics.rate.set(rate, self._common)
+
+
+def _source(result: TaskResult) -> str:
+    """Where the task's answer came from: a call, the journal, or the response cache."""
+    return "journal" if result.from_checkpoint else "cache" if result.cached else "call"
 
 
 def _port_of(url: str) -> int | None:

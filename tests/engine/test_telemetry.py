@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from aita.engine import SimpleLLMTask, Telemetry
+from tests.engine.test_batching import SquareTask, squares
 from tests.support.doubles import ROOT, SimulatorFactory, client_for, executor_for
 
 
@@ -252,3 +253,29 @@ def test_without_the_api_installed_every_hook_is_a_no_op() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_tasks_sharing_a_call_are_counted_once_each(simulator: SimulatorFactory) -> None:
+    sim = simulator(responder=squares(drop=7))  # 7 is missing from its combined answer
+    watched = Watched()
+    executor = executor_for(client_for(sim), max_batch_size=5, telemetry=watched.telemetry)
+    result = executor.execute_batch([SquareTask([n]) for n in range(10)])
+    assert all(r.success for r in result.task_results)
+
+    spans = watched.spans.get_finished_spans()
+    (batch,) = watched.named("aita.batch")
+    assert attrs(batch)["aita.batch.completed"] == 10  # the tasks, not the combined calls
+    assert attrs(batch)["aita.batch.calls"] == sim.stats.requests == 3
+    tasks = {attrs(s)["aita.task.id"]: s for s in children(batch, spans)}
+    # Each combined call is a task span of its own, holding the call's attempt span.
+    for combined in ("n0_1_2_3_4", "n5_6_7_8_9"):
+        (call,) = children(tasks[combined], spans)
+        assert call.kind == SpanKind.CLIENT
+    members = [tasks[f"n{n}"] for n in range(10)]
+    assert all(attrs(t)["aita.success"] for t in members)
+    assert [n for n in range(10) if attrs(tasks[f"n{n}"]).get("aita.batched")] == [
+        0, 1, 2, 3, 4, 5, 6, 8, 9,
+    ]  # fmt: skip
+    assert len(children(tasks["n7"], spans)) == 1  # asked alone
+    assert not any(attrs(s).get("aita.stopped") for s in spans)
+    assert total(watched.metrics()["aita.tasks"]) == 10
