@@ -66,6 +66,18 @@ MODULES = (
         # the executor and the HTTP simulator: 3 minutes more here, and no mutant they alone kill.
         ("tests/engine/test_checkpoint.py", "tests/engine/test_journal_records.py"),
     ),
+    Module(
+        "lifecycle",
+        "aita/engine/_lifecycle.py",
+        # Not test_executor: its Ctrl-C test sends SIGINT, which mutmut's runner takes as its own.
+        (
+            "tests/engine/test_lifecycle.py",
+            "tests/engine/test_accounting.py",
+            "tests/engine/test_cache.py",
+            "tests/engine/test_batching.py",
+        ),
+    ),
+    Module("batch_api", "aita/engine/_batch_api.py", ("tests/engine/test_batch_api.py",)),
     Module("exam", "aita/pipelines/exam.py", ("tests/pipelines/test_pipelines.py",)),
     Module(
         "tasks",

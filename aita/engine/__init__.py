@@ -6,10 +6,11 @@
     result = executor.execute_batch([SimpleLLMTask("q1", "Explain GCRA.")], checkpoint_name="x")
 
 Everything public is named here; the modules behind it are private and may change. Reading
-order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
-``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
-many processes, in Redis), ``_cache`` (responses by request key, in SQLite) and ``_batch_api``
-(tasks through a provider's Batch API, at half price).
+order for one task: ``_lifecycle`` (its steps) -> ``_executor`` (the thread driver) ->
+``_scheduler`` -> ``_limiter`` -> ``_client`` (and ``_openai``) -> ``_retry`` -> ``_journal``.
+Opt-in beside them: ``_shared_limiter`` (one limit for many processes, in Redis), ``_cache``
+(responses by request key, in SQLite) and ``_batch_api`` (tasks through a provider's Batch
+API, at half price).
 """
 
 from aita.engine._adaptive import AdaptiveRate
@@ -18,6 +19,7 @@ from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import (
     BatchInterrupted,
+    ExecutorSettings,
     ParallelLLMExecutor,
     ResultStream,
     create_executor,
@@ -28,6 +30,7 @@ from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManage
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendEntry, SpendLedger
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
+from aita.engine._openai import ENDPOINT as CHAT_ENDPOINT
 from aita.engine._openai import (
     OpenAICompatibleClient,
     create_openrouter_client,
@@ -66,10 +69,12 @@ from aita.errors import (
     ConfigError,
     DependencyFailed,
     EmptyResponse,
+    EndpointNotFound,
     ImagesNotSupported,
     InvalidResponse,
     ModelNotFound,
     ProviderError,
+    ProviderNeverReached,
     ProviderOutage,
     ProviderTimeout,
     ProviderUnavailable,
@@ -77,12 +82,14 @@ from aita.errors import (
     RateLimited,
     ResponseParseError,
     ResponseTooLarge,
+    RunFailed,
     TaskGraphError,
     TruncatedResponse,
 )
 
 __all__ = [
     "BATCH_DISCOUNT",
+    "CHAT_ENDPOINT",
     "OUTCOMES",
     "PRICES_PER_MILLION",
     "SIMULATED_HEADER",
@@ -103,7 +110,9 @@ __all__ = [
     "Decision",
     "DependencyFailed",
     "EmptyResponse",
+    "EndpointNotFound",
     "ExecutionMetrics",
+    "ExecutorSettings",
     "ExponentialBackoff",
     "ImagesNotSupported",
     "InvalidResponse",
@@ -118,6 +127,7 @@ __all__ = [
     "Outcome",
     "ParallelLLMExecutor",
     "ProviderError",
+    "ProviderNeverReached",
     "ProviderOutage",
     "ProviderTimeout",
     "ProviderUnavailable",
@@ -130,6 +140,7 @@ __all__ = [
     "ResponseTooLarge",
     "ResultStream",
     "RetryPolicy",
+    "RunFailed",
     "SimpleLLMTask",
     "SpendEntry",
     "SpendLedger",

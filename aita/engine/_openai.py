@@ -22,7 +22,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import httpx2
@@ -64,7 +64,7 @@ MAX_MESSAGE_CHARS = 500
 #: A model name from the provider is cut to this many characters.
 MAX_MODEL_CHARS = 200
 #: The one chat endpoint, for live calls and Batch API lines alike.
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 
 
 class OpenAICompatibleClient:

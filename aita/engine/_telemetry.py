@@ -27,7 +27,7 @@ final, and the batch trace is a context manager around the run.
 Metrics (meter ``aita``): ``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage``
 as the conventions name them, and aita's ``aita.calls``, ``aita.cost``, ``aita.rate_limited``
 (429s), ``aita.calls.in_flight``, ``aita.rate`` (the limiter's current requests per second) and
-``aita.tasks`` (by source).
+``aita.tasks`` (by source and outcome).
 """
 
 from __future__ import annotations
@@ -333,14 +333,13 @@ class _LiveTrace(BatchTrace):
 
     def task_end(self, result: TaskResult) -> None:
         self._close(result)
-        source = _source(result)
+        source = result.source
         with self._lock:
             self._counts["completed" if result.success else "failed"] += 1
             if source != "call":
                 self._counts[source] += 1
         if self._metrics is not None:
-            outcome = {"aita.source": source, "aita.success": result.success}
-            self._metrics.tasks.add(1, outcome)
+            self._metrics.tasks.add(1, {"aita.source": source, "aita.outcome": result.outcome})
 
     def _close(self, result: TaskResult) -> None:
         """End the span of the task of ``result``, if it is open."""
@@ -353,7 +352,8 @@ class _LiveTrace(BatchTrace):
         span = task.span
         span.set_attributes(
             {
-                "aita.source": _source(result),
+                "aita.source": result.source,
+                "aita.outcome": result.outcome,
                 "aita.retries": result.retry_count,
                 "aita.cost": result.cost,
                 "aita.success": result.success,
@@ -363,8 +363,8 @@ class _LiveTrace(BatchTrace):
             span.set_attribute("gen_ai.response.model", result.model[:MAX_NAME])
         if result.used_fallback:
             span.set_attribute("aita.fallback", True)
-        if result.batched:
-            span.set_attribute("aita.batched", True)
+        if result.combined:
+            span.set_attribute("aita.combined", True)
         if not result.success:
             span.set_attribute("error.type", result.error_type or "error")
             span.set_status(otel_trace.StatusCode.ERROR, (result.error or "")[:MAX_DESCRIPTION])
@@ -504,11 +504,6 @@ class _LiveTrace(BatchTrace):
         rate = getattr(self._limiter, "rate", None)
         if self._metrics is not None and isinstance(rate, int | float) and rate > 0:
             self._metrics.rate.set(rate, self._common)
-
-
-def _source(result: TaskResult) -> str:
-    """Where the task's answer came from: a call, the journal, or the response cache."""
-    return "journal" if result.from_checkpoint else "cache" if result.cached else "call"
 
 
 def _port_of(url: str) -> int | None:

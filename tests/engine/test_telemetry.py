@@ -154,7 +154,7 @@ def test_a_batch_is_traced_per_task_and_attempt_with_429_journal_and_cache(
     assert {p.attributes["gen_ai.token.type"] for p in tokens} == {"input", "output"}
     input_tokens = sum(p.sum for p in tokens if p.attributes["gen_ai.token.type"] == "input")
     assert input_tokens == first.metrics.prompt_tokens
-    assert total(metrics["aita.tasks"], **{"aita.source": "call"}) == 2
+    assert total(metrics["aita.tasks"], **{"aita.source": "call", "aita.outcome": "done"}) == 2
 
     # A second run: a and b from the journal, c (a's question under a new id) from the cache.
     watched.spans.clear()
@@ -219,6 +219,7 @@ def test_a_failed_task_says_why(simulator: SimulatorFactory) -> None:
     assert task.status.status_code == StatusCode.ERROR
     assert attrs(task)["error.type"] == result.task_results[0].error_type
     assert attrs(task)["aita.success"] is False
+    assert attrs(task)["aita.outcome"] == "failed"
     (batch,) = watched.named("aita.batch")
     assert attrs(batch)["aita.batch.failed"] == 1
 
@@ -273,7 +274,7 @@ def test_tasks_sharing_a_call_are_counted_once_each(simulator: SimulatorFactory)
         assert call.kind == SpanKind.CLIENT
     members = [tasks[f"n{n}"] for n in range(10)]
     assert all(attrs(t)["aita.success"] for t in members)
-    assert [n for n in range(10) if attrs(tasks[f"n{n}"]).get("aita.batched")] == [
+    assert [n for n in range(10) if attrs(tasks[f"n{n}"]).get("aita.combined")] == [
         0, 1, 2, 3, 4, 5, 6, 8, 9,
     ]  # fmt: skip
     assert len(children(tasks["n7"], spans)) == 1  # asked alone
