@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from aita.engine import SimpleLLMTask, Telemetry
+from aita.engine import SimpleLLMTask, Telemetry, run_via_batch_api
+from aita.simulator.batches import BatchSimulation
 from tests.engine.test_batching import SquareTask, squares
 from tests.support.doubles import ROOT, SimulatorFactory, client_for, executor_for
 
@@ -280,3 +281,24 @@ def test_tasks_sharing_a_call_are_counted_once_each(simulator: SimulatorFactory)
     assert len(children(tasks["n7"], spans)) == 1  # asked alone
     assert not any(attrs(s).get("aita.stopped") for s in spans)
     assert total(watched.metrics()["aita.tasks"]) == 10
+
+
+def test_a_batch_api_job_is_traced_per_task(simulator: SimulatorFactory) -> None:
+    sim = simulator(announce=False)
+    sim.batch_api.simulation = BatchSimulation(processing_seconds=0.1)
+    watched = Watched()
+    result = run_via_batch_api(
+        client_for(sim),
+        [SimpleLLMTask(f"t{i}", f"question {i}") for i in range(3)],
+        "job",
+        poll_interval=0.05,
+        telemetry=watched.telemetry,
+    )
+    assert all(r.success for r in result.task_results)
+    spans = watched.spans.get_finished_spans()
+    (batch,) = watched.named("aita.batch")
+    assert attrs(batch)["aita.batch.completed"] == 3
+    tasks = children(batch, spans)
+    assert sorted(attrs(t)["aita.task.id"] for t in tasks) == ["t0", "t1", "t2"]
+    assert all(attrs(t)["aita.source"] == "call" and attrs(t)["aita.cost"] > 0 for t in tasks)
+    assert total(watched.metrics()["aita.tasks"], **{"aita.outcome": "done"}) == 3
