@@ -9,7 +9,7 @@ With a provider, one batch is traced as::
 
     aita.batch                      INTERNAL  aita.batch.name, .tasks, .completed, .failed, ...
       aita.task                     INTERNAL  aita.task.id, aita.source (call/journal/cache),
-                                              aita.retries, aita.cost, error.type
+                                              aita.outcome, aita.retries, aita.cost, error.type
         wait 429 | wait outage | wait limiter      a wait before an attempt, as a short span
         chat {model}                CLIENT    one attempt: the GenAI semantic conventions'
                                               inference span (gen_ai.*, server.*, error.type)
