@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from aita.engine._cache import ResponseCache
@@ -159,7 +160,7 @@ class Lifecycle:
         try:
             messages = task.build_messages()
             params = task.request_params()
-            key = run.key = request_key(self.model, messages, params, task.version)
+            key = run.key = _key_of(self.model, messages, params, task.version)
             model = params.get("model") or self.model
             estimate = self._estimate(task, messages, params) if self.token_budget else 0
         except Exception as error:
@@ -379,6 +380,15 @@ def parse(task: LLMTask, response: LLMResponse) -> Any:
         raise ResponseParseError(
             f"could not parse the response: {reason}", response.content
         ) from error
+
+
+def _key_of(
+    model: str, messages: list[LLMMessage], params: dict[str, Any], version: str | int | None
+) -> str:
+    try:
+        return request_key(model, messages, params, version)
+    except orjson.JSONEncodeError as error:  # nested past any JSON writer's depth, say
+        raise ValueError(f"the request cannot be written as JSON ({error})") from error
 
 
 def _model_name(name: object, redact: Redact) -> str:

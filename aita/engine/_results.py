@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from aita.engine._client import LLMResponse, Usage
 from aita.engine._pricing import cost_of
+from aita.errors import Cancelled, DependencyFailed
 
 #: How a task ended: answered (``done``), answered but to be reviewed (``flagged``: its fallback
 #: stood in, or the answer was cut off at the token limit), or not (``failed``; ``skipped`` for a
@@ -300,7 +301,7 @@ class TaskRun:
         return self._result("flagged" if flagged else "done", attempt, result=value)
 
     def failed(self, error: BaseException, attempt: int, message: str | None = None) -> TaskResult:
-        return self._result("failed", attempt, **_error_fields(error, message))
+        return self._result(_not_done(error), attempt, **_error_fields(error, message))
 
     def from_cache(self, value: Any, response: LLMResponse) -> TaskResult:
         """Answered by the response cache: the stored answer, no call, no cost."""
@@ -340,8 +341,14 @@ class TaskRun:
 
 def not_run(task_id: str, error: BaseException, message: str | None = None) -> TaskResult:
     """A task that never started: skipped for a failed dependency, or cancelled."""
-    outcome = _outcome(False, False, None, type(error).__name__)
-    return TaskResult(task_id=task_id, outcome=outcome, **_error_fields(error, message))
+    return TaskResult(task_id=task_id, outcome=_not_done(error), **_error_fields(error, message))
+
+
+def _not_done(error: BaseException) -> Outcome:
+    """A task without an answer: skipped for a dependency, cancelled, or failed."""
+    if isinstance(error, DependencyFailed):
+        return "skipped"
+    return "cancelled" if isinstance(error, Cancelled) else "failed"
 
 
 def _error_fields(error: BaseException, message: str | None = None) -> dict[str, Any]:
