@@ -29,6 +29,7 @@ from aita.engine._images import image_to_data_url
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendEntry, SpendLedger
+from aita.engine._lifecycle import Lifecycle, Prepared, Settlement
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
 from aita.engine._openai import ENDPOINT as CHAT_ENDPOINT
 from aita.engine._openai import (
@@ -120,12 +121,14 @@ __all__ = [
     "LLMMessage",
     "LLMResponse",
     "LLMTask",
+    "Lifecycle",
     "ModelNotFound",
     "NoOpRateLimiter",
     "OpenAICompatibleClient",
     "OutageGate",
     "Outcome",
     "ParallelLLMExecutor",
+    "Prepared",
     "ProviderError",
     "ProviderNeverReached",
     "ProviderOutage",
@@ -141,6 +144,7 @@ __all__ = [
     "ResultStream",
     "RetryPolicy",
     "RunFailed",
+    "Settlement",
     "SimpleLLMTask",
     "SpendEntry",
     "SpendLedger",

@@ -25,10 +25,12 @@ from aita.engine import (
     Checkpoint,
     CheckpointJournal,
     ExecutorSettings,
+    Lifecycle,
     LLMMessage,
     LLMResponse,
     OpenAICompatibleClient,
     ParallelLLMExecutor,
+    Prepared,
     ProviderOutage,
     ProviderUnavailable,
     ProviderUnreachable,
@@ -45,8 +47,6 @@ from aita.engine import (
     estimate_prompt_tokens,
     request_key,
 )
-from aita.engine._lifecycle import Lifecycle, Prepared, parse
-from aita.engine._progress import BatchProgress
 from tests.support.doubles import SimulatorFactory, client_for, executor_for, questions
 
 #: No run here may take longer than this: a hang fails the test instead of the suite.
@@ -428,7 +428,6 @@ def life_of(tmp_path: Path, **changes: Any) -> Lifecycle:
     fields: dict[str, Any] = {
         "name": "job",
         "model": "base/model",
-        "progress": BatchProgress(None, 0, show=False),
         "retry_policy": RetryPolicy(2, lambda attempt: 0.25 * (attempt + 1)),
         "redact": _redact,
     }
@@ -520,32 +519,28 @@ def test_look_back_reuses_the_journal_then_the_cache_and_counts_each_task_once(
     task = SimpleLLMTask("t", "p")
     probe = step_of(life_of(tmp_path), task)
     record = TaskRecord(task_id="t", succeeded=True, raw_response="ANSWER", key=probe.key)
-    progress = BatchProgress(None, 0, show=False)
-    life = life_of(
-        tmp_path, lookup=Checkpoint(name="job", records={"t": record}), progress=progress
-    )
+    life = life_of(tmp_path, lookup=Checkpoint(name="job", records={"t": record}))
     step = step_of(life, task)
     reused = life.look_back(step)
     assert reused is not None and reused.source == "journal" and reused.result == "ANSWER"
     assert life.look_back(step) is not None
-    assert progress.counts.reused == 1  # counted the first time only
+    assert life.progress.counts.reused == 1  # counted the first time only
     assert life.look_back(step, journal=False) is None  # a combined call has no record
     other = step_of(life, SimpleLLMTask("u", "p"))
-    assert life.look_back(other) is None and progress.counts.new == 1
+    assert life.look_back(other) is None and life.progress.counts.new == 1
 
 
 def test_look_back_answers_from_the_cache_at_no_cost(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "cache.sqlite")
     ledger = SpendLedger(tmp_path / "spend.jsonl")
-    progress = BatchProgress(None, 0, show=False)
-    life = life_of(tmp_path, cache=cache, ledger=ledger, progress=progress)
+    life = life_of(tmp_path, cache=cache, ledger=ledger)
     step = step_of(life, SimpleLLMTask("t", "p"))
     assert life.look_back(step) is None
     cache.put(step.key, answer("cached", model=f"\x1b[31m{KEY}" + "m" * 500))
     cached = life.look_back(step)
     assert cached is not None and cached.source == "cache" and cached.result == "cached"
     assert (cached.cost, cached.tokens, cached.outcome) == (0.0, 0, "done")
-    assert progress.counts.cached == 1
+    assert life.progress.counts.cached == 1
     [line] = ledger_lines(tmp_path / "spend.jsonl")
     assert line["cached"] is True and line["cost"] == 0.0 and line["batch"] == "job"
     assert (line["prompt_tokens"], line["completion_tokens"]) == (0, 0)
@@ -565,9 +560,8 @@ def test_a_cached_answer_its_parser_now_refuses_is_asked_again(tmp_path: Path) -
 def test_settle_an_answer_counts_pays_parses_and_caches_it(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "cache.sqlite")
     ledger = SpendLedger(tmp_path / "spend.jsonl")
-    progress = BatchProgress(None, 0, show=False)
     prices = {"answering/model": (1_000_000.0, 2_000_000.0)}
-    life = life_of(tmp_path, cache=cache, ledger=ledger, progress=progress, prices=prices)
+    life = life_of(tmp_path, cache=cache, ledger=ledger, prices=prices)
     step = step_of(life, SimpleLLMTask("t", "p"))
     settled = life.settle(step, response=answer(f"say {KEY}"), seconds=0.5, waited=0.25)
     result = settled.result
@@ -579,7 +573,7 @@ def test_settle_an_answer_counts_pays_parses_and_caches_it(tmp_path: Path) -> No
     assert (result.prompt_tokens, result.completion_tokens, result.tokens) == (10, 5, 15)
     assert result.cost == pytest.approx(20.0) and result.call_time == 0.5
     assert result.request_key == step.key and result.retry_count == 0
-    counts = progress.counts
+    counts = life.progress.counts
     assert (counts.requests, counts.limiter_wait, counts.unpriced, counts.retries) == (
         1,
         0.25,
@@ -602,24 +596,22 @@ def test_settle_an_answer_counts_pays_parses_and_caches_it(tmp_path: Path) -> No
 def test_a_simulated_answer_is_neither_spend_nor_cached(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "cache.sqlite")
     ledger = SpendLedger(tmp_path / "spend.jsonl")
-    progress = BatchProgress(None, 0, show=False)
-    life = life_of(tmp_path, cache=cache, ledger=ledger, progress=progress)
+    life = life_of(tmp_path, cache=cache, ledger=ledger)
     step = step_of(life, SimpleLLMTask("t", "p"))
     simulated = answer(headers={SIMULATED_HEADER: "true"})
     result = life.settle(step, response=simulated).result
     assert result is not None and result.simulated and result.success
     assert not (tmp_path / "spend.jsonl").exists()
     assert cache.get(step.key) is None
-    assert progress.counts.simulated == 1 and progress.counts.unpriced == 0
+    assert life.progress.counts.simulated == 1 and life.progress.counts.unpriced == 0
 
 
 def test_an_answer_at_an_unknown_price_is_counted_as_such(tmp_path: Path) -> None:
-    progress = BatchProgress(None, 0, show=False)
-    life = life_of(tmp_path, progress=progress)
+    life = life_of(tmp_path)
     step = step_of(life, SimpleLLMTask("t", "p"))
     result = life.settle(step, response=answer(model="nobody/knows")).result
     assert result is not None and result.cost == 0.0
-    assert progress.counts.unpriced == 1
+    assert life.progress.counts.unpriced == 1
 
 
 def test_the_batch_price_is_the_discount_of_the_listed_one_unless_the_provider_says(
@@ -635,18 +627,17 @@ def test_the_batch_price_is_the_discount_of_the_listed_one_unless_the_provider_s
 
 
 def test_a_cut_off_answer_is_flagged_or_an_error_if_the_task_says_so(tmp_path: Path) -> None:
-    progress = BatchProgress(None, 0, show=False)
-    life = life_of(tmp_path, progress=progress)
+    life = life_of(tmp_path)
     cut = answer(finish_reason="length")
     flagged = life.settle(step_of(life, SimpleLLMTask("t", "p")), response=cut).result
     assert flagged is not None and flagged.outcome == "flagged" and not flagged.used_fallback
-    assert progress.counts.truncated == 1
+    assert life.progress.counts.truncated == 1
     step = step_of(life, Strict("u", "p"))
     settled = life.settle(step, response=answer(finish_reason="length"))
     assert isinstance(settled.error, TruncatedResponse)
     assert settled.result is not None and settled.result.outcome == "failed"
     assert settled.result.error_type == "TruncatedResponse"
-    assert progress.counts.truncated == 2
+    assert life.progress.counts.truncated == 2
 
 
 class Strict(SimpleLLMTask):
@@ -656,8 +647,7 @@ class Strict(SimpleLLMTask):
 def test_an_answer_that_does_not_parse_is_asked_again_with_the_error_then_fails(
     tmp_path: Path,
 ) -> None:
-    progress = BatchProgress(None, 0, show=False)
-    life = life_of(tmp_path, progress=progress)
+    life = life_of(tmp_path)
     step = step_of(life, SimpleLLMTask("t", "p", parse_fn=_json_only))
     first = life.settle(step, response=answer("nope"))
     assert first.result is None and first.reached
@@ -672,7 +662,7 @@ def test_an_answer_that_does_not_parse_is_asked_again_with_the_error_then_fails(
     assert last.result.retry_count == 2 and last.result.raw_response == "nope"
     assert last.result.tokens == 45  # every attempt was paid for
     assert last.decision is not None and not last.decision.retry
-    assert progress.counts.retries == 2 and progress.counts.requests == 3
+    assert life.progress.counts.retries == 2 and life.progress.counts.requests == 3
 
 
 def test_settle_an_error_follows_the_retry_policy(tmp_path: Path) -> None:
@@ -734,8 +724,7 @@ def test_finish_journals_then_shows_and_tells_the_caller(tmp_path: Path) -> None
     path = tmp_path / "journal.jsonl"
     path.write_bytes(b"")
     journal = CheckpointJournal(path)
-    progress = BatchProgress(None, 0, show=False)
-    life = life_of(tmp_path, journal=journal, progress=progress, on_task_complete=seen.append)
+    life = life_of(tmp_path, journal=journal, on_task_complete=seen.append)
     done = TaskResult(task_id="t", outcome="done", raw_response="a", request_key="k")
     reused = TaskResult(task_id="u", outcome="done", source="journal")
     life.finish(done)
@@ -743,7 +732,7 @@ def test_finish_journals_then_shows_and_tells_the_caller(tmp_path: Path) -> None
     journal.close()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["task_id"] for line in lines] == ["t"]  # a reused one is there already
-    assert seen == [done, reused] and progress.succeeded == 2
+    assert seen == [done, reused] and life.progress.succeeded == 2
 
 
 def test_a_callback_that_raises_is_logged_but_a_run_failure_stops_the_run(tmp_path: Path) -> None:
@@ -785,17 +774,123 @@ def test_a_parse_failure_names_the_field_of_a_model_and_a_cut_off_answer(tmp_pat
     class Answer(BaseModel):
         score: int
 
-    task = SimpleLLMTask("t", "p", parse_fn=lambda text: Answer.model_validate_json(text))
-    with pytest.raises(ResponseParseError) as raised:
-        parse(task, answer('{"score": "high"}'))
-    assert str(raised.value).startswith("could not parse the response: score: ")
-    assert "high" not in str(raised.value)  # the answer's value is not repeated
-    assert raised.value.raw_response == '{"score": "high"}'
-    with pytest.raises(ResponseParseError, match=r"not JSON \(the answer was cut off"):
-        parse(SimpleLLMTask("u", "p", parse_fn=_json_only), answer("x", finish_reason="length"))
-    with pytest.raises(ResponseParseError, match=r"response: ValueError$"):
-        parse(SimpleLLMTask("v", "p", parse_fn=_empty_error), answer("x"))
+    def failure(parse_fn: Any, response: LLMResponse) -> BaseException | None:
+        life = life_of(tmp_path)
+        return life.settle(
+            step_of(life, SimpleLLMTask("t", "p", parse_fn=parse_fn)), response=response
+        ).error
+
+    error = failure(Answer.model_validate_json, answer('{"score": "high"}'))
+    assert isinstance(error, ResponseParseError)
+    assert str(error).startswith("could not parse the response: score: ")
+    assert "high" not in str(error)  # the answer's value is not repeated
+    assert error.raw_response == '{"score": "high"}'
+    cut = failure(_json_only, answer("x", finish_reason="length"))
+    assert (
+        str(cut)
+        == "could not parse the response: not JSON (the answer was cut off at the token limit)"
+    )
+    assert str(failure(_empty_error, answer("x"))) == "could not parse the response: ValueError"
 
 
 def _empty_error(text: str) -> Any:
     raise ValueError()
+
+
+def test_what_a_step_contains_it_logs_naming_the_task(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unreadable:
+        def answer_for(self, task: Any, key: str) -> Any:
+            raise Boom("unreadable")
+
+    class BrokenCache(ResponseCache):
+        def get(self, key: str) -> LLMResponse | None:
+            raise Boom("corrupt")
+
+    life = life_of(tmp_path, lookup=Unreadable(), cache=BrokenCache(tmp_path / "c.sqlite"))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert life.look_back(step) is None
+    assert caplog.messages == [
+        "task t: its journal record does not read (unreadable)",
+        "task t: the cached answer does not read (corrupt)",
+    ]
+    caplog.clear()
+    life.failed(step.task, RuntimeError(f"bug {KEY}"), step)
+    assert caplog.messages == ["task t failed: bug [redacted]"]
+    caplog.clear()
+
+    def broken(result: TaskResult) -> None:
+        raise Boom("callback")
+
+    life_of(tmp_path, on_task_complete=broken).finish(TaskResult(task_id="t", outcome="done"))
+    assert caplog.messages == ["on_task_complete failed for task t"]
+
+
+def test_looking_back_without_a_journal_or_cache_is_quiet_and_counts_new_tasks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    life = life_of(tmp_path, cache=ResponseCache(tmp_path / "c.sqlite"))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert life.look_back(step) is None
+    assert life.progress.counts.new == 1 and caplog.messages == []
+    life.finish(TaskResult(task_id="t", outcome="failed", error="x"))
+    assert life.look_back(step) is None
+    assert life.progress.counts.new == 2  # a task that ended and comes again counts again
+
+
+def test_the_journals_answer_wins_over_the_caches(tmp_path: Path) -> None:
+    task = SimpleLLMTask("t", "p")
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    key = step_of(life_of(tmp_path), task).key
+    record = TaskRecord(task_id="t", succeeded=True, raw_response="JOURNAL", key=key)
+    cache.put(key, answer("CACHE"))
+    life = life_of(tmp_path, lookup=Checkpoint(name="job", records={"t": record}), cache=cache)
+    reused = life.look_back(step_of(life, task))
+    assert reused is not None and (reused.source, reused.result) == ("journal", "JOURNAL")
+    assert life.progress.counts.cached == 0
+
+
+def test_a_fallback_keeps_the_redacted_error_and_the_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class WithFallback(SimpleLLMTask):
+        @property
+        def has_fallback(self) -> bool:
+            return True
+
+        def fallback(self, error: Exception) -> Any:
+            return "stand-in"
+
+    class FailingFallback(WithFallback):
+        def fallback(self, error: Exception) -> Any:
+            raise Boom("no stand-in")
+
+    life = life_of(tmp_path)
+    step = step_of(life, WithFallback("t", "p"))
+    assert life.settle(step, error=ProviderUnavailable("busy", status_code=500)).result is None
+    result = life.give_up(step, RuntimeError(f"gave up {KEY}"))
+    assert (result.outcome, result.result, result.retry_count) == ("flagged", "stand-in", 1)
+    assert result.error == "gave up [redacted]" and result.error_type == "RuntimeError"
+    assert caplog.messages == []
+    failing = step_of(life, FailingFallback("u", "p"))
+    failed = life.give_up(failing, RuntimeError("gave up"))
+    assert failed.outcome == "failed" and failed.error_type == "RuntimeError"
+    assert caplog.messages == ["fallback of task u failed: no stand-in"]
+    caplog.clear()
+    plain = life.give_up(step_of(life, SimpleLLMTask("v", "p")), RuntimeError("gave up"))
+    assert plain.outcome == "failed" and caplog.messages == []
+
+
+def test_a_contained_failure_keeps_the_attempts_and_names_an_empty_error_by_type(
+    tmp_path: Path,
+) -> None:
+    life = life_of(tmp_path)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    life.settle(step, error=ProviderUnavailable("busy", status_code=500))
+    contained = life.failed(step.task, ValueError(), step)
+    assert (contained.error, contained.error_type, contained.retry_count) == (
+        "ValueError",
+        "ValueError",
+        1,
+    )
