@@ -302,3 +302,19 @@ def test_a_batch_api_job_is_traced_per_task(simulator: SimulatorFactory) -> None
     assert sorted(attrs(t)["aita.task.id"] for t in tasks) == ["t0", "t1", "t2"]
     assert all(attrs(t)["aita.source"] == "call" and attrs(t)["aita.cost"] > 0 for t in tasks)
     assert total(watched.metrics()["aita.tasks"], **{"aita.outcome": "done"}) == 3
+
+
+def test_a_stream_is_traced_like_a_batch(simulator: SimulatorFactory) -> None:
+    sim = simulator()
+    watched = Watched()
+    executor = executor_for(client_for(sim), telemetry=watched.telemetry)
+    stream = executor.execute_stream(
+        (SimpleLLMTask(f"t{i}", f"question {i}") for i in range(5)), "streamed"
+    )
+    assert all(r.success for r in stream)
+    spans = watched.spans.get_finished_spans()
+    (batch,) = watched.named("aita.batch")
+    assert "aita.batch.tasks" not in attrs(batch)  # a stream's length is not known
+    assert attrs(batch)["aita.batch.completed"] == 5
+    assert len(children(batch, spans)) == 5
+    assert all(s.parent is not None for s in spans if s.name != "aita.batch")
