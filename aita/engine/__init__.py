@@ -60,6 +60,7 @@ from aita.engine._tasks import (
     estimate_prompt_tokens,
     with_correction,
 )
+from aita.engine._telemetry import Telemetry
 from aita.errors import (
     AitaError,
     AuthenticationFailed,
@@ -156,6 +157,7 @@ __all__ = [
     "TaskGraphError",
     "TaskRecord",
     "TaskResult",
+    "Telemetry",
     "TruncatedResponse",
     "Usage",
     "VisionLLMTask",

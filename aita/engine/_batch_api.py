@@ -60,6 +60,7 @@ from aita.engine._progress import BatchProgress
 from aita.engine._results import BatchResult, TaskResult, batch_metrics
 from aita.engine._retry import RetryPolicy
 from aita.engine._tasks import LLMTask
+from aita.engine._telemetry import Telemetry
 from aita.errors import (
     BadRequest,
     BatchOverdue,
@@ -111,6 +112,7 @@ def run_via_batch_api(
     max_bytes_per_file: int = MAX_BYTES_PER_FILE,
     completion_window: str = "24h",
     outage_budget: float | None = None,
+    telemetry: Telemetry | None = None,
 ) -> BatchResult:
     """Run ``tasks`` through the provider's Batch API; ``task_results`` in input order.
 
@@ -126,7 +128,8 @@ def run_via_batch_api(
     unreachable for longer than ``outage_budget`` seconds (``AITA_OUTAGE_BUDGET``) while the
     batches are polled raises ``ProviderOutage``; the batches keep running and a later run
     collects them. Ctrl-C raises ``BatchInterrupted`` the same way. Checkpointing is always
-    on: it is what makes a batch job resumable.
+    on: it is what makes a batch job resumable. ``telemetry``: as ``ParallelLLMExecutor``'s,
+    a span per batch and per task (no attempt spans: the provider answers items in bulk).
     """
     task_list = list(tasks)
     settings = ExecutorSettings.resolve(
@@ -148,7 +151,9 @@ def run_via_batch_api(
         limits=(max(1, max_requests_per_file), max(1, max_bytes_per_file)),
         completion_window=completion_window,
     )
-    return job.run(task_list, resume_from_checkpoint, on_task_complete)
+    job.life.trace = (telemetry or Telemetry()).batch(name, len(task_list), client, None)
+    with job.life.trace:
+        return job.run(task_list, resume_from_checkpoint, on_task_complete)
 
 
 def cancel_batch_api(

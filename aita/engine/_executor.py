@@ -46,6 +46,7 @@ from aita.engine._scheduler import BatchScheduler, Job, Scheduler
 from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
 from aita.engine._stream import StreamScheduler
 from aita.engine._tasks import BatchableLLMTask, LLMTask
+from aita.engine._telemetry import Telemetry
 from aita.errors import (
     InvalidResponse,
     ProviderNeverReached,
@@ -181,10 +182,13 @@ class ParallelLLMExecutor:
     budget and 429 pauses with every process naming the same ``limit_name`` (default: the
     provider's URL and the model). ``cache`` (``AITA_CACHE``; True, a file, or a
     ``ResponseCache``) answers a request asked before, by any batch, without a call.
+    ``telemetry`` sends spans and metrics to OpenTelemetry (default: the global providers, if
+    any are configured; see ``Telemetry``).
 
     ``settings`` (an ``ExecutorSettings``, e.g. ``ExecutorSettings.resolve(max_workers=4)``)
     gives every plain setting at once, in place of their keywords; ``backoff``,
-    ``retry_policy``, ``rate_limiter`` and a ``ResponseCache`` stay keywords (they are objects).
+    ``retry_policy``, ``rate_limiter``, a ``ResponseCache`` and ``telemetry`` stay keywords
+    (they are objects).
     """
 
     def __init__(
@@ -211,6 +215,7 @@ class ParallelLLMExecutor:
         limit_name: str | None = None,
         cache: bool | str | Path | ResponseCache | None = None,
         settings: ExecutorSettings | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         settings = settings or ExecutorSettings.resolve(
             max_workers=max_workers,
@@ -272,6 +277,7 @@ class ParallelLLMExecutor:
         self.prices = settings.prices
         self.spend_ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
         self.max_batch_size = settings.max_batch_size
+        self.telemetry = telemetry or Telemetry()
 
     def __repr__(self) -> str:
         return (
@@ -322,6 +328,7 @@ class ParallelLLMExecutor:
                 journal.start_run(len(task_list))
         progress = BatchProgress(len(task_list), 0, self.settings.show_progress)
         life = self._lifecycle(name, progress, checkpoint, journal, on_task_complete)
+        life.trace = self.telemetry.batch(name, len(task_list), self.llm_client, self.rate_limiter)
         scheduler = BatchScheduler(
             task_list,
             graph,
@@ -337,7 +344,8 @@ class ParallelLLMExecutor:
             timer.daemon = True
             timer.start()
         try:
-            self._run_workers(run, min(self.max_workers, scheduler.pending))
+            with life.trace:
+                self._run_workers(run, min(self.max_workers, scheduler.pending))
         except KeyboardInterrupt:
             done = sum(r is not None for r in scheduler.results)
             path = checkpoint.path if checkpoint is not None else None
@@ -412,6 +420,7 @@ class ParallelLLMExecutor:
             stream.progress_total, stream.progress_done, self.settings.show_progress
         )
         life = self._lifecycle(stream.name, progress, index, journal, stream.on_task_complete)
+        life.trace = self.telemetry.batch(stream.name, None, self.llm_client, self.rate_limiter)
         scheduler = StreamScheduler(
             stream.source, stream.window, life, max_batch_size=self.max_batch_size
         )
@@ -435,6 +444,7 @@ class ParallelLLMExecutor:
                 checkpoint.path if checkpoint else None,
             ) from None
         finally:
+            life.trace.end()
             scheduler.request_stop()
             run.gate.wake()
             self._reached = self._reached or run.gate.reached
@@ -623,6 +633,7 @@ class ParallelLLMExecutor:
         """Wait (outage gate, limiter, backoff), ask, and let the lifecycle settle each attempt."""
         stop, gate, life = run.scheduler.stop, run.gate, run.life
         while True:
+            since = time.monotonic() if gate.down else None  # (for the outage's wait span)
             try:
                 probe = gate.enter()  # waits while the provider is down
             except ProviderNeverReached:
@@ -637,6 +648,7 @@ class ParallelLLMExecutor:
             started = time.perf_counter()
             response: LLMResponse | None = None
             failure: BaseException | None = None
+            life.trace.sending(step.trace, step.attempt, step.params, since, waited)
             try:
                 answer: object = self.llm_client.complete(step.messages, **step.params)
                 if not isinstance(answer, LLMResponse):

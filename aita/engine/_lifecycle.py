@@ -56,6 +56,7 @@ from aita.engine._progress import BatchProgress
 from aita.engine._results import TaskResult, TaskRun
 from aita.engine._retry import Decision, RetryPolicy
 from aita.engine._tasks import LLMTask, estimate_prompt_tokens
+from aita.engine._telemetry import NO_TRACE, BatchTrace, TaskTrace
 from aita.errors import (
     ProviderError,
     ResponseParseError,
@@ -93,6 +94,8 @@ class Prepared:
     estimate: int = 0
     #: failed attempts counted against the task's retries
     attempt: int = 0
+    #: the task's span, when the run is traced (``_telemetry``)
+    trace: TaskTrace | None = None
 
     @property
     def body(self) -> dict[str, Any]:
@@ -151,6 +154,8 @@ class Lifecycle:
     token_budget: bool = False
     #: the share of the listed price paid when the provider reports no cost (the Batch API's)
     discount: float = 1.0
+    #: OpenTelemetry's hooks, one per step (``_telemetry``); nothing is recorded by default
+    trace: BatchTrace = NO_TRACE
     _looked_up: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -160,6 +165,7 @@ class Lifecycle:
         """The task's request and key; its failed result if it cannot build one (a bug in the
         task or a parameter no request can carry: no retry)."""
         run = TaskRun(task.task_id, self.prices, self.discount)
+        trace = self.trace.task_start(task.task_id)
         try:
             messages = task.build_messages()
             params = task.request_params()
@@ -168,7 +174,7 @@ class Lifecycle:
             estimate = self._estimate(task, messages, params) if self.token_budget else 0
         except Exception as error:
             return self._give_up(task, run, error, 0)
-        return Prepared(task, messages, params, key, str(model), run, estimate)
+        return Prepared(task, messages, params, key, str(model), run, estimate, trace=trace)
 
     @staticmethod
     def _estimate(task: LLMTask, messages: list[LLMMessage], params: dict[str, Any]) -> int:
@@ -247,7 +253,9 @@ class Lifecycle:
                 error = failure
             else:
                 self.progress.attempt(waited, False, False)
-                return Settlement(result=step.run.succeeded(value, step.attempt), reached=True)
+                result = step.run.succeeded(value, step.attempt)
+                self.trace.attempt_end(step.trace, result=result)
+                return Settlement(result=result, reached=True)
         if error is None:
             error = ProviderError("the client returned neither an answer nor an error")
         reached = reached or (isinstance(error, ProviderError) and error.status_code is not None)
@@ -265,9 +273,11 @@ class Lifecycle:
                 error = failure
                 decision = Decision(retry=False)
         if decision.retry:
+            self.trace.attempt_end(step.trace, error, decision)
             return Settlement(error=error, decision=decision, reached=reached)
         # the decision's failure says more than the error (a spent quota names the wait)
         result = self._give_up(step.task, step.run, decision.failure or error, step.attempt)
+        self.trace.attempt_end(step.trace, error, decision, result)
         return Settlement(result=result, error=error, decision=decision, reached=reached)
 
     def _answered(self, step: Prepared, response: LLMResponse) -> Any:
@@ -276,6 +286,7 @@ class Lifecycle:
         response.model = _model_name(response.model, self.redact)
         response.content = self.redact(response.content) if response.content else ""
         step.run.record(response)
+        self.trace.answered(step.trace, response, step.run.last_cost)
         self.progress.answered(step.run.last_cost is not None, response.simulated)
         if self.ledger is not None and not response.simulated:
             self.ledger.record(
@@ -338,6 +349,7 @@ class Lifecycle:
     def record(self, result: TaskResult) -> None:
         """Write a finished task to the journal (one reused from it is there already);
         ``RunFailed`` naming the file when it cannot be written."""
+        self.trace.task_end(result)
         with self._lock:
             self._looked_up.discard(result.task_id)
         if self.journal is None or result.from_checkpoint:
