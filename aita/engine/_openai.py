@@ -17,10 +17,12 @@ without them.
 from __future__ import annotations
 
 import email.utils
+import importlib.metadata
 import logging
 import re
+import threading
 import time
-import zlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,6 +33,7 @@ import orjson
 
 from aita.config import DEFAULT_BASE_URL, get_config
 from aita.engine._client import LLMMessage, LLMResponse, Usage
+from aita.engine._http import BodyCap, BodyTooLarge, ChatHTTP, LoopThread, open_body
 from aita.engine._shared_limiter import redact_url
 from aita.engine._structured import FormatNegotiation
 from aita.errors import (
@@ -42,7 +45,6 @@ from aita.errors import (
     InvalidResponse,
     ModelNotFound,
     ProviderError,
-    ProviderTimeout,
     ProviderUnavailable,
     ProviderUnreachable,
     RateLimited,
@@ -86,20 +88,26 @@ class OpenAICompatibleClient:
         #: the largest body (answer or error) read from the provider, in bytes
         self.max_answer_bytes = max_answer_bytes or get_config().llm.max_answer_bytes
         self._redact = Redactor(api_key, base_url)
-        self._sdk = openai.OpenAI(
-            api_key=api_key,
-            base_url=base_url,
+        self._sdk_settings = (api_key, base_url, default_headers)
+        self._sdk: openai.OpenAI | None = None
+        self._sdk_lock = threading.Lock()
+        self.http = ChatHTTP(
+            base_url,
+            shown_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip",  # only what BodyCap decodes within its limit
+                "User-Agent": f"aita/{_version()}",
+                **(default_headers or {}),
+            },
             timeout=timeout,
-            max_retries=0,
-            default_headers=default_headers,
-            http_client=openai.DefaultHttpxClient(
-                # only what _CappedBody can decode within its limit
-                headers={"accept-encoding": "gzip"},
-                event_hooks={"response": [_capped_body(self.max_answer_bytes)]},
-            ),
+            max_body=self.max_answer_bytes,
         )
-        # Resolve the SDK's lazily imported resources now, not inside the first timed call.
-        self._completions = self._sdk.chat.completions.with_raw_response
+        self._background = LoopThread("aita-http")
+        # A client dropped without close() still closes its connections and background loop.
+        self._closer = weakref.finalize(self, self._background.close, self.http)
         #: how this server takes structured output, learned on the first structured call
         self.formats = FormatNegotiation(self.base_url)
         #: the server's refusal of the first request with images, if it refused one
@@ -110,9 +118,24 @@ class OpenAICompatibleClient:
 
     @property
     def sdk(self) -> openai.OpenAI:
-        """The openai SDK client underneath (its connections, key and base URL), for the
-        endpoints aita calls besides chat completions (files and batches: ``_batch_api``)."""
-        return self._sdk
+        """The openai SDK client (its connections, key and base URL), for the endpoints aita
+        calls besides chat completions (files and batches: ``_batch_api``); made on first use."""
+        with self._sdk_lock:
+            if self._sdk is None:
+                api_key, base_url, default_headers = self._sdk_settings
+                self._sdk = openai.OpenAI(
+                    api_key=api_key,
+                    base_url=base_url,
+                    timeout=self.timeout,
+                    max_retries=0,
+                    default_headers=default_headers,
+                    http_client=openai.DefaultHttpxClient(
+                        # only what _CappedBody can decode within its limit
+                        headers={"accept-encoding": "gzip"},
+                        event_hooks={"response": [_capped_body(self.max_answer_bytes)]},
+                    ),
+                )
+            return self._sdk
 
     def redact(self, text: str) -> str:
         """``text`` with this client's key (and any long fragment of it) and the base URL's
@@ -121,43 +144,42 @@ class OpenAICompatibleClient:
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._sdk.close()
+        self._closer()
+        self.http.close()
+        if self._sdk is not None:
+            self._sdk.close()
 
     def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
-        """One chat completion; structured output asked the way this server takes it."""
+        """One chat completion; structured output asked the way this server takes it. Runs on
+        the client's background event loop (one HTTP path for every caller)."""
         return self.formats.complete(self._complete, messages, params)
 
+    async def acomplete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        """``complete`` on the running event loop: the executor's asyncio driver calls this."""
+        return await self.formats.acomplete(self._acomplete, messages, params)
+
     def _complete(self, messages: list[LLMMessage], params: dict[str, Any]) -> LLMResponse:
+        return self._background.run(self._acomplete(messages, params))
+
+    async def _acomplete(self, messages: list[LLMMessage], params: dict[str, Any]) -> LLMResponse:
         if self._refuses_images is not None and _has_images(messages):
             raise ImagesNotSupported(f"{self.model} at {self.base_url} ({self._refuses_images})")
         params = dict(params)
         model = params.pop("model", None) or self.model
+        body = {"messages": [m.to_openai() for m in messages], "model": model, **params}
         try:
-            raw = self._completions.create(
-                model=model,
-                messages=[m.to_openai() for m in messages],  # type: ignore[misc]
-                extra_body=params or None,
-            )
-            headers = {k.lower(): v for k, v in raw.headers.items()}
-            body = raw.content
-        except openai.APITimeoutError:
-            raise ProviderTimeout(
-                f"no response within {self.timeout:g}s from {self.base_url}"
-            ) from None
-        except openai.APIConnectionError as error:
-            cause = error.__cause__ or error
-            raise ProviderUnreachable(
-                self._message(f"cannot connect to {self.base_url}: {cause}")
-            ) from None
-        except openai.APIStatusError as error:
-            raise self._translate_status(error, messages) from None
-        except _BodyTooLarge as error:
+            status, headers, content = await self.http.post(orjson.dumps(body))
+        except ProviderUnreachable as error:
+            raise ProviderUnreachable(self._message(error.message)) from None
+        except BodyTooLarge as error:
             raise ResponseTooLarge(str(error)) from None
-        except (openai.APIError, ValueError) as error:
+        except ValueError as error:
             raise InvalidResponse(self._message(f"malformed response body: {error}")) from None
-        content, finish_reason, answered_by, usage = self._read_completion(body)
+        if status >= 400:
+            raise self._translate_status(status, content, headers, messages)
+        text, finish_reason, answered_by, usage = self._read_completion(content)
         return LLMResponse(
-            content=content,
+            content=text,
             usage=usage,
             model=answered_by or model,
             finish_reason=finish_reason,
@@ -199,11 +221,9 @@ class OpenAICompatibleClient:
         )
 
     def _translate_status(
-        self, error: openai.APIStatusError, messages: list[LLMMessage]
+        self, status: int, body: bytes, headers: dict[str, str], messages: list[LLMMessage]
     ) -> ProviderError:
-        message = self._message(_provider_message(error.body) or error.message)
-        headers = {k.lower(): v for k, v in error.response.headers.items()}
-        status = error.status_code
+        message = self._message(_status_message(status, body))
         if status == 404 and not _has_version_path(self.base_url):
             message += (
                 f" (the base URL {self.base_url} has no /v1: try {self.base_url.rstrip('/')}/v1)"
@@ -303,68 +323,32 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
-class _BodyTooLarge(Exception):
-    """A body past the limit; raised while reading it, so the SDK passes it through."""
-
-
 def _capped_body(limit: int) -> Callable[[httpx2.Response], None]:
-    """An httpx response hook: a body announced larger than ``limit`` is refused before it is
-    read, and any other is read through ``_CappedBody``."""
+    """An httpx response hook (the SDK's calls: files and batches): a body announced larger
+    than ``limit`` is refused before it is read, and any other is read through ``_CappedBody``."""
 
     def hook(response: httpx2.Response) -> None:
-        status = f"an answer (HTTP {response.status_code})"
-        announced = response.headers.get("content-length", "")
-        if announced.isdigit() and int(announced) > limit:
-            raise _BodyTooLarge(
-                f"{status} of {int(announced):,} bytes, more than the limit of {limit:,} bytes "
-                "(AITA_MAX_ANSWER_BYTES); not read"
-            )
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "x-gzip"):
-            raise ValueError(f"{status} encoded as {encoding[:40]!r}, which was not asked for")
+        cap = open_body(response.status_code, response.headers, limit)
         if not isinstance(response.stream, httpx2.SyncByteStream):  # pragma: no cover (async)
             return
-        response.stream = _CappedBody(response.stream, limit, status, gzip=encoding != "identity")
-        if encoding != "identity":
+        response.stream = _CappedBody(response.stream, cap)
+        if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
             del response.headers["content-encoding"]  # decoded here, within the limit
 
     return hook
 
 
 class _CappedBody(httpx2.SyncByteStream):
-    """A response body that stops with ``_BodyTooLarge`` once more than ``limit`` bytes came
-    through (after gzip, which is decoded here so that the limit holds for what is kept)."""
+    """A response body read through a ``BodyCap``."""
 
-    def __init__(self, stream: httpx2.SyncByteStream, limit: int, what: str, gzip: bool) -> None:
+    def __init__(self, stream: httpx2.SyncByteStream, cap: BodyCap) -> None:
         self._stream = stream
-        self._limit = limit
-        self._what = what
-        self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+        self._cap = cap
 
     def __iter__(self) -> Iterator[bytes]:
-        size = 0
         for raw in self._stream:
-            chunk = raw
-            if self._gzip is not None:
-                try:
-                    chunk = self._gzip.decompress(raw, self._limit + 1 - size)
-                except zlib.error as error:
-                    raise ValueError(f"corrupt gzip body ({error})") from None
-            size += len(chunk)
-            if size > self._limit:
-                raise self._too_large()
-            yield chunk
-        if self._gzip is not None:
-            rest = self._gzip.flush(self._limit + 1 - size)
-            if size + len(rest) > self._limit:
-                raise self._too_large()
-            yield rest
-
-    def _too_large(self) -> _BodyTooLarge:
-        return _BodyTooLarge(
-            f"{self._what} of more than the limit of {self._limit:,} bytes "
-            "(AITA_MAX_ANSWER_BYTES); read no further"
-        )
+            yield self._cap.feed(raw)
+        yield self._cap.finish()
 
     def close(self) -> None:
         self._stream.close()
@@ -423,6 +407,26 @@ def retry_after(headers: dict[str, str], now: float | None = None) -> float | No
     if parsed is None:
         return None
     return max(0.0, email.utils.mktime_tz(parsed) - (now if now is not None else time.time()))
+
+
+def _status_message(status: int, body: bytes) -> str:
+    """What an error answer says, as the openai SDK reads it: the JSON error's message, else
+    ``Error code: <status>``."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        data = text
+    if isinstance(data, dict):
+        data = data.get("error", data)
+    return _provider_message(data) or f"Error code: {status}"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("aita")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover (run from a checkout)
+        return "0"
 
 
 def _provider_message(body: object) -> str | None:
