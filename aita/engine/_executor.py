@@ -29,6 +29,7 @@ from aita.engine._journal import Checkpoint, CheckpointManager, JournalIndex
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendLedger
 from aita.engine._limiter import RateLimiter
+from aita.engine._loop_driver import LoopDriver, answers_on_a_loop, start_loop_thread
 from aita.engine._outage import OutageGate
 from aita.engine._progress import BatchProgress
 from aita.engine._results import (
@@ -221,6 +222,8 @@ class ParallelLLMExecutor:
         self.max_retries = self.retry_policy.max_retries
         # The current batch's stop event: waits at the limiter end early on Ctrl-C.
         self._stop = threading.Event()
+        #: the executor made the limiter (its waits may be taken over by the loop driver)
+        self._own_limiter = rate_limiter is None
         if rate_limiter is None and settings.redis_url:
             rate_limiter = RedisRateLimiter(
                 settings.rate_limit,
@@ -438,6 +441,11 @@ class ParallelLLMExecutor:
             raise
 
     def _start_workers(self, batch: _Batch, count: int) -> list[threading.Thread]:
+        """``count`` calls in flight: coroutines on one event-loop thread for a client that
+        answers on a loop (the built-in one), else a thread each (a custom client)."""
+        if answers_on_a_loop(self.llm_client):
+            driver = LoopDriver(self, batch, lambda: count)
+            return [start_loop_thread(driver, "aita-worker-loop")]
         threads = [
             threading.Thread(
                 target=self._worker, args=(batch,), name=f"aita-worker-{i}", daemon=True

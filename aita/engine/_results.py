@@ -177,6 +177,22 @@ class TaskRun:
             response = client.complete(messages, **params)
         finally:
             self.call_time += time.perf_counter() - started
+        self._count(response)
+        return response
+
+    async def acall(
+        self, client: Any, messages: list[LLMMessage], params: dict[str, Any]
+    ) -> LLMResponse:
+        """``call`` for a client that answers on an event loop (``acomplete``)."""
+        started = time.perf_counter()
+        try:
+            response: LLMResponse = await client.acomplete(messages, **params)
+        finally:
+            self.call_time += time.perf_counter() - started
+        self._count(response)
+        return response
+
+    def _count(self, response: LLMResponse) -> None:
         self.model = response.model
         self.raw = response.content
         self.simulated = response.simulated
@@ -185,7 +201,6 @@ class TaskRun:
         self.completion += response.usage.completion_tokens
         self.last_cost = cost_of(response.model, response.usage, self._prices)
         self.cost += self.last_cost or 0.0
-        return response
 
     def succeeded(self, value: Any, attempt: int) -> TaskResult:
         return self._result(True, attempt, result=value)

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import CheckpointJournal, record_of
@@ -50,6 +50,10 @@ class Outlet:
                 log.exception("on_task_complete failed for task %s", result.task_id)
 
 
+#: What ``next_job(wait=False)`` returns when a job may come later but none is ready now.
+NOT_YET: Final = "not yet"
+
+
 @dataclass
 class Job:
     """What a worker runs next: one task, or several batchable tasks that share one call."""
@@ -64,7 +68,16 @@ class Scheduler(Protocol):
     stop: threading.Event
     outlet: Outlet
 
-    def next_job(self) -> Job | None: ...
+    def next_job(self) -> Job | None:
+        job = self._next_job(wait=True)
+        return job if isinstance(job, Job) else None
+
+    def poll_job(self) -> Job | Literal["not yet"] | None:
+        """``next_job`` without waiting: ``NOT_YET`` when a job may come later (an event
+        loop's dispatcher must not block)."""
+        return self._next_job(wait=False)
+
+    def _next_job(self, wait: bool) -> Job | Literal["not yet"] | None: ...
     def finish(self, index: int, result: TaskResult) -> None: ...
     def run_alone(self, indices: list[int]) -> None: ...
     def cancel(self, reason: str) -> None: ...
@@ -158,6 +171,15 @@ class BatchScheduler(WorkQueue):
     # -- handing out work ----------------------------------------------------------------------
 
     def next_job(self) -> Job | None:
+        job = self._next_job(wait=True)
+        return job if isinstance(job, Job) else None
+
+    def poll_job(self) -> Job | Literal["not yet"] | None:
+        """``next_job`` without waiting: ``NOT_YET`` when a job may come later (an event
+        loop's dispatcher must not block)."""
+        return self._next_job(wait=False)
+
+    def _next_job(self, wait: bool) -> Job | Literal["not yet"] | None:
         """The next task to run (waiting while only blocked tasks are left); None when done."""
         with self._changed:
             while not self.stop.is_set():
@@ -166,6 +188,8 @@ class BatchScheduler(WorkQueue):
                     break
                 if self._in_flight == 0:
                     return None  # nothing running could unblock what is left
+                if not wait:
+                    return NOT_YET
                 self._changed.wait()
             else:
                 return None
