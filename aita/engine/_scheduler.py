@@ -193,10 +193,9 @@ class BatchScheduler(WorkQueue):
                 self._changed.wait()
             else:
                 return None
-            dependencies = self._dependency_results(indices[0])
-        task = self.tasks[indices[0]]
-        if task.dependencies:
-            task.dependency_results = dependencies
+            task = self.tasks[indices[0]]
+            if task.dependencies:
+                task.dependency_results = self._dependency_results(indices[0])
         return Job(indices, [self.tasks[i] for i in indices])
 
     def _dependency_results(self, index: int) -> dict[str, object]:
