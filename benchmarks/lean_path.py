@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,8 @@ class _Lean(asyncio.Protocol):
     ``RESPONSE`` after the latency, in order."""
 
     latency = 1.0
+    #: requests received, written to ``count_file`` when the server is stopped (SIGTERM)
+    requests = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -68,7 +71,11 @@ class _Lean(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 return
             self.buffer = self.buffer[end + 4 + length :]
-            self.loop.call_later(self.latency, self._answer)
+            _Lean.requests += 1
+            if self.latency > 0:
+                self.loop.call_later(self.latency, self._answer)
+            else:
+                self._answer()
 
     def _answer(self) -> None:
         if not self.transport.is_closing():
@@ -76,14 +83,20 @@ class _Lean(asyncio.Protocol):
 
 
 def serve(latency: float) -> None:
-    """The server process: prints its port, then serves until killed."""
+    """The server process: prints its port, then serves until SIGTERM, when it prints the
+    number of requests it received."""
     _raise_file_limit()
     _Lean.latency = latency
 
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Lean, "127.0.0.1", 0, backlog=8192)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Lean, "127.0.0.1", 0, backlog=8192)
         print(server.sockets[0].getsockname()[1], flush=True)
-        await server.serve_forever()
+        stopped = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopped.set)
+        await stopped.wait()
+        server.close()
+        print(_Lean.requests, flush=True)
 
     asyncio.run(main())
 
