@@ -238,8 +238,8 @@ def measure(
 
 def scenario_h(smoke: bool) -> list[dict[str, Any]]:
     """500 in flight with every runner, then 5,000 in flight with aita and raw aiohttp."""
-    latency = 1.0
-    calls, wide_calls = (500, 1000) if smoke else (5000, 10000)
+    latency = 0.2 if smoke else 1.0
+    calls, wide_calls = (200, 1000) if smoke else (5000, 10000)
     in_flight, wide = (50, 500) if smoke else (500, 5000)
     rows = [measure(name, calls, in_flight, latency) for name in RUNNERS]
     rows += [

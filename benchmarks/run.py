@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import platform
 import resource
 import subprocess
@@ -42,7 +43,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import lean_path  # type: ignore[import-not-found]  # benchmarks/ is on the path when run
 import openai
 
 from aita.engine import (
@@ -353,6 +353,15 @@ def warm_up() -> None:
                 runner(warm, sim.base_url)
 
 
+def _beside(name: str) -> Any:
+    """A module of the benchmarks folder (this script may be loaded from anywhere)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
@@ -408,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({streamed['tasks']} tasks, peak RSS +{streamed['peak_growth_mb']} MB, "
             f"{streamed['tasks_per_second']} tasks/s)"
         )
+    lean_path = _beside("lean_path")
     lean = lean_path.scenario_h(args.smoke) if "h" in only else []
     for row in lean:
         print(lean_path.row_text(row), flush=True)
