@@ -77,7 +77,7 @@ class ProviderTimeout(ProviderUnavailable):
 class ProviderUnreachable(ProviderUnavailable):
     """The connection was refused, reset or dropped: the provider (or the way to it) is down."""
 
-    label = "cannot reach the provider"
+    label = "provider unreachable"
 
 
 class ProviderOutage(ProviderUnavailable):
@@ -123,6 +123,13 @@ class ModelNotFound(BadRequest):
     label = "model not found"
 
 
+class EndpointNotFound(ModelNotFound):
+    """404 on the chat endpoint itself (a base URL without ``/v1``): every call would get the
+    same, so the batch stops as for a refused key."""
+
+    label = "endpoint not found"
+
+
 class ImagesNotSupported(BadRequest):
     """The model cannot take images: every attempt would be refused the same way."""
 
@@ -142,6 +149,17 @@ class ResponseParseError(AitaError):
     def __init__(self, message: str, raw_response: str | None = None) -> None:
         super().__init__(message)
         self.raw_response = raw_response
+
+
+class RunFailed(AitaError):
+    """The run cannot go on for any task: its journal or results file cannot be written, or the
+    provider was never reached. The message names the file (or URL) and the cause; what was
+    saved before it resumes. The CLI exits 1."""
+
+
+class ProviderNeverReached(RunFailed):
+    """Nothing has ever answered: connection refused, a name that does not resolve, TLS to a
+    plain-HTTP port. Waiting out an outage is for a provider that once answered."""
 
 
 class DependencyFailed(AitaError):

@@ -28,6 +28,7 @@ from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManage
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendEntry, SpendLedger
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
+from aita.engine._openai import ENDPOINT as CHAT_ENDPOINT
 from aita.engine._openai import (
     OpenAICompatibleClient,
     create_openrouter_client,
@@ -65,10 +66,12 @@ from aita.errors import (
     ConfigError,
     DependencyFailed,
     EmptyResponse,
+    EndpointNotFound,
     ImagesNotSupported,
     InvalidResponse,
     ModelNotFound,
     ProviderError,
+    ProviderNeverReached,
     ProviderOutage,
     ProviderTimeout,
     ProviderUnavailable,
@@ -76,12 +79,14 @@ from aita.errors import (
     RateLimited,
     ResponseParseError,
     ResponseTooLarge,
+    RunFailed,
     TaskGraphError,
     TruncatedResponse,
 )
 
 __all__ = [
     "BATCH_DISCOUNT",
+    "CHAT_ENDPOINT",
     "OUTCOMES",
     "PRICES_PER_MILLION",
     "SIMULATED_HEADER",
@@ -102,6 +107,7 @@ __all__ = [
     "Decision",
     "DependencyFailed",
     "EmptyResponse",
+    "EndpointNotFound",
     "ExecutionMetrics",
     "ExponentialBackoff",
     "ImagesNotSupported",
@@ -117,6 +123,7 @@ __all__ = [
     "Outcome",
     "ParallelLLMExecutor",
     "ProviderError",
+    "ProviderNeverReached",
     "ProviderOutage",
     "ProviderTimeout",
     "ProviderUnavailable",
@@ -129,6 +136,7 @@ __all__ = [
     "ResponseTooLarge",
     "ResultStream",
     "RetryPolicy",
+    "RunFailed",
     "SimpleLLMTask",
     "SpendEntry",
     "SpendLedger",

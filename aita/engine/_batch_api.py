@@ -36,7 +36,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
-from aita.engine._client import SIMULATED_HEADER, Usage
+from aita.engine._client import SIMULATED_HEADER
 from aita.engine._executor import (
     UNSET,
     BatchInterrupted,
@@ -44,35 +44,32 @@ from aita.engine._executor import (
     _Unset,
     default_checkpoint_name,
 )
-from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, record_of
-from aita.engine._keys import client_model, request_key
+from aita.engine._journal import Checkpoint, CheckpointManager
+from aita.engine._keys import client_model
 from aita.engine._ledger import SpendLedger
-from aita.engine._openai import OpenAICompatibleClient, error_for_status
-from aita.engine._pricing import cost_of
-from aita.engine._results import (
-    AttemptCounts,
-    BatchResult,
-    TaskResult,
-    batch_metrics,
-    from_batch_api,
-    not_run,
+from aita.engine._lifecycle import Lifecycle, Prepared, Settlement
+from aita.engine._openai import (
+    ENDPOINT,
+    OpenAICompatibleClient,
+    error_for_status,
+    provider_text,
+    read_completion,
+    translate_error,
 )
+from aita.engine._progress import BatchProgress
+from aita.engine._results import BatchResult, TaskResult, batch_metrics
+from aita.engine._retry import RetryPolicy
 from aita.engine._tasks import LLMTask
 from aita.errors import (
     BadRequest,
     ConfigError,
-    EmptyResponse,
     InvalidResponse,
     ModelNotFound,
     ProviderError,
     ProviderOutage,
-    ProviderTimeout,
     ProviderUnavailable,
-    ProviderUnreachable,
     RateLimited,
-    ResponseParseError,
     TaskGraphError,
-    TruncatedResponse,
 )
 from aita.files import json_line, write_bytes_atomic, write_json_atomic
 
@@ -83,7 +80,6 @@ BATCH_DISCOUNT = 0.5
 #: OpenAI's limits for one batch input file.
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200 * 1024 * 1024
-ENDPOINT = "/v1/chat/completions"
 #: Batch statuses after which nothing changes.
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 #: Polling starts this often (seconds) and slows down to ``POLL_MAX``.
@@ -212,17 +208,21 @@ class _State(BaseModel):
 
 @dataclass
 class _Pending:
-    """A task still waiting for its answer: what it asks, and what its attempts cost."""
+    """A task still waiting for its answer: its place, its prepared request (which adds up
+    what its rounds cost) and its input line; ``error``: why its last round did not end it."""
 
     index: int
-    task: LLMTask
-    key: str
+    step: Prepared
     line: bytes
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    error: Exception | None = None
+    error: BaseException | None = None
+
+    @property
+    def task(self) -> LLMTask:
+        return self.step.task
+
+    @property
+    def key(self) -> str:
+        return self.step.key
 
 
 class _BatchJob:
@@ -262,12 +262,22 @@ class _BatchJob:
         self.state_path = settings.checkpoint_dir / f"{stem}.batch-api.json"
         self.folder = settings.checkpoint_dir / f"{stem}.batch-api"
         self.ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
-        self.counts = AttemptCounts()
+        self.progress = BatchProgress(None, 0, show=False)  # the counters; the bar is polling's
+        self.counts = self.progress.counts
         self.pending: dict[str, _Pending] = {}
         self.results: list[TaskResult | None] = []
-        self.journal: CheckpointJournal | None = None
-        self.on_task_complete: Callable[[TaskResult], object] | None = None
         self.started = time.perf_counter()
+        self.redact: Callable[[str], str] = client.redact
+        self.life = Lifecycle(
+            name=name,
+            model=self.model,
+            progress=self.progress,
+            retry_policy=RetryPolicy(max_retries=max_rounds),
+            ledger=self.ledger,
+            prices=prices,
+            redact=self.redact,
+            discount=BATCH_DISCOUNT,
+        )
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -278,7 +288,6 @@ class _BatchJob:
         on_task_complete: Callable[[TaskResult], object] | None,
     ) -> BatchResult:
         _check_independent(tasks)
-        self.on_task_complete = on_task_complete
         self.results = [None] * len(tasks)
         state = self._load_state() if resume else None
         if not resume:  # what earlier runs left running is not wanted: no need to pay for it
@@ -288,7 +297,8 @@ class _BatchJob:
         checkpoint = self.manager.open_for_batch(self.name, resume)
         journal = self.manager.start_journal(checkpoint, self.settings.checkpoint_interval)
         journal.start_run(len(tasks))
-        self.journal = journal
+        self.life.lookup, self.life.journal = checkpoint, journal
+        self.life.on_task_complete = on_task_complete
         try:
             self._look_back(tasks, checkpoint)
             self._adopt_uploads(state)
@@ -309,7 +319,8 @@ class _BatchJob:
             if self.ledger is not None:
                 self.ledger.close()
         for pending in list(self.pending.values()):
-            self._fail(pending, pending.error or ProviderUnavailable("not answered"))
+            error = pending.error or ProviderUnavailable("not answered")
+            self._ended(pending, self.life.give_up(pending.step, error))
         final = [r for r in self.results if r is not None]
         metrics = batch_metrics(len(tasks), final, self.counts, time.perf_counter() - self.started)
         return BatchResult(final, metrics, checkpoint.path)
@@ -360,37 +371,28 @@ class _BatchJob:
     def _look_back(self, tasks: list[LLMTask], checkpoint: Checkpoint) -> None:
         """Answer what the journal holds; every other task gets its request line, ready."""
         for index, task in enumerate(tasks):
-            try:
-                messages = task.build_messages()
-                params = task.request_params()
-                key = request_key(self.model, messages, params, task.version)
-                body = {
-                    "model": params.get("model") or self.model,
-                    "messages": [m.to_openai() for m in messages],
-                    **{k: v for k, v in params.items() if k != "model"},
-                }
-                line = json_line(
-                    {"custom_id": task.task_id, "method": "POST", "url": ENDPOINT, "body": body}
-                )
-            except Exception as error:  # a bug in the task, not the provider: no retry
-                self._end(index, not_run(task.task_id, error))
+            step = self.life.prepare(task)
+            if isinstance(step, TaskResult):  # a bug in the task, not the provider: no retry
+                self._end(index, step)
                 continue
-            earlier, standing = checkpoint.answer_for(task, key)
-            setattr(self.counts, standing, getattr(self.counts, standing) + 1)
+            earlier = self.life.look_back(step)
             if earlier is not None:
-                self._end(index, earlier, journal=False)
-            elif len(line) > self.max_bytes:
+                self._end(index, earlier)
+                continue
+            try:
+                line = json_line(step.line())
+            except Exception as error:  # a body no JSON line can hold
+                self._end(index, self.life.failed(task, error, step))
+                continue
+            if len(line) > self.max_bytes:
                 too_big = BadRequest(f"the request is {len(line)} bytes, over a file's limit")
-                self._end(index, not_run(task.task_id, too_big))
+                self._end(index, self.life.failed(task, too_big, step))
             else:
-                self.pending[task.task_id] = _Pending(index, task, key, line)
+                self.pending[task.task_id] = _Pending(index, step, line)
 
     def _to_submit(self) -> list[_Pending]:
-        return [p for p in self.pending.values() if p.error is None or self._retries(p)]
-
-    def _retries(self, pending: _Pending) -> bool:
-        error = pending.error
-        return error is None or pending.task.should_retry(error, pending.attempts)
+        """Every task still pending: one the lifecycle gave up on has ended already."""
+        return list(self.pending.values())
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -399,7 +401,6 @@ class _BatchJob:
         each is in the state file before the next starts."""
         submitted = []
         for chunk in self._chunks(pending):
-            self.counts.retries += sum(p.attempts > 0 for p in chunk)
             for p in chunk:
                 p.error = None
             submitted.append(self._submit_one(state, chunk))
@@ -450,7 +451,7 @@ class _BatchJob:
         batch = self._call(
             lambda: self.sdk.batches.create(
                 input_file_id=upload.input_file_id,
-                endpoint="/v1/chat/completions",
+                endpoint=ENDPOINT,  # type: ignore[arg-type]
                 completion_window=self.completion_window,  # type: ignore[arg-type]
                 metadata={"aita_checkpoint": self.name[:512]},
             ),
@@ -573,8 +574,10 @@ class _BatchJob:
         for task_id in sent.keys() - seen:
             pending = self.pending.get(task_id)
             if pending is not None and sent[task_id] == pending.key:
-                pending.attempts += 1
-                pending.error = ProviderUnavailable(f"not answered (the batch {status})")
+                why = provider_text(f"not answered (the batch {status})", self.redact)
+                self._settled(
+                    pending, self.life.settle(pending.step, error=ProviderUnavailable(why))
+                )
         batch.collected = True
         self._save(state)
 
@@ -607,97 +610,38 @@ class _BatchJob:
             raise self._translated(error, "download batch results") from None
 
     def _apply(self, pending: _Pending, item: dict[str, Any], simulated: bool) -> None:
-        """One item of an output or error file: the task's result, or its error for now."""
-        pending.attempts += 1
-        self.counts.requests += 1
+        """One item of an output or error file, settled by the lifecycle: the task's result, or
+        its error for now (asked again next round)."""
         response = item.get("response") if isinstance(item.get("response"), dict) else None
         status = response.get("status_code") if response else None
         body = response.get("body") if response else None
         if status != 200 or not isinstance(body, dict):
-            self._failed_attempt(pending, _item_error(item, status, body))
+            error = _item_error(item, status, body, self.redact)
+            self._settled(pending, self.life.settle(pending.step, error=error))
             return
         try:
-            content, usage, model, finish = _completion_of(body, self.model)
+            answer = read_completion(body, self.redact, pending.step.model)
         except InvalidResponse as error:
-            self._failed_attempt(pending, error)
+            self._settled(pending, self.life.settle(pending.step, error=error))
             return
-        self._spend(pending, usage, model, simulated)
-        task = pending.task
-        answer = {"raw_response": content, "model": model, "simulated": simulated}
-        try:
-            if finish == "length" and task.truncation_is_error:
-                raise TruncatedResponse("the answer was cut off at the token limit")
-            value = task.parse_response(content)
-        except Exception as error:
-            if not isinstance(error, TruncatedResponse):
-                error = ResponseParseError(f"could not parse the response: {error}", content)
-            self._failed_attempt(pending, error, **answer)
-            return
-        del self.pending[task.task_id]
-        result = self._result_of(
-            pending, success=True, result=value, finish_reason=finish, **answer
-        )
-        self._end(pending.index, result)
+        if simulated:
+            answer.headers = {SIMULATED_HEADER: "true"}
+        self._settled(pending, self.life.settle(pending.step, response=answer))
 
-    def _failed_attempt(self, pending: _Pending, error: Exception, **answer: Any) -> None:
-        """The item failed: submitted again in the next round if the task says it may be
-        (``should_retry``), else the task has failed."""
-        pending.error = error
-        if not self._retries(pending):
-            self._fail(pending, error, **answer)
+    def _settled(self, pending: _Pending, settled: Settlement) -> None:
+        """An item settled: the task ends, or waits for the next round."""
+        if settled.result is not None:
+            self._ended(pending, settled.result)
+        else:
+            pending.error = settled.error
 
-    def _spend(self, pending: _Pending, usage: Usage, model: str, simulated: bool) -> None:
-        """An answered item was paid for, at the batch price, whether or not it parses."""
-        full = cost_of(model, Usage(usage.prompt_tokens, usage.completion_tokens), self.prices)
-        cost = usage.cost if usage.cost is not None else full and full * BATCH_DISCOUNT
-        pending.prompt_tokens += usage.prompt_tokens
-        pending.completion_tokens += usage.completion_tokens
-        pending.cost += cost or 0.0
-        self.counts.simulated += simulated
-        self.counts.unpriced += cost is None and not simulated
-        if self.ledger is not None and not simulated:
-            self.ledger.record(
-                batch=self.name,
-                model=model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cost=cost,
-            )
-
-    def _fail(self, pending: _Pending, error: Exception, **answer: Any) -> None:
+    def _ended(self, pending: _Pending, result: TaskResult) -> None:
         del self.pending[pending.task.task_id]
-        result = self._result_of(
-            pending,
-            success=False,
-            error=str(error) or type(error).__name__,
-            error_type=type(error).__name__,
-            exception=error,
-            **answer,
-        )
         self._end(pending.index, result)
 
-    def _result_of(self, pending: _Pending, **fields: Any) -> TaskResult:
-        """A task's result: its tokens and cost over every round it was answered in."""
-        return from_batch_api(
-            pending.task.task_id,
-            attempts=pending.attempts,
-            started=self.started,
-            prompt_tokens=pending.prompt_tokens,
-            completion_tokens=pending.completion_tokens,
-            cost=pending.cost,
-            request_key=pending.key,
-            **fields,
-        )
-
-    def _end(self, index: int, result: TaskResult, *, journal: bool = True) -> None:
-        if journal and self.journal is not None:
-            self.journal.append(record_of(result))
+    def _end(self, index: int, result: TaskResult) -> None:
         self.results[index] = result
-        if self.on_task_complete is not None:
-            try:
-                self.on_task_complete(result)
-            except Exception:
-                log.exception("on_task_complete failed for task %s", result.task_id)
+        self.life.finish(result)
 
     # -- the state file and the provider -------------------------------------------------------
 
@@ -754,16 +698,7 @@ class _BatchJob:
             raise self._translated(error, what) from None
 
     def _translated(self, error: openai.APIError, what: str) -> ProviderError:
-        redact: Callable[[str], str] = self.client.redact
-        if isinstance(error, openai.APITimeoutError):
-            return ProviderTimeout(f"{what}: no response from {self.base_url}")
-        if isinstance(error, openai.APIConnectionError):
-            return ProviderUnreachable(redact(f"{what}: cannot connect to {self.base_url}"))
-        if isinstance(error, openai.APIStatusError):
-            message = redact(_provider_message(error.body) or error.message)
-            headers = {k.lower(): v for k, v in error.response.headers.items()}
-            return error_for_status(error.status_code, f"{what}: {message}", headers)
-        return InvalidResponse(redact(f"{what}: {error}"))
+        return translate_error(error, self.base_url, self._timeout(), self.redact, what)
 
 
 def _check_independent(tasks: list[LLMTask]) -> None:
@@ -779,31 +714,18 @@ def _check_independent(tasks: list[LLMTask]) -> None:
         seen.add(task.task_id)
 
 
-def _completion_of(body: dict[str, Any], default_model: str) -> tuple[str, Usage, str, str | None]:
-    """The text, usage, model and finish reason of a chat completion in an output file."""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise InvalidResponse("the batch item's response has no choices")
-    message = choices[0].get("message") if isinstance(choices[0].get("message"), dict) else {}
-    content = message.get("content") if message else None
-    usage = Usage.from_dict(body.get("usage") if isinstance(body.get("usage"), dict) else None)
-    model = body.get("model") if isinstance(body.get("model"), str) else None
-    finish = choices[0].get("finish_reason")
-    if not isinstance(content, str) or not content.strip():
-        raise EmptyResponse(f"empty completion (finish_reason={finish})")
-    return content, usage, model or default_model, finish if isinstance(finish, str) else None
-
-
-def _item_error(item: dict[str, Any], status: Any, body: Any) -> ProviderError:
+def _item_error(
+    item: dict[str, Any], status: Any, body: Any, redact: Callable[[str], str]
+) -> ProviderError:
     """An item the provider did not answer: its HTTP error, or the batch's (``batch_expired``:
-    retried like a 5xx)."""
+    retried like a 5xx); the provider's text redacted and bounded as a live call's."""
     if isinstance(status, int) and status != 200:
-        message = _provider_message(body) or f"HTTP {status}"
+        message = provider_text(_provider_message(body) or f"HTTP {status}", redact)
         return error_for_status(status, message, {})
     given = item.get("error")
     error: dict[str, Any] = given if isinstance(given, dict) else {}
-    code = str(error.get("code") or "unknown")
-    return ProviderUnavailable(f"{code}: {error.get('message') or 'not answered'}")
+    text = f"{error.get('code') or 'unknown'}: {error.get('message') or 'not answered'}"
+    return ProviderUnavailable(provider_text(text, redact))
 
 
 def _provider_message(body: object) -> str | None:

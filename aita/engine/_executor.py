@@ -14,20 +14,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-
-from pydantic import ValidationError
 
 from aita.config import get_config
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._cache import ResponseCache
-from aita.engine._client import LLMClient, LLMMessage, LLMResponse
+from aita.engine._client import LLMClient, LLMResponse
 from aita.engine._graph import TaskGraph
-from aita.engine._journal import Checkpoint, CheckpointManager, JournalIndex
-from aita.engine._keys import client_model, request_key
+from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, JournalIndex
+from aita.engine._keys import client_model
 from aita.engine._ledger import SpendLedger
+from aita.engine._lifecycle import Lifecycle, Prepared
 from aita.engine._limiter import RateLimiter
 from aita.engine._loop_driver import LoopDriver, answers_on_a_loop, start_loop_thread
 from aita.engine._outage import OutageGate
@@ -37,22 +37,21 @@ from aita.engine._results import (
     ExecutionMetrics,
     MetricsTally,
     TaskResult,
-    TaskRun,
     batch_metrics,
     share_of,
 )
 from aita.engine._retry import Backoff, ExponentialBackoff, RetryPolicy
-from aita.engine._scheduler import BatchScheduler, Job, Outlet, Scheduler
+from aita.engine._scheduler import BatchScheduler, Job, Scheduler
 from aita.engine._shared_limiter import RedisRateLimiter, default_limit_name
 from aita.engine._stream import StreamScheduler
-from aita.engine._tasks import BatchableLLMTask, LLMTask, estimate_prompt_tokens
+from aita.engine._tasks import BatchableLLMTask, LLMTask
 from aita.errors import (
-    ProviderError,
+    AuthenticationFailed,
+    InvalidResponse,
+    ProviderNeverReached,
     ProviderOutage,
     RateLimited,
-    ResponseParseError,
-    TruncatedResponse,
-    validation_problem,
+    RunFailed,
 )
 
 log = logging.getLogger("aita.executor")
@@ -220,9 +219,11 @@ class ParallelLLMExecutor:
             settings.max_retries, backoff or ExponentialBackoff()
         )
         self.max_retries = self.retry_policy.max_retries
-        # The current batch's stop event: waits at the limiter end early on Ctrl-C.
-        self._stop = threading.Event()
-        #: the executor made the limiter (its waits may be taken over by the loop driver)
+        # Each worker's run's stop event: its waits at the limiter end early on Ctrl-C.
+        self._local = threading.local()
+        #: the provider has answered a run of this executor (an outage, not a wrong URL)
+        self._reached = False
+        #: the executor made the limiter (the loop driver may take over its waits)
         self._own_limiter = rate_limiter is None
         if rate_limiter is None and settings.redis_url:
             rate_limiter = RedisRateLimiter(
@@ -245,11 +246,9 @@ class ParallelLLMExecutor:
         self.rate_control = (
             AdaptiveRate(self.rate_limiter, self.rate_limiter.rate) if adaptive_rate else None
         )
-        self.outage_gate = OutageGate(settings.outage_budget)
         self.prices = prices
         self.spend_ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
         self.max_batch_size = max_batch_size
-        self._on_task_start: Callable[[LLMTask], object] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -281,46 +280,41 @@ class ParallelLLMExecutor:
         ``on_task_complete`` sees every task's result as it ends, those answered from the
         checkpoint (``from_checkpoint``) included. ``fail_fast`` cancels every task not yet
         started once one fails; ``timeout`` (seconds) does the same when the batch runs longer.
-        Running calls finish either way.
+        Running calls finish either way. Whatever a task raises is its failed result; a journal
+        that cannot be written, or a provider that never answered, raises ``RunFailed`` within
+        seconds, with what finished saved.
         """
         task_list = list(tasks)
         graph = TaskGraph.build(task_list)
         started = time.perf_counter()
         name = checkpoint_name or default_checkpoint_name(task_list)
-        checkpoint = (
-            self.checkpoint_manager.open_for_batch(name, resume_from_checkpoint)
-            if self.enable_checkpointing
-            else None
-        )
-        journal = None
-        if checkpoint is not None:
-            journal = self.checkpoint_manager.start_journal(
-                checkpoint, self.settings.checkpoint_interval
-            )
-            journal.start_run(len(task_list))
+        checkpoint, journal = None, None
+        if self.enable_checkpointing:
+            with _writing(self.checkpoint_manager.checkpoint_dir):
+                checkpoint = self.checkpoint_manager.open_for_batch(name, resume_from_checkpoint)
+                journal = self.checkpoint_manager.start_journal(
+                    checkpoint, self.settings.checkpoint_interval
+                )
+            with _writing(journal.path):
+                journal.start_run(len(task_list))
         progress = BatchProgress(len(task_list), 0, self.settings.show_progress)
+        life = self._lifecycle(name, progress, checkpoint, journal, on_task_complete)
         scheduler = BatchScheduler(
             task_list,
             graph,
             [None] * len(task_list),
-            Outlet(journal, progress, on_task_complete),
+            life,
             fail_fast=fail_fast,
             max_batch_size=self.max_batch_size,
         )
-        batch = _Batch(name, scheduler, progress, checkpoint, client_model(self.llm_client))
-        # A fresh event per batch: workers abandoned by an interrupted batch stay stopped.
-        self._stop = scheduler.stop
-        self.outage_gate.reset()
-        self._on_task_start = on_task_start
+        run = _Run(scheduler, life, self._gate(), on_task_start)
         timer = None
         if timeout is not None:
-            timer = threading.Timer(
-                timeout, scheduler.cancel, args=(f"cancelled: over {timeout:g}s",)
-            )
+            timer = threading.Timer(timeout, run.cancel, args=(f"cancelled: over {timeout:g}s",))
             timer.daemon = True
             timer.start()
         try:
-            self._run_workers(batch, min(self.max_workers, scheduler.pending))
+            self._run_workers(run, min(self.max_workers, scheduler.pending))
         except KeyboardInterrupt:
             done = sum(r is not None for r in scheduler.results)
             path = checkpoint.path if checkpoint is not None else None
@@ -334,9 +328,9 @@ class ParallelLLMExecutor:
         finally:
             if timer is not None:
                 timer.cancel()
+            self._reached = self._reached or run.gate.reached
             progress.close()
-            if journal is not None:
-                journal.close()
+            _close(journal)
             if self.spend_ledger is not None:
                 self.spend_ledger.close()
         final = [r for r in scheduler.results if r is not None]
@@ -375,38 +369,33 @@ class ParallelLLMExecutor:
 
     def _stream(self, stream: ResultStream) -> Generator[TaskResult, None, None]:
         started = time.perf_counter()
-        checkpoint, index = None, None
+        checkpoint, index, journal = None, None, None
         if self.enable_checkpointing:
-            checkpoint, index = self.checkpoint_manager.open_for_stream(
-                stream.name, stream.resume, self.checkpoint_manager.checkpoint_dir
-            )
-        journal = None
-        if checkpoint is not None:
-            journal = self.checkpoint_manager.start_journal(
-                checkpoint, self.settings.checkpoint_interval
-            )
+            with _writing(self.checkpoint_manager.checkpoint_dir):
+                checkpoint, index = self.checkpoint_manager.open_for_stream(
+                    stream.name, stream.resume, self.checkpoint_manager.checkpoint_dir
+                )
+                journal = self.checkpoint_manager.start_journal(
+                    checkpoint, self.settings.checkpoint_interval
+                )
             stream.checkpoint_path = checkpoint.path
         progress = BatchProgress(None, 0, self.settings.show_progress)
+        life = self._lifecycle(stream.name, progress, index, journal, stream.on_task_complete)
         scheduler = StreamScheduler(
-            stream.source,
-            stream.window,
-            Outlet(journal, progress, stream.on_task_complete),
-            max_batch_size=self.max_batch_size,
+            stream.source, stream.window, life, max_batch_size=self.max_batch_size
         )
-        batch = _Batch(stream.name, scheduler, progress, index, client_model(self.llm_client))
-        self._stop = scheduler.stop
-        self._on_task_start = None
-        self.outage_gate.reset()
+        run = _Run(scheduler, life, self._gate(), None)
         tally = MetricsTally()
-        threads = self._start_workers(batch, self.max_workers)
+        threads = self._start_workers(run, self.max_workers)
         try:
             for result in scheduler.results_in_order():
                 tally.add(result)
                 yield result
             if not scheduler.stop.is_set() and journal is not None:
-                journal.start_run(scheduler.taken_total)
+                with _writing(journal.path):
+                    journal.start_run(scheduler.taken_total)
         except KeyboardInterrupt:
-            self._stop_workers(batch, threads)
+            self._stop_workers(run, threads)
             where = f"; finished work saved to {checkpoint.path}" if checkpoint else ""
             raise BatchInterrupted(
                 f"interrupted after {scheduler.done} results{where}; run the stream again "
@@ -416,10 +405,10 @@ class ParallelLLMExecutor:
             ) from None
         finally:
             scheduler.request_stop()
-            self.outage_gate.wake()
+            run.gate.wake()
+            self._reached = self._reached or run.gate.reached
             progress.close()
-            if journal is not None:
-                journal.close()
+            _close(journal)
             if index is not None:
                 index.close()
             if self.spend_ledger is not None:
@@ -427,40 +416,79 @@ class ParallelLLMExecutor:
             wall = time.perf_counter() - started
             stream.metrics = tally.metrics(scheduler.taken_total, progress.counts, wall)
 
-    def _wait(self, seconds: float) -> None:
-        """The limiter's sleep: ends early when the current batch is stopped."""
-        self._stop.wait(seconds)
+    def _lifecycle(
+        self,
+        name: str,
+        progress: BatchProgress,
+        lookup: Checkpoint | JournalIndex | None,
+        journal: CheckpointJournal | None,
+        on_task_complete: Callable[[TaskResult], object] | None,
+    ) -> Lifecycle:
+        redact = getattr(self.llm_client, "redact", None)
+        return Lifecycle(
+            name=name,
+            model=client_model(self.llm_client),
+            progress=progress,
+            retry_policy=self.retry_policy,
+            lookup=lookup,
+            journal=journal,
+            cache=self.cache,
+            ledger=self.spend_ledger,
+            prices=self.prices,
+            on_task_complete=on_task_complete,
+            redact=redact if callable(redact) else _unchanged,
+            token_budget=bool(self.rate_limiter.tokens_per_minute),
+        )
 
-    def _run_workers(self, batch: _Batch, count: int) -> None:
-        threads = self._start_workers(batch, count)
+    def _gate(self) -> OutageGate:
+        """A run's outage gate; a provider that answered an earlier run is known reachable."""
+        return OutageGate(self.settings.outage_budget, reached=self._reached)
+
+    # -- the workers ---------------------------------------------------------------------------
+
+    def _wait(self, seconds: float) -> None:
+        """The limiter's sleep: in a worker, it ends early when the worker's run is stopped."""
+        stop: threading.Event | None = getattr(self._local, "stop", None)
+        if stop is None:
+            time.sleep(seconds)
+        else:
+            stop.wait(seconds)
+
+    def _run_workers(self, run: _Run, count: int) -> None:
+        """Start the workers and wait for them; once the run has failed, they get the grace of
+        an interrupt and ``RunFailed`` is raised (no wait on a worker that cannot finish)."""
+        threads = self._start_workers(run, count)
         try:
             for thread in threads:
-                thread.join()
+                while thread.is_alive() and run.scheduler.fatal is None:
+                    thread.join(0.25)
+            if run.scheduler.fatal is not None:
+                self._stop_workers(run, threads)
         except KeyboardInterrupt:
-            self._stop_workers(batch, threads)
+            self._stop_workers(run, threads)
             raise
+        if run.scheduler.fatal is not None:
+            raise run.scheduler.fatal
 
-    def _start_workers(self, batch: _Batch, count: int) -> list[threading.Thread]:
+    def _start_workers(self, run: _Run, count: int) -> list[threading.Thread]:
         """``count`` calls in flight: coroutines on one event-loop thread for a client that
-        answers on a loop (the built-in one), else a thread each (a custom client)."""
+        answers on a loop (the built-in one: ``_loop_driver``), else a thread each."""
         if answers_on_a_loop(self.llm_client):
-            driver = LoopDriver(self, batch, lambda: count)
+            driver = LoopDriver(self, run, lambda: count)
             return [start_loop_thread(driver, "aita-worker-loop")]
         threads = [
-            threading.Thread(
-                target=self._worker, args=(batch,), name=f"aita-worker-{i}", daemon=True
-            )
+            threading.Thread(target=self._worker, args=(run,), name=f"aita-worker-{i}", daemon=True)
             for i in range(count)
         ]
         for thread in threads:
             thread.start()
         return threads
 
-    def _stop_workers(self, batch: _Batch, threads: list[threading.Thread]) -> None:
+    def _stop_workers(self, run: _Run, threads: list[threading.Thread]) -> None:
         """Stop handing out work and give calls in flight a few seconds to finish (a second
         Ctrl-C stops waiting)."""
-        batch.scheduler.request_stop()
-        self.outage_gate.wake()
+        run.scheduler.request_stop()
+        run.gate.wake()
         deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
         try:
             for thread in threads:
@@ -468,46 +496,70 @@ class ParallelLLMExecutor:
         except KeyboardInterrupt:
             pass
 
-    def _worker(self, batch: _Batch) -> None:
-        scheduler = batch.scheduler
-        while (job := scheduler.next_job()) is not None:
-            if self._on_task_start is not None:
-                for task in job.tasks:
-                    self._on_task_start(task)
-            if len(job.tasks) > 1:
-                if not self._run_combined(batch, job):
-                    return
-                continue
-            result = self._run_task(batch, job.tasks[0])
-            if result is None:  # stopped mid-task: not finished, not recorded
-                return
-            scheduler.finish(job.indices[0], result)
-            batch.forget(job.tasks[0])
+    def _worker(self, run: _Run) -> None:
+        """Jobs until there are none. Whatever a job raises is its tasks' failed result; a
+        ``RunFailed`` (or a failure to record one) stops the run: no worker dies silently."""
+        self._local.stop = run.scheduler.stop
+        try:
+            while (job := run.scheduler.next_job()) is not None:
+                ended: set[int] = set()
+                try:
+                    if not self._run_job(run, job, ended):
+                        return  # stopped (Ctrl-C): not finished, not recorded
+                except RunFailed:
+                    raise
+                except BaseException as error:
+                    for index, task in zip(job.indices, job.tasks, strict=True):
+                        if index not in ended:
+                            run.finish(index, run.life.failed(task, error), ended)
+        except BaseException as error:
+            fatal = error if isinstance(error, RunFailed) else RunFailed(f"internal error: {error}")
+            run.scheduler.abort(fatal)
+            run.gate.wake()
+        finally:
+            self._local.stop = None
 
-    def _run_combined(self, batch: _Batch, job: Job) -> bool:
+    def _run_job(self, run: _Run, job: Job, ended: set[int]) -> bool:
+        """One job to its end; False if the run was stopped in the middle."""
+        if run.on_task_start is not None:
+            for task in job.tasks:
+                run.on_task_start(task)
+        if len(job.tasks) > 1:
+            return self._run_combined(run, job, ended)
+        result = self._run_task(run, job.tasks[0])
+        if result is None:
+            return False
+        run.finish(job.indices[0], result, ended)
+        return True
+
+    def _run_combined(self, run: _Run, job: Job, ended: set[int]) -> bool:
         """One call for several batchable tasks, split back; False if stopped by Ctrl-C.
 
-        Members answered in an earlier run are finished from the journal first. A member missing
-        from the split (or every member, if the combined call failed) goes back to the queue to
-        run on its own.
+        Members answered in an earlier run are finished from it first. A member missing from
+        the split (or every member, if the combined call failed) goes back to the queue to run
+        on its own.
         """
-        scheduler = batch.scheduler
-        members: list[tuple[int, LLMTask, str | None]] = []
+        members: list[tuple[int, LLMTask, str]] = []
         for index, task in zip(job.indices, job.tasks, strict=True):
-            key = self._key_of(batch, task)
-            earlier = batch.earlier_answer(task, key) if key is not None else None
-            if earlier is not None:
-                scheduler.finish(index, earlier)
-                batch.forget(task)
+            step = run.life.prepare(task)
+            if isinstance(step, TaskResult):  # it fails on its own, with its own reason
+                run.run_alone([index], ended)
+            elif (earlier := run.life.look_back(step)) is not None:
+                run.finish(index, earlier, ended)
             else:
-                members.append((index, task, key))
+                members.append((index, task, step.key))
         if len(members) < 2:
-            scheduler.run_alone([index for index, _, _ in members])
+            run.run_alone([index for index, _, _ in members], ended)
             return True
         first = members[0][1]
         assert isinstance(first, BatchableLLMTask)
-        combined = first.combine_with([task for _, task, _ in members[1:]])  # type: ignore[misc]
-        result = self._run_task(batch, combined, look_back=False)
+        try:
+            combined = first.combine_with([task for _, task, _ in members[1:]])  # type: ignore[misc]
+        except Exception as error:
+            log.warning("could not combine the tasks of %s: %s", first.task_id, error)
+            run.run_alone([index for index, _, _ in members], ended)
+            return True
+        result = self._run_task(run, combined, journal=False)
         if result is None:
             return False
         answers: dict[str, Any] = {}
@@ -520,133 +572,81 @@ class ParallelLLMExecutor:
         for index, task, key in members:
             if task.task_id in answers:
                 value = answers[task.task_id]
-                scheduler.finish(index, share_of(result, task.task_id, value, len(members), key))
-                batch.forget(task)
+                run.finish(index, share_of(result, task.task_id, value, len(members), key), ended)
             else:
                 missing.append(index)
-        if missing:
-            scheduler.run_alone(missing)
+        run.run_alone(missing, ended)
         return True
 
-    def _key_of(self, batch: _Batch, task: LLMTask) -> str | None:
-        try:
-            return request_key(
-                batch.model, task.build_messages(), task.request_params(), task.version
-            )
-        except Exception:
-            return None  # the task cannot even build its request: it fails when it runs alone
+    # -- one task: the thread driver's loop of waiting and asking ------------------------------
 
-    # -- one task: the retry loop ----------------------------------------------------------
-
-    def _run_task(
-        self, batch: _Batch, task: LLMTask, *, look_back: bool = True
-    ) -> TaskResult | None:
-        """The task's answer from the journal if it asked the same before (``look_back``), else
-        attempts until it succeeds or the retry policy gives up; None if the batch was stopped
-        (Ctrl-C) in the meantime."""
-        run = TaskRun(task.task_id, self.prices)
-        try:
-            messages = task.build_messages()
-            params = task.request_params()
-        except Exception as error:  # a bug in the task, not the provider: no retry
-            return self._give_up(task, run, error, 0)
-        run.key = request_key(batch.model, messages, params, task.version)
-        if look_back and (earlier := batch.earlier_answer(task, run.key)) is not None:
+    def _run_task(self, run: _Run, task: LLMTask, *, journal: bool = True) -> TaskResult | None:
+        """The task's answer from an earlier run if it asked the same before, else attempts
+        until it succeeds or the retry policy gives up; None if the run was stopped (Ctrl-C) in
+        the meantime."""
+        step = run.life.prepare(task)
+        if isinstance(step, TaskResult):
+            return step
+        earlier = run.life.look_back(step, journal=journal)
+        if earlier is not None:
             return earlier
-        if self.cache is not None and (cached := self._from_cache(batch, task, run)) is not None:
-            return cached
-        return self._attempts(batch, task, run, messages, params)
+        return self._attempts(run, step)
 
-    def _from_cache(self, batch: _Batch, task: LLMTask, run: TaskRun) -> TaskResult | None:
-        """The answer the cache holds for this exact request, if it still parses: no call,
-        no cost; counted as cached (and written to the spend ledger as such)."""
-        assert self.cache is not None and run.key is not None
-        response = self.cache.get(run.key)
-        if response is None:
-            return None
-        try:
-            value = task.parse_response(response.content)
-        except Exception:
-            return None  # the parser changed and rejects it: ask again
-        batch.cached(response, self.spend_ledger)
-        return run.from_cache(value, response)
-
-    def _attempts(
-        self,
-        batch: _Batch,
-        task: LLMTask,
-        run: TaskRun,
-        messages: list[LLMMessage],
-        params: dict[str, Any],
-    ) -> TaskResult | None:
-        stop = batch.scheduler.stop
-        estimate = self._token_estimate(task, messages, params)
-        attempt = 0
+    def _attempts(self, run: _Run, step: Prepared) -> TaskResult | None:
+        """Wait (outage gate, limiter, backoff), ask, and let the lifecycle settle each attempt."""
+        stop, gate, life = run.scheduler.stop, run.gate, run.life
         while True:
             try:
-                probe = self.outage_gate.enter()  # waits while the provider is down
-            except ProviderOutage as error:
-                batch.scheduler.cancel(f"cancelled: {error}")
-                return self._give_up(task, run, error, attempt)
-            waited = self.rate_limiter.acquire(estimate)
+                probe = gate.enter()  # waits while the provider is down
+            except ProviderNeverReached:
+                raise  # the run stops: no task can be asked
+            except ProviderOutage as outage:
+                run.cancel(f"cancelled: {outage}")
+                return life.give_up(step, outage)
+            waited = self.rate_limiter.acquire(step.estimate)
             if stop.is_set():
                 return None
             sent_at = time.monotonic()
-            reached = False  # the provider answered, whatever it said
+            started = time.perf_counter()
+            response: LLMResponse | None = None
+            failure: BaseException | None = None
             try:
-                response = run.call(self.llm_client, messages, params)
-                reached = True
-                self.outage_gate.answered()
-                batch.spent(response, run.last_cost, self.spend_ledger)
-                self._learn_from(response, estimate)
-                value = self._read(task, response, batch)
-            except Exception as error:
-                decision = self.retry_policy.decide(error, attempt, task)
-                batch.progress.attempt(waited, decision.pause_all, decision.retry)
-                reached = reached or _server_answered(error)
-                if decision.outage or (probe and not reached):
-                    self.outage_gate.failed(probe)
-                    if decision.outage:  # the provider is down: wait for it, keep the retries
-                        continue
-                elif reached:
-                    self.outage_gate.answered()
-                if decision.pause_all:  # every worker waits, not just this one
-                    self._pause_everyone(error, decision.delay, sent_at)
-                if not decision.retry:
-                    if decision.stop_batch:
-                        reason = f"cancelled: the provider refused the API key ({error})"
-                        batch.scheduler.cancel(reason)
-                    return self._give_up(task, run, error, attempt)
-                attempt += 1
-                if stop.wait(0.0 if decision.pause_all else decision.delay):
-                    return None
-                messages = task.revise_messages(messages, error)
-                continue
-            batch.progress.attempt(waited, False, False)
-            if self.cache is not None and not response.simulated and run.key is not None:
-                self.cache.put(run.key, response)
-            return run.succeeded(value, attempt)
-
-    def _read(self, task: LLMTask, response: LLMResponse, batch: _Batch) -> Any:
-        """The task's result from an answer; an answer cut off at the token limit is counted and
-        logged, and an error if the task says so."""
-        if response.truncated:
-            batch.progress.truncated()
-            if task.truncation_is_error:
-                raise TruncatedResponse(
-                    "the answer was cut off at the token limit (finish_reason=length)"
-                )
-            log.warning("task %s: the answer was cut off at the token limit", task.task_id)
-        return _parse(task, response)
-
-    def _token_estimate(
-        self, task: LLMTask, messages: list[LLMMessage], params: dict[str, Any]
-    ) -> int:
-        """With a token budget: the prompt plus the answer's cap (or its typical size)."""
-        if not self.rate_limiter.tokens_per_minute:
-            return 0
-        answer = params.get("max_tokens") or params.get("max_completion_tokens")
-        return estimate_prompt_tokens(messages) + int(answer or task.expected_output_tokens)
+                answer: object = self.llm_client.complete(step.messages, **step.params)
+                if not isinstance(answer, LLMResponse):
+                    raise InvalidResponse(
+                        f"the client returned {type(answer).__name__}, not an LLMResponse"
+                    )
+                response = answer
+            except Exception as raised:
+                failure = raised
+            seconds = time.perf_counter() - started
+            if response is not None:
+                gate.answered()
+                self._learn_from(response, step.estimate)
+            settled = life.settle(
+                step, response=response, error=failure, seconds=seconds, waited=waited
+            )
+            decision = settled.decision
+            if decision is None:  # answered
+                assert settled.result is not None
+                return settled.result
+            error = settled.error
+            assert error is not None
+            gate.reached = gate.reached or settled.reached  # an HTTP error: it is reachable
+            if decision.outage or (probe and not settled.reached):
+                gate.failed(probe, error)
+                if decision.outage and settled.result is None:
+                    continue  # the provider is down: wait for it, keep the retries
+            elif settled.reached:
+                gate.answered()
+            if decision.pause_all:  # every worker waits, not just this one
+                self._pause_everyone(error, decision.delay, sent_at)
+            if settled.result is not None:
+                if decision.stop_batch:
+                    run.cancel(f"cancelled: {_stopping(error)}")
+                return settled.result
+            if stop.wait(0.0 if decision.pause_all else decision.delay):
+                return None
 
     def _learn_from(self, response: LLMResponse, estimate: int) -> None:
         """The token budget gets the real usage back; rate control reads the limit headers."""
@@ -655,79 +655,68 @@ class ParallelLLMExecutor:
         if response.headers and self.rate_control is not None:
             self.rate_control.on_response(response.headers)
 
-    def _pause_everyone(self, error: Exception, delay: float, sent_at: float) -> None:
+    def _pause_everyone(self, error: BaseException, delay: float, sent_at: float) -> None:
         if self.rate_control is not None and isinstance(error, RateLimited):
             self.rate_control.on_rate_limited(error, delay, sent_at)
         else:
             self.rate_limiter.pause(delay)
 
-    def _give_up(self, task: LLMTask, run: TaskRun, error: Exception, attempt: int) -> TaskResult:
-        """The failed result, or the task's fallback if it has one."""
-        if task.has_fallback:
-            try:
-                return run.fell_back(error, attempt, task.fallback(error))
-            except Exception as fallback_error:
-                log.warning("fallback of task %s failed: %s", task.task_id, fallback_error)
-        return run.failed(error, attempt)
-
 
 @dataclass
-class _Batch:
-    """One running batch as its workers see it."""
+class _Run:
+    """One running batch or stream, as its workers see it: the run's own state, so one executor
+    can run several at once."""
 
-    name: str
     scheduler: Scheduler
-    progress: BatchProgress
-    #: where earlier answers are looked up: the journal in memory, or indexed on disk
-    checkpoint: Checkpoint | JournalIndex | None
-    #: the client's model: part of every request key
-    model: str
-    _looked_up: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    life: Lifecycle
+    gate: OutageGate
+    on_task_start: Callable[[LLMTask], object] | None
 
-    def earlier_answer(self, task: LLMTask, key: str) -> TaskResult | None:
-        """The task's answer from the journal, if it asked exactly this before; counts how the
-        task stood (reused, changed, new, rerun) the first time it is looked up."""
-        result, standing = (
-            (None, "new") if self.checkpoint is None else self.checkpoint.answer_for(task, key)
-        )
-        with self._lock:
-            first_time = task.task_id not in self._looked_up
-            self._looked_up.add(task.task_id)
-        if first_time:
-            self.progress.stood(standing)
-        return result
+    def finish(self, index: int, result: TaskResult, ended: set[int]) -> None:
+        ended.add(index)  # before the journal write: a failed write does not finish it twice
+        self.scheduler.finish(index, result)
 
-    def forget(self, task: LLMTask) -> None:
-        """The task has ended: its id need not be remembered (a stream holds a window only)."""
-        with self._lock:
-            self._looked_up.discard(task.task_id)
+    def run_alone(self, indices: list[int], ended: set[int]) -> None:
+        if indices:
+            ended.update(indices)
+            self.scheduler.run_alone(indices)
 
-    def cached(self, response: LLMResponse, ledger: SpendLedger | None) -> None:
-        """An answer from the response cache: counted, and in the ledger at no cost."""
-        self.progress.cached()
-        if ledger is not None:
-            ledger.record(
-                batch=self.name,
-                model=response.model or self.model,
-                prompt_tokens=0,
-                completion_tokens=0,
-                cost=0.0,
-                cached=True,
-            )
+    def cancel(self, reason: str) -> None:
+        """Cancel the tasks not yet started (a time limit, an outage, a refused key); a journal
+        that cannot record them stops the run."""
+        try:
+            self.scheduler.cancel(reason)
+        except RunFailed as fatal:
+            self.scheduler.abort(fatal)
+            self.gate.wake()
 
-    def spent(self, response: LLMResponse, cost: float | None, ledger: SpendLedger | None) -> None:
-        """A paid call goes into the ledger; an answer of the simulator is never spend."""
-        self.progress.answered(cost is not None, response.simulated)
-        if ledger is None or response.simulated:
-            return
-        ledger.record(
-            batch=self.name,
-            model=response.model or self.model,
-            prompt_tokens=response.usage.prompt_tokens,
-            completion_tokens=response.usage.completion_tokens,
-            cost=cost,
-        )
+
+def _stopping(error: BaseException) -> str:
+    if isinstance(error, AuthenticationFailed):
+        return f"the provider refused the API key ({error})"
+    return str(error)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A checkpoint file or folder that cannot be written is ``RunFailed`` naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise RunFailed(f"{path}: cannot write ({error.strerror or error})") from error
+
+
+def _close(journal: CheckpointJournal | None) -> None:
+    if journal is None:
+        return
+    try:
+        journal.close()
+    except OSError as error:
+        log.error("%s: could not be synced to disk (%s)", journal.path, error.strerror or error)
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 class ResultStream:
@@ -763,27 +752,6 @@ class ResultStream:
     def close(self) -> None:
         """Stop early: workers stop after their calls in flight, the journal is closed."""
         self._results.close()
-
-
-def _server_answered(error: Exception) -> bool:
-    """The provider sent an HTTP answer (a refusal is an answer: it is reachable)."""
-    return isinstance(error, ProviderError) and error.status_code is not None
-
-
-def _parse(task: LLMTask, response: LLMResponse) -> Any:
-    try:
-        return task.parse_response(response.content)
-    except Exception as error:
-        if isinstance(error, ValidationError):
-            where, what = validation_problem(error, show_input=False)
-            reason = f"{where}: {what}" if where else what
-        else:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if response.truncated:
-            reason += " (the answer was cut off at the token limit)"
-        raise ResponseParseError(
-            f"could not parse the response: {reason}", response.content
-        ) from error
 
 
 def _cache_path(given: bool | str | Path | None, configured: bool, path: Path) -> Path | None:

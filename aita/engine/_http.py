@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
 import zlib
 from collections.abc import Coroutine
@@ -164,8 +165,7 @@ class ChatHTTP:
                 f"no response within {self.timeout:g}s from {self.shown_url}"
             ) from None
         except aiohttp.ClientError as error:
-            cause = error.__cause__ or error
-            raise ProviderUnreachable(f"cannot connect to {self.shown_url}: {cause}") from None
+            raise ProviderUnreachable(f"cannot reach {self.shown_url}: {_cause(error)}") from None
 
     def close(self) -> None:
         """Close the sessions of loops that are not running (the background loop's is closed
@@ -175,6 +175,14 @@ class ChatHTTP:
         for loop, session in sessions.items():
             if not loop.is_closed() and not loop.is_running():
                 loop.run_until_complete(session.close())
+
+
+def _cause(error: BaseException) -> str:
+    """Why a connection failed, in the OS's words (``[Errno 111] Connection refused``)."""
+    cause = error.__cause__ or error
+    if isinstance(cause, OSError) and cause.errno:
+        return f"[Errno {cause.errno}] {os.strerror(cause.errno)}"
+    return str(cause)
 
 
 class LoopThread:

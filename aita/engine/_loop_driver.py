@@ -23,17 +23,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aita.engine._client import LLMMessage
+from aita.engine._client import LLMResponse
 from aita.engine._http import ChatHTTP
-from aita.engine._keys import request_key
+from aita.engine._lifecycle import Prepared
 from aita.engine._limiter import RateLimiter
-from aita.engine._results import TaskResult, TaskRun
+from aita.engine._results import TaskResult
 from aita.engine._scheduler import NOT_YET, Job
-from aita.engine._tasks import LLMTask
-from aita.errors import ProviderError, ProviderOutage
+from aita.errors import InvalidResponse, ProviderNeverReached, ProviderOutage, RunFailed
 
 if TYPE_CHECKING:
-    from aita.engine._executor import ParallelLLMExecutor, _Batch
+    from aita.engine._executor import ParallelLLMExecutor, _Run
 
 #: How often the loop looks whether the run was stopped from another thread (Ctrl-C).
 STOP_POLL_SECONDS = 0.05
@@ -45,28 +44,33 @@ def answers_on_a_loop(client: object) -> bool:
 
 
 class LoopDriver:
-    """Runs one batch's jobs on an event loop in the calling thread (``run``)."""
+    """Runs one run's jobs on an event loop in the calling thread (``run``)."""
 
-    def __init__(
-        self, executor: ParallelLLMExecutor, batch: _Batch, limit: Callable[[], int]
-    ) -> None:
+    def __init__(self, executor: ParallelLLMExecutor, run: _Run, limit: Callable[[], int]) -> None:
         self.executor = executor
-        self.batch = batch
+        self.run_ = run
         self.limit = limit
         self.client: Any = executor.llm_client
-        self._stop = batch.scheduler.stop
+        self._stop = run.scheduler.stop
         self._sleepers: set[asyncio.Future[None]] = set()
         #: the limiter's slots are taken here and waited for on the loop (the executor made it
         #: and it keeps time by the real clock); any other limiter waits in a thread
         self._reserve = executor._own_limiter and (
             type(executor.rate_limiter).acquire is RateLimiter.acquire
         )
-        self.error: BaseException | None = None
 
     def run(self) -> None:
-        asyncio.run(self._main())
-        if self.error is not None:
-            raise self.error
+        """The loop, to the end of the run; a failure of the driver itself stops the run as a
+        worker's does (``RunFailed``), never silently."""
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        fatal = error if isinstance(error, RunFailed) else RunFailed(f"internal error: {error}")
+        self.run_.scheduler.abort(fatal)
+        self.run_.gate.wake()
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -77,14 +81,14 @@ class LoopDriver:
         watcher = asyncio.get_running_loop().create_task(self._watch_stop())
         running: set[asyncio.Task[None]] = set()
         room = asyncio.Event()
-        scheduler = self.batch.scheduler
+        scheduler = self.run_.scheduler
 
         def ended(task: asyncio.Task[None]) -> None:
             running.discard(task)
             room.set()
 
         try:
-            while self.error is None:
+            while True:
                 if len(running) >= self.limit():
                     room.clear()
                     await room.wait()
@@ -105,7 +109,7 @@ class LoopDriver:
                 await http.close_loop_session()
 
     async def _watch_stop(self) -> None:
-        """Wakes every wait of the run once it is stopped from another thread."""
+        """Wakes every wait of the run once it is stopped (Ctrl-C, a failed run, the end)."""
         while not self._stop.is_set():
             await asyncio.sleep(STOP_POLL_SECONDS)
         for sleeper in list(self._sleepers):
@@ -127,100 +131,112 @@ class LoopDriver:
         return self._stop.is_set()
 
     async def _job(self, job: Job) -> None:
-        ex, batch = self.executor, self.batch
+        """One job, contained as a worker thread contains it: whatever it raises is its tasks'
+        failed result; ``RunFailed`` (or a failure to record one) stops the run."""
+        run = self.run_
+        ended: set[int] = set()
         try:
-            if ex._on_task_start is not None:
-                for task in job.tasks:
-                    ex._on_task_start(task)
-            if len(job.tasks) > 1:
-                # A combined call goes through the client's synchronous path, in a thread.
-                await asyncio.to_thread(ex._run_combined, batch, job)
-                return
-            result = await self._run_task(job.tasks[0])
-            if result is None:  # stopped mid-task: not finished, not recorded
-                return
-            batch.scheduler.finish(job.indices[0], result)
-            batch.forget(job.tasks[0])
-        except BaseException as error:  # a worker thread would die of it: the run stops
-            if self.error is None:
-                self.error = error
-            batch.scheduler.request_stop()
+            try:
+                await self._run_job(job, ended)
+            except (RunFailed, asyncio.CancelledError):
+                raise
+            except BaseException as error:
+                for index, task in zip(job.indices, job.tasks, strict=True):
+                    if index not in ended:
+                        run.finish(index, run.life.failed(task, error), ended)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            self._fail(error)
 
-    # -- one task: the retry loop, as ``ParallelLLMExecutor._run_task`` -------------------------
+    async def _run_job(self, job: Job, ended: set[int]) -> None:
+        run = self.run_
+        if len(job.tasks) > 1:
+            # A combined call goes through the client's synchronous path, in a thread.
+            await asyncio.to_thread(self._in_thread, job, ended)
+            return
+        if run.on_task_start is not None:
+            run.on_task_start(job.tasks[0])
+        step = run.life.prepare(job.tasks[0])
+        result = step if isinstance(step, TaskResult) else run.life.look_back(step)
+        if result is None:
+            assert isinstance(step, Prepared)
+            result = await self._attempts(step)
+        if result is not None:  # None: stopped mid-task, not finished, not recorded
+            run.finish(job.indices[0], result, ended)
 
-    async def _run_task(self, task: LLMTask) -> TaskResult | None:
-        ex, batch = self.executor, self.batch
-        run = TaskRun(task.task_id, ex.prices)
+    def _in_thread(self, job: Job, ended: set[int]) -> None:
+        ex = self.executor
+        ex._local.stop = self._stop  # the limiter's waits end early on Ctrl-C
         try:
-            messages = task.build_messages()
-            params = task.request_params()
-        except Exception as error:  # a bug in the task, not the provider: no retry
-            return ex._give_up(task, run, error, 0)
-        run.key = request_key(batch.model, messages, params, task.version)
-        if (earlier := batch.earlier_answer(task, run.key)) is not None:
-            return earlier
-        if ex.cache is not None and (cached := ex._from_cache(batch, task, run)) is not None:
-            return cached
-        return await self._attempts(task, run, messages, params)
+            ex._run_job(self.run_, job, ended)
+        finally:
+            ex._local.stop = None
 
-    async def _attempts(
-        self, task: LLMTask, run: TaskRun, messages: list[LLMMessage], params: dict[str, Any]
-    ) -> TaskResult | None:
-        ex, batch = self.executor, self.batch
-        gate = ex.outage_gate
-        estimate = ex._token_estimate(task, messages, params)
-        attempt = 0
+    # -- one task: the waiting and asking of ``ParallelLLMExecutor._attempts``, on the loop -----
+
+    async def _attempts(self, step: Prepared) -> TaskResult | None:
+        ex, run = self.executor, self.run_
+        stop, gate, life = run.scheduler.stop, run.gate, run.life
         while True:
             try:
                 # waits (in a thread) only while the provider is down
                 probe = await asyncio.to_thread(gate.enter) if gate.down else False
-            except ProviderOutage as error:
-                batch.scheduler.cancel(f"cancelled: {error}")
-                return ex._give_up(task, run, error, attempt)
-            waited = await self._acquire(estimate)
-            if self._stop.is_set():
+            except ProviderNeverReached:
+                raise  # the run stops: no task can be asked
+            except ProviderOutage as outage:
+                run.cancel(f"cancelled: {outage}")
+                return life.give_up(step, outage)
+            waited = await self._acquire(step.estimate)
+            if stop.is_set():
                 return None
             sent_at = time.monotonic()
-            reached = False
+            started = time.perf_counter()
+            response: LLMResponse | None = None
+            failure: BaseException | None = None
             try:
-                response = await run.acall(self.client, messages, params)
-                reached = True
+                answer: object = await self.client.acomplete(step.messages, **step.params)
+                if not isinstance(answer, LLMResponse):
+                    raise InvalidResponse(
+                        f"the client returned {type(answer).__name__}, not an LLMResponse"
+                    )
+                response = answer
+            except Exception as raised:
+                failure = raised
+            seconds = time.perf_counter() - started
+            if response is not None:
                 gate.answered()
-                batch.spent(response, run.last_cost, ex.spend_ledger)
-                ex._learn_from(response, estimate)
-                value = ex._read(task, response, batch)
-            except Exception as error:
-                decision = ex.retry_policy.decide(error, attempt, task)
-                batch.progress.attempt(waited, decision.pause_all, decision.retry)
-                reached = reached or _server_answered(error)
-                if decision.outage or (probe and not reached):
-                    gate.failed(probe)
-                    if decision.outage:
-                        continue
-                elif reached:
-                    gate.answered()
-                if decision.pause_all:
-                    ex._pause_everyone(error, decision.delay, sent_at)
-                if not decision.retry:
-                    if decision.stop_batch:
-                        reason = f"cancelled: the provider refused the API key ({error})"
-                        batch.scheduler.cancel(reason)
-                    return ex._give_up(task, run, error, attempt)
-                attempt += 1
-                if await self._sleep(0.0 if decision.pause_all else decision.delay):
-                    return None
-                messages = task.revise_messages(messages, error)
-                continue
-            batch.progress.attempt(waited, False, False)
-            if ex.cache is not None and not response.simulated and run.key is not None:
-                ex.cache.put(run.key, response)
-            return run.succeeded(value, attempt)
+                ex._learn_from(response, step.estimate)
+            settled = life.settle(
+                step, response=response, error=failure, seconds=seconds, waited=waited
+            )
+            decision = settled.decision
+            if decision is None:  # answered
+                assert settled.result is not None
+                return settled.result
+            error = settled.error
+            assert error is not None
+            gate.reached = gate.reached or settled.reached  # an HTTP error: it is reachable
+            if decision.outage or (probe and not settled.reached):
+                gate.failed(probe, error)
+                if decision.outage and settled.result is None:
+                    continue  # the provider is down: wait for it, keep the retries
+            elif settled.reached:
+                gate.answered()
+            if decision.pause_all:  # every call waits, not just this one
+                ex._pause_everyone(error, decision.delay, sent_at)
+            if settled.result is not None:
+                if decision.stop_batch:
+                    run.cancel(f"cancelled: {_stopping(error)}")
+                return settled.result
+            if await self._sleep(0.0 if decision.pause_all else decision.delay):
+                return None
 
     async def _acquire(self, tokens: int) -> float:
         """The limiter's ``acquire``, waiting on the loop; seconds waited."""
         limiter = self.executor.rate_limiter
         if not self._reserve:
-            return await asyncio.to_thread(limiter.acquire, tokens)
+            return await asyncio.to_thread(self._acquire_in_thread, tokens)
         waited = 0.0
         while True:
             slot, delay = limiter.reserve(tokens)
@@ -232,15 +248,24 @@ class LoopDriver:
             if limiter.stands(slot):
                 return waited
 
+    def _acquire_in_thread(self, tokens: int) -> float:
+        ex = self.executor
+        ex._local.stop = self._stop
+        try:
+            return ex.rate_limiter.acquire(tokens)
+        finally:
+            ex._local.stop = None
+
 
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def _server_answered(error: Exception) -> bool:
-    """The provider sent an HTTP answer (a refusal is an answer: it is reachable)."""
-    return isinstance(error, ProviderError) and error.status_code is not None
+def _stopping(error: BaseException) -> str:
+    from aita.engine._executor import _stopping as reason  # the one wording, the executor's
+
+    return reason(error)
 
 
 def start_loop_thread(driver: LoopDriver, name: str) -> threading.Thread:

@@ -1,8 +1,10 @@
-"""The client for any OpenAI-compatible endpoint (OpenRouter by default), over the openai SDK.
+"""The client for any OpenAI-compatible endpoint (OpenRouter by default).
 
-The SDK's own retries are switched off: the executor has the one retry loop, so every attempt is
-counted once and a 429 can pause every worker. SDK errors are translated into aita's error tree
-here, by HTTP status.
+Chat completions go over aiohttp (``_http``: many calls in flight on one event loop, a total
+deadline per call); Files and Batches over the openai SDK, whose own retries are switched off:
+the executor has the one retry loop, so every attempt is counted once and a 429 can pause every
+worker. Errors of either path are translated into aita's error tree here, by HTTP status, with
+the text the SDK would give.
 
 What the provider sends is not trusted. A body (answer or error) is read only up to
 ``max_answer_bytes`` (``AITA_MAX_ANSWER_BYTES``), decompressed size included: a larger one is a
@@ -24,7 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import httpx2
@@ -41,10 +43,12 @@ from aita.errors import (
     BadRequest,
     ConfigError,
     EmptyResponse,
+    EndpointNotFound,
     ImagesNotSupported,
     InvalidResponse,
     ModelNotFound,
     ProviderError,
+    ProviderTimeout,
     ProviderUnavailable,
     ProviderUnreachable,
     RateLimited,
@@ -62,10 +66,14 @@ KEY_FRAGMENT = 12
 MIN_SECRET = 8
 #: Provider text in an error message is cut to this many characters, on one line.
 MAX_MESSAGE_CHARS = 500
+#: A model name from the provider is cut to this many characters.
+MAX_MODEL_CHARS = 200
+#: The one chat endpoint, for live calls and Batch API lines alike.
+ENDPOINT: Final = "/v1/chat/completions"
 
 
 class OpenAICompatibleClient:
-    """``complete(messages, **params)`` over the ``openai`` SDK.
+    """``complete(messages, **params)`` (and ``acomplete`` on an event loop) over aiohttp.
 
     ``params`` go into the request body as given (``temperature``, ``response_format``,
     provider-specific fields such as OpenRouter's ``usage``); ``model`` overrides the default.
@@ -155,7 +163,7 @@ class OpenAICompatibleClient:
         return self.formats.complete(self._complete, messages, params)
 
     async def acomplete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
-        """``complete`` on the running event loop: the executor's asyncio driver calls this."""
+        """``complete`` on the running event loop: the executor's loop driver calls this."""
         return await self.formats.acomplete(self._acomplete, messages, params)
 
     def _complete(self, messages: list[LLMMessage], params: dict[str, Any]) -> LLMResponse:
@@ -170,77 +178,150 @@ class OpenAICompatibleClient:
         try:
             status, headers, content = await self.http.post(orjson.dumps(body))
         except ProviderUnreachable as error:
-            raise ProviderUnreachable(self._message(error.message)) from None
-        except BodyTooLarge as error:
-            raise ResponseTooLarge(str(error)) from None
-        except ValueError as error:
-            raise InvalidResponse(self._message(f"malformed response body: {error}")) from None
+            raise ProviderUnreachable(provider_text(error.message, self._redact)) from None
+        except (BodyTooLarge, ValueError) as error:
+            raise translate_error(error, self.base_url, self.timeout, self._redact) from None
         if status >= 400:
             raise self._translate_status(status, content, headers, messages)
-        text, finish_reason, answered_by, usage = self._read_completion(content)
-        return LLMResponse(
-            content=text,
-            usage=usage,
-            model=answered_by or model,
-            finish_reason=finish_reason,
-            headers=headers,
-        )
-
-    def _read_completion(self, body: bytes) -> tuple[str, str | None, str, Usage]:
-        """(content, finish reason, model, usage) of a completion's body, the key redacted from
-        the content; ``InvalidResponse`` for anything that is not a completion."""
         try:
-            data = orjson.loads(body)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError as error:
-            raise InvalidResponse(self._message(f"malformed response body: {error}")) from None
-        if not isinstance(data, dict):
-            raise InvalidResponse("response body is not a JSON object")
-        choices = data.get("choices")
-        if not choices:
-            problem = _provider_message(data) if "error" in data else None
             raise InvalidResponse(
-                self._message(f"the provider answered with an error: {problem}")
-                if problem
-                else "response has no choices"
-            )
-        choice = choices[0] if isinstance(choices, list) else None
-        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
-            raise InvalidResponse("response has no message in its first choice")
-        message, reason = choice["message"], choice.get("finish_reason")
-        finish_reason = self._message(reason)[:40] if isinstance(reason, str) else None
-        content = _text_of(message.get("content"))
-        if content is None or not content.strip():
-            raise EmptyResponse(f"empty completion (finish_reason={finish_reason})")
-        answered_by = data.get("model")
-        usage = data.get("usage")
-        return (
-            self._redact(content),
-            finish_reason,
-            self._message(answered_by)[:200] if isinstance(answered_by, str) else "",
-            Usage.from_dict(usage if isinstance(usage, dict) else None),
-        )
+                provider_text(f"malformed response body: {error}", self._redact)
+            ) from None
+        response = read_completion(data, self._redact, model)
+        response.headers = headers
+        return response
 
     def _translate_status(
         self, status: int, body: bytes, headers: dict[str, str], messages: list[LLMMessage]
     ) -> ProviderError:
-        message = self._message(_status_message(status, body))
-        if status == 404 and not _has_version_path(self.base_url):
-            message += (
-                f" (the base URL {self.base_url} has no /v1: try {self.base_url.rstrip('/')}/v1)"
-            )
+        data, message = _error_body(status, body)
+        translated = status_error(status, data, message, headers, self.base_url, self._redact)
+        message = translated.message
         if status >= 400 and status != 429 and _has_images(messages) and _IMAGES.search(message):
             self._refuses_images = message
             return ImagesNotSupported(
                 f"{self.model} at {self.base_url} ({message})", status_code=status
             )
-        return error_for_status(status, message, headers)
+        return translated
 
     def _message(self, text: str) -> str:
-        """Provider text fit for an error message: one line, secrets redacted, bounded."""
-        line = self._redact(printable(text).strip())
-        if len(line) > MAX_MESSAGE_CHARS:
-            line = line[: MAX_MESSAGE_CHARS - 1] + "…"
-        return line
+        return provider_text(text, self._redact)
+
+
+def provider_text(text: str, redact: Callable[[str], str], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Text from the provider fit for a message or a result: one printable line, secrets
+    redacted, at most ``limit`` characters."""
+    line = redact(printable(text).strip())
+    if len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return line
+
+
+def read_completion(data: object, redact: Callable[[str], str], model: str) -> LLMResponse:
+    """The one reader of a chat completion's body (a live answer or a Batch API output item):
+    the content with the key redacted, a printable bounded model name and finish reason, and the
+    usage; ``InvalidResponse`` for anything that is not a completion. ``model``: the model asked
+    for, when the body names none."""
+    if not isinstance(data, dict):
+        raise InvalidResponse("response body is not a JSON object")
+    choices = data.get("choices")
+    if not choices:
+        problem = _provider_message(data) if "error" in data else None
+        raise InvalidResponse(
+            provider_text(f"the provider answered with an error: {problem}", redact)
+            if problem
+            else "response has no choices"
+        )
+    choice = choices[0] if isinstance(choices, list) else None
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        raise InvalidResponse("response has no message in its first choice")
+    message, reason = choice["message"], choice.get("finish_reason")
+    finish_reason = provider_text(reason, redact, 40) if isinstance(reason, str) else None
+    content = _text_of(message.get("content"))
+    if content is None or not content.strip():
+        raise EmptyResponse(f"empty completion (finish_reason={finish_reason})")
+    answered_by = data.get("model")
+    named = (
+        provider_text(answered_by, redact, MAX_MODEL_CHARS) if isinstance(answered_by, str) else ""
+    )
+    usage = data.get("usage")
+    return LLMResponse(
+        content=redact(content),
+        usage=Usage.from_dict(usage if isinstance(usage, dict) else None),
+        model=named or model,
+        finish_reason=finish_reason,
+    )
+
+
+def translate_error(
+    error: BaseException,
+    base_url: str,
+    timeout: float,
+    redact: Callable[[str], str],
+    what: str = "",
+) -> ProviderError:
+    """The one translation of an openai SDK error into aita's error tree (``what``: the call
+    that failed, for calls other than a completion)."""
+    prefix = f"{what}: " if what else ""
+    if isinstance(error, openai.APITimeoutError):
+        return ProviderTimeout(f"{prefix}no response within {timeout:g}s from {base_url}")
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error
+        return ProviderUnreachable(
+            provider_text(f"{prefix}cannot reach {base_url}: {cause}", redact)
+        )
+    if isinstance(error, openai.APIStatusError):
+        headers = {k.lower(): v for k, v in error.response.headers.items()}
+        return status_error(
+            error.status_code, error.body, error.message, headers, base_url, redact, what
+        )
+    if isinstance(error, BodyTooLarge):
+        return ResponseTooLarge(str(error))
+    return InvalidResponse(provider_text(f"{prefix}malformed response body: {error}", redact))
+
+
+def status_error(
+    status: int,
+    body: object,
+    message: str,
+    headers: dict[str, str],
+    base_url: str,
+    redact: Callable[[str], str],
+    what: str = "",
+) -> ProviderError:
+    """The error of an HTTP error answer (either path): ``body`` is its parsed error object,
+    ``message`` the SDK's text for it (``Error code: <status>...``)."""
+    prefix = f"{what}: " if what else ""
+    text = provider_text(_provider_message(body) or message, redact)
+    if status == 404 and not _has_version_path(base_url):
+        text += f" (the base URL {base_url} has no /v1: try {base_url.rstrip('/')}/v1)"
+        return EndpointNotFound(f"{prefix}{text}", status_code=status, headers={})
+    return error_for_status(status, f"{prefix}{text}", headers)
+
+
+def _error_body(status: int, body: bytes) -> tuple[object, str]:
+    """An error answer read as the openai SDK reads it: (the JSON's ``error`` object, or the
+    text; ``Error code: <status>``, with `` - <message>`` when the JSON has one)."""
+    text = body.decode("utf-8", errors="replace").strip()
+    message = f"Error code: {status}"
+    try:
+        data: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text, message
+    error = data.get("error", data) if isinstance(data, dict) else None
+    said = error.get("message") if isinstance(error, dict) else None
+    if isinstance(said, str) and said:
+        message += f" - {said}"
+    return (data.get("error", data) if isinstance(data, dict) else data), message
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("aita")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover (run from a checkout)
+        return "0"
 
 
 class Redactor:
@@ -407,26 +488,6 @@ def retry_after(headers: dict[str, str], now: float | None = None) -> float | No
     if parsed is None:
         return None
     return max(0.0, email.utils.mktime_tz(parsed) - (now if now is not None else time.time()))
-
-
-def _status_message(status: int, body: bytes) -> str:
-    """What an error answer says, as the openai SDK reads it: the JSON error's message, else
-    ``Error code: <status>``."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data: Any = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        data = text
-    if isinstance(data, dict):
-        data = data.get("error", data)
-    return _provider_message(data) or f"Error code: {status}"
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("aita")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover (run from a checkout)
-        return "0"
 
 
 def _provider_message(body: object) -> str | None:

@@ -7,7 +7,9 @@ lone dropped connection costs one call), then after half a second, doubling up t
 ``max_interval``: if the provider answers the probe (with anything but another sign of being
 down) the gate opens and everyone goes on. When the outage has lasted ``budget`` seconds the
 gate gives up: every waiting worker gets ``ProviderOutage`` and the batch stops cleanly, with
-what finished saved.
+what finished saved. Until the provider has answered once, the budget is
+``FIRST_CONTACT_BUDGET`` and the error ``ProviderNeverReached`` (``cannot reach <url>: <cause>``):
+nothing has ever answered, so there is no outage to ride through.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from aita.errors import ProviderOutage
+from aita.errors import ProviderNeverReached, ProviderOutage, ProviderUnreachable
+
+#: Seconds a provider that has never answered may stay unreachable before the run stops: a
+#: wrong URL or a server that is not running is not an outage to wait out.
+FIRST_CONTACT_BUDGET = 10.0
 
 
 class OutageGate:
@@ -30,9 +36,17 @@ class OutageGate:
         first_interval: float = 0.5,
         max_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        reached: bool = False,
+        first_contact_budget: float = FIRST_CONTACT_BUDGET,
     ) -> None:
-        """``budget``: seconds an outage may last before the batch stops."""
+        """``budget``: seconds an outage may last before the batch stops; ``reached``: the
+        provider has answered before (an earlier run of the same executor)."""
         self.budget = budget
+        #: the provider has answered a call (anything, a refusal included)
+        self.reached = reached
+        self.first_contact_budget = first_contact_budget
+        #: the error that last found the provider down
+        self.last_error: BaseException | None = None
         self.first_interval = first_interval
         self.max_interval = max_interval
         self._clock = clock
@@ -61,7 +75,10 @@ class OutageGate:
         with self._changed:
             while self._down_since is not None and not self._woken:
                 now = self._clock()
-                if now - self._down_since >= self.budget:
+                budget = self._budget()
+                if now - self._down_since >= budget:
+                    if not self.reached:
+                        raise ProviderNeverReached(self._never_reached())
                     raise ProviderOutage(
                         f"no answer for {now - self._down_since:.0f}s, the outage budget "
                         f"(AITA_OUTAGE_BUDGET={self.budget:g}s)"
@@ -69,15 +86,25 @@ class OutageGate:
                 if not self._probing and now >= self._next_probe:
                     self._probing = True
                     return True
-                until = self._down_since + self.budget
+                until = self._down_since + budget
                 if not self._probing:
                     until = min(until, self._next_probe)
                 self._changed.wait(max(0.001, until - now))
             return False
 
-    def failed(self, probe: bool) -> None:
+    def _budget(self) -> float:
+        return self.budget if self.reached else min(self.budget, self.first_contact_budget)
+
+    def _never_reached(self) -> str:
+        error = self.last_error
+        if isinstance(error, ProviderUnreachable):
+            return error.message  # "cannot reach <url>: <cause>"
+        return f"cannot reach the provider: {error or 'no answer'}"
+
+    def failed(self, probe: bool, error: BaseException | None = None) -> None:
         """A call found the provider down: start the outage, or schedule the next probe."""
         with self._changed:
+            self.last_error = error or self.last_error
             now = self._clock()
             if self._down_since is None:
                 self._down_since = now
@@ -93,6 +120,7 @@ class OutageGate:
 
     def answered(self) -> None:
         """The provider answered a call: the outage, if any, is over."""
+        self.reached = True
         if self._down_since is None:
             return
         with self._changed:

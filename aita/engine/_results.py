@@ -137,6 +137,7 @@ class TaskRun:
     """One task from its first turn at the rate limiter to its result."""
 
     __slots__ = (
+        "_discount",
         "_prices",
         "_started",
         "call_time",
@@ -152,9 +153,15 @@ class TaskRun:
         "task_id",
     )
 
-    def __init__(self, task_id: str, prices: Mapping[str, tuple[float, float]] | None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        prices: Mapping[str, tuple[float, float]] | None,
+        discount: float = 1.0,
+    ) -> None:
         self.task_id = task_id
         self._prices = prices
+        self._discount = discount
         self._started = time.perf_counter()
         self.key: str | None = None
         self.prompt = 0
@@ -177,36 +184,33 @@ class TaskRun:
             response = client.complete(messages, **params)
         finally:
             self.call_time += time.perf_counter() - started
-        self._count(response)
+        self.record(response)
         return response
 
-    async def acall(
-        self, client: Any, messages: list[LLMMessage], params: dict[str, Any]
-    ) -> LLMResponse:
-        """``call`` for a client that answers on an event loop (``acomplete``)."""
-        started = time.perf_counter()
-        try:
-            response: LLMResponse = await client.acomplete(messages, **params)
-        finally:
-            self.call_time += time.perf_counter() - started
-        self._count(response)
-        return response
-
-    def _count(self, response: LLMResponse) -> None:
+    def record(self, response: LLMResponse) -> None:
+        """An answered attempt: its tokens and its cost (at ``discount`` of the price table's
+        when the provider gave no cost) are added up."""
         self.model = response.model
         self.raw = response.content
         self.simulated = response.simulated
         self.finish_reason = response.finish_reason
-        self.prompt += response.usage.prompt_tokens
-        self.completion += response.usage.completion_tokens
-        self.last_cost = cost_of(response.model, response.usage, self._prices)
+        usage = response.usage
+        self.prompt += usage.prompt_tokens
+        self.completion += usage.completion_tokens
+        if usage.cost is not None or self._discount == 1.0:
+            self.last_cost = cost_of(response.model, usage, self._prices)
+        else:
+            listed = cost_of(
+                response.model, Usage(usage.prompt_tokens, usage.completion_tokens), self._prices
+            )
+            self.last_cost = None if listed is None else listed * self._discount
         self.cost += self.last_cost or 0.0
 
     def succeeded(self, value: Any, attempt: int) -> TaskResult:
         return self._result(True, attempt, result=value)
 
-    def failed(self, error: Exception, attempt: int) -> TaskResult:
-        return self._result(False, attempt, **_error_fields(error))
+    def failed(self, error: BaseException, attempt: int, message: str | None = None) -> TaskResult:
+        return self._result(False, attempt, **_error_fields(error, message))
 
     def from_cache(self, value: Any, response: LLMResponse) -> TaskResult:
         """Answered by the response cache: the stored answer, no call, no cost."""
@@ -215,10 +219,13 @@ class TaskRun:
         self.finish_reason = response.finish_reason
         return self._result(True, 0, result=value, cached=True)
 
-    def fell_back(self, error: Exception, attempt: int, value: Any) -> TaskResult:
+    def fell_back(
+        self, error: BaseException, attempt: int, value: Any, message: str | None = None
+    ) -> TaskResult:
         """Every attempt failed and the task's ``fallback`` gave ``value``: a success that
         says so (``used_fallback``), still carrying the error."""
-        return self._result(True, attempt, result=value, used_fallback=True, **_error_fields(error))
+        fields = _error_fields(error, message)
+        return self._result(True, attempt, result=value, used_fallback=True, **fields)
 
     def _result(self, success: bool, attempt: int, **fields: Any) -> TaskResult:
         return TaskResult(
@@ -266,14 +273,14 @@ def from_batch_api(
     )
 
 
-def not_run(task_id: str, error: Exception) -> TaskResult:
+def not_run(task_id: str, error: BaseException, message: str | None = None) -> TaskResult:
     """A task that never started: skipped for a failed dependency, or cancelled."""
-    return TaskResult(task_id=task_id, success=False, **_error_fields(error))
+    return TaskResult(task_id=task_id, success=False, **_error_fields(error, message))
 
 
-def _error_fields(error: Exception) -> dict[str, Any]:
+def _error_fields(error: BaseException, message: str | None = None) -> dict[str, Any]:
     return {
-        "error": str(error) or type(error).__name__,
+        "error": message or str(error) or type(error).__name__,
         "error_type": type(error).__name__,
         "exception": error,
     }

@@ -5,9 +5,10 @@ In the manner of tenacity's strategies, the pieces are values: a backoff is any 
 ``(attempt) -> seconds`` (``ExponentialBackoff`` by default) and ``RetryPolicy`` combines it with
 the retry cap. The error's *type* decides (``is_retryable``), never its message; a server's
 ``retry-after`` wins over the backoff, capped; a task's ``should_retry`` has the last word for
-that task. A 429 pauses every worker (they would all be refused); a refused key stops the batch
-(every other call would be refused the same way); a refused or reset connection or a 502/503/504
-is an outage: every worker waits for the provider (``OutageGate``) and the task keeps its retries.
+that task. A 429 pauses every worker (they would all be refused); a refused key or a 404 on the
+endpoint itself stops the batch (every other call would be refused the same way); a refused or
+reset connection or a 502/503/504 is an outage: every worker waits for the provider
+(``OutageGate``) and the task keeps its retries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from aita.errors import (
     AuthenticationFailed,
+    EndpointNotFound,
     InvalidResponse,
     ProviderError,
     ProviderUnavailable,
@@ -113,7 +115,7 @@ class RetryPolicy:
             retry=bool(wanted) and (outage or attempt < self.max_retries),
             delay=self.delay(error, attempt),
             pause_all=isinstance(error, RateLimited),
-            stop_batch=isinstance(error, AuthenticationFailed),
+            stop_batch=isinstance(error, AuthenticationFailed | EndpointNotFound),
             outage=outage,
         )
 

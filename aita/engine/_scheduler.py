@@ -11,7 +11,6 @@ tasks waiting for it; a failed one skips them (and theirs) with the reason. ``ca
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -19,35 +18,17 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from aita.engine._graph import TaskGraph
-from aita.engine._journal import CheckpointJournal, record_of
-from aita.engine._progress import BatchProgress
 from aita.engine._results import TaskResult, not_run
 from aita.engine._tasks import BatchableLLMTask, LLMTask
 from aita.errors import Cancelled, DependencyFailed
 
-log = logging.getLogger("aita.executor")
 
+class Outlet(Protocol):
+    """Where a finished task goes (``Lifecycle``): ``record`` writes it to the journal (before
+    the tasks waiting for it are released), ``announce`` shows it and tells the caller."""
 
-@dataclass
-class Outlet:
-    """Where a finished task goes: the journal, the progress bar and the caller's callback."""
-
-    journal: CheckpointJournal | None
-    progress: BatchProgress
-    on_task_complete: Callable[[TaskResult], object] | None = None
-
-    def journal_result(self, result: TaskResult) -> None:
-        """Write a finished task to the journal; one answered from it is there already."""
-        if self.journal is not None and not result.from_checkpoint:
-            self.journal.append(record_of(result))
-
-    def announce(self, result: TaskResult) -> None:
-        self.progress.task_done(result)
-        if self.on_task_complete is not None:
-            try:
-                self.on_task_complete(result)
-            except Exception:
-                log.exception("on_task_complete failed for task %s", result.task_id)
+    def record(self, result: TaskResult) -> None: ...
+    def announce(self, result: TaskResult) -> None: ...
 
 
 #: What ``next_job(wait=False)`` returns when a job may come later but none is ready now.
@@ -67,6 +48,7 @@ class Scheduler(Protocol):
 
     stop: threading.Event
     outlet: Outlet
+    fatal: BaseException | None
 
     def next_job(self) -> Job | None:
         job = self._next_job(wait=True)
@@ -82,6 +64,7 @@ class Scheduler(Protocol):
     def run_alone(self, indices: list[int]) -> None: ...
     def cancel(self, reason: str) -> None: ...
     def request_stop(self) -> None: ...
+    def abort(self, error: BaseException) -> None: ...
 
 
 class WorkQueue:
@@ -93,6 +76,8 @@ class WorkQueue:
         self.max_batch_size = max_batch_size
         #: set on Ctrl-C: no more work is handed out, and waits in workers end early
         self.stop = threading.Event()
+        #: why the run cannot go on (``abort``): raised to the caller once workers are stopped
+        self.fatal: BaseException | None = None
         self._changed = threading.Condition(threading.Lock())
         self._ready: deque[int] = deque()
         self._solo: set[int] = set()  # batchable tasks to run alone from now on
@@ -130,6 +115,15 @@ class WorkQueue:
 
     def request_stop(self) -> None:
         with self._changed:
+            self.stop.set()
+            self._changed.notify_all()
+
+    def abort(self, error: BaseException) -> None:
+        """No task can go on (a journal that cannot be written, a provider never reached):
+        stop handing out work and wake every waiter; the first reason stands."""
+        with self._changed:
+            if self.fatal is None:
+                self.fatal = error
             self.stop.set()
             self._changed.notify_all()
 
@@ -221,12 +215,12 @@ class BatchScheduler(WorkQueue):
                 self.results[i] = item
             self._changed.notify_all()
         for _, item in ended:
-            self.outlet.journal_result(item)
+            self.outlet.record(item)
             self.outlet.announce(item)
 
     def finish(self, index: int, result: TaskResult) -> None:
         """Record a finished task, then release (or skip) the tasks that wait for it."""
-        self.outlet.journal_result(result)  # before any dependent can start
+        self.outlet.record(result)  # before any dependent can start
         skipped: list[TaskResult] = []
         with self._changed:
             self._in_flight -= 1
@@ -247,7 +241,7 @@ class BatchScheduler(WorkQueue):
             self._changed.notify_all()
         self.outlet.announce(result)
         for item in skipped:
-            self.outlet.journal_result(item)
+            self.outlet.record(item)
             self.outlet.announce(item)
         if self.fail_fast and not result.success:
             self.cancel(f"cancelled: {result.task_id} failed and fail_fast is on")

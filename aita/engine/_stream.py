@@ -55,6 +55,8 @@ class StreamScheduler(WorkQueue):
             self._fill()
             with self._changed:
                 while self._head not in self._results:
+                    if self.fatal is not None:
+                        raise self.fatal
                     if self.stop.is_set() or (self._exhausted and self._head == self._taken):
                         return
                     self._changed.wait()
@@ -127,7 +129,7 @@ class StreamScheduler(WorkQueue):
         self._end(index, result)
 
     def _end(self, index: int, result: TaskResult) -> None:
-        self.outlet.journal_result(result)
+        self.outlet.record(result)
         with self._changed:
             self._results[index] = result
             self._changed.notify_all()

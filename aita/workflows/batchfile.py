@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from aita.engine import (
+    CHAT_ENDPOINT,
     ExecutionMetrics,
     LLMClient,
     LLMMessage,
@@ -52,10 +53,10 @@ from aita.engine import (
     request_key,
     run_via_batch_api,
 )
-from aita.errors import AitaError
+from aita.errors import AitaError, RunFailed
 from aita.files import json_line, safe_filename
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT = CHAT_ENDPOINT
 #: What a request line may say beside its request parameters.
 _LINE_FIELDS = frozenset({"custom_id", "method", "url", "body", "messages", "prompt"})
 _ROLES = frozenset({"system", "developer", "user", "assistant"})
@@ -148,6 +149,10 @@ def _request_of(data: dict[str, Any]) -> tuple[list[LLMMessage], dict[str, Any]]
         raise InvalidRequestLine("stream: a batch takes whole answers")
     if request.get("n", 1) != 1:
         raise InvalidRequestLine("n: aita keeps one answer per request")
+    for cap in ("max_tokens", "max_completion_tokens"):
+        value = request.get(cap)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidRequestLine(f"{cap} is not a whole number")
     return messages, request
 
 
@@ -373,17 +378,30 @@ class ResultsFile:
                 )
 
     def append(self, line: bytes) -> None:
-        os.write(self._fd, line)
+        """One result line; a file that cannot take it stops the run (``RunFailed``): a torn
+        line is cut by the next run, which asks that request again."""
+        try:
+            os.write(self._fd, line)
+        except OSError as error:
+            raise RunFailed(
+                f"{self.path}: cannot write ({error.strerror or error}); the lines written "
+                "before resume"
+            ) from error
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
         os.fsync(self._fd)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)  # releases the lock
-            self._fd = -1
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            raise RunFailed(f"{self.path}: cannot write ({error.strerror or error})") from error
+        finally:
+            os.close(fd)  # releases the lock
 
     def __enter__(self) -> ResultsFile:
         return self
