@@ -1,0 +1,71 @@
+"""The built-in client's calls run as coroutines on one event-loop thread; custom synchronous
+clients keep a thread per call in flight."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from aita.engine import LLMMessage, LLMResponse, RateLimiter
+from tests.support.doubles import (
+    SimulatorFactory,
+    assert_own_answers_in_order,
+    client_for,
+    executor_for,
+    questions,
+)
+
+
+def worker_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("aita-worker")}
+
+
+def test_hundreds_of_calls_in_flight_share_one_thread(simulator: SimulatorFactory) -> None:
+    sim = simulator(latency=1.0)
+    seen: list[set[str]] = []
+    executor = executor_for(client_for(sim), max_workers=100, enable_checkpointing=False)
+    batch = executor.execute_batch(
+        questions(100), on_task_complete=lambda _: seen.append(worker_threads())
+    )
+    assert_own_answers_in_order(batch.task_results)
+    # Many at once from one thread (how many the threaded simulator accepts at once varies).
+    assert sim.stats.max_in_flight > 20
+    assert set().union(*seen) == {"aita-worker-loop"}
+
+
+def test_a_custom_client_keeps_its_threads(simulator: SimulatorFactory) -> None:
+    inner = client_for(simulator())
+    names: set[str] = set()
+
+    class Wrapped:  # synchronous only, as users write them
+        def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+            names.add(threading.current_thread().name)
+            return inner.complete(messages, **params)
+
+    batch = executor_for(Wrapped(), max_workers=4).execute_batch(questions(20))
+    assert_own_answers_in_order(batch.task_results)
+    assert names and all(name.startswith("aita-worker-") for name in names)
+    assert "aita-worker-loop" not in names
+
+
+def test_the_rate_limit_holds_on_the_loop(simulator: SimulatorFactory) -> None:
+    sim = simulator(rate_limit=20)  # 429s for starts closer than the limit allows
+    executor = executor_for(client_for(sim), max_workers=50, rate_limit=20)
+    batch = executor.execute_batch(questions(30))
+    assert_own_answers_in_order(batch.task_results)
+    assert sim.stats.by_status[429] == 0
+
+
+def test_a_limiter_of_the_callers_own_waits_its_own_way(simulator: SimulatorFactory) -> None:
+    waits: list[int] = []
+
+    class Counting(RateLimiter):
+        def acquire(self, tokens: int = 0) -> float:
+            waits.append(tokens)
+            return super().acquire(tokens)
+
+    sim = simulator()
+    executor = executor_for(client_for(sim), max_workers=20, rate_limiter=Counting(None))
+    batch = executor.execute_batch(questions(25))
+    assert_own_answers_in_order(batch.task_results)
+    assert len(waits) == 25  # every call went through the caller's limiter
