@@ -2,12 +2,12 @@
 
 The thread-pool driver holds a thread per call in flight; a client that can answer on an event
 loop (``acomplete``, as the built-in OpenAI-compatible client does) needs none. Here one thread
-runs an asyncio loop: a dispatcher takes jobs from the scheduler while fewer than the limit are
-in flight (``limit`` is read before every job, so it may change while the run goes on), and each
-job is a coroutine that does what a worker thread does, in the same order and with the same
-executor parts: the outage gate, the rate limiter (its slot taken with ``reserve``; the waiting
-done on the loop), the call, the retry policy, the journal. Only the waiting differs, and every
-wait ends early when the run is stopped (Ctrl-C), as a worker's does.
+runs an asyncio loop with up to ``limit`` worker coroutines (read before every job, so it may
+change while the run goes on), each taking job after job and doing what a worker thread does,
+in the same order and with the same parts: the outage gate, the rate limiter (its slot taken
+with ``reserve``, the waiting done on the loop), the call, the lifecycle's steps, the journal.
+Only the waiting differs, and every wait ends early when the run is stopped (Ctrl-C), as a
+worker's does.
 
 What cannot run on the loop goes to a thread, as before: a combined call of batchable tasks
 (rare, and large), a limiter that waits its own way (shared through Redis, or the caller's own),
@@ -53,6 +53,9 @@ class LoopDriver:
         self.client: Any = executor.llm_client
         self._stop = run.scheduler.stop
         self._sleepers: set[asyncio.Future[None]] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+        #: a worker is waiting in a thread for the next job
+        self._waiting = False
         #: the limiter's slots are taken here and waited for on the loop (the executor made it
         #: and it keeps time by the real clock); any other limiter waits in a thread
         self._reserve = executor._own_limiter and (
@@ -79,34 +82,43 @@ class LoopDriver:
         if isinstance(http, ChatHTTP):
             http.connections = max(1, self.limit())
         watcher = asyncio.get_running_loop().create_task(self._watch_stop())
-        running: set[asyncio.Task[None]] = set()
-        room = asyncio.Event()
-        scheduler = self.run_.scheduler
-
-        def ended(task: asyncio.Task[None]) -> None:
-            running.discard(task)
-            room.set()
-
         try:
-            while True:
-                if len(running) >= self.limit():
-                    room.clear()
-                    await room.wait()
-                    continue
-                job = scheduler.poll_job()
-                if job == NOT_YET:  # wait in a thread: a finish, or a stream's next task
-                    job = await asyncio.to_thread(scheduler.next_job)
-                if not isinstance(job, Job):
-                    break
-                task = asyncio.create_task(self._job(job))
-                running.add(task)
-                task.add_done_callback(ended)
-            if running:
-                await asyncio.wait(running)
+            self._spawn()
+            while self._workers:
+                await asyncio.wait(list(self._workers))
         finally:
             watcher.cancel()
             if isinstance(http, ChatHTTP):
                 await http.close_loop_session()
+
+    def _spawn(self) -> None:
+        """Workers up to the limit (a coroutine each, taking job after job)."""
+        loop = asyncio.get_running_loop()
+        for _ in range(self.limit() - len(self._workers)):
+            worker = loop.create_task(self._worker())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+
+    async def _worker(self) -> None:
+        """Jobs until there are none, or more workers than the limit. When no job is ready yet,
+        one worker waits for the next in a thread (a finish releases it, or a stream's caller
+        adds one) and brings the others back; the rest end, so no wake-up goes to hundreds."""
+        scheduler = self.run_.scheduler
+        while len(self._workers) <= self.limit():
+            job = scheduler.poll_job()
+            if job == NOT_YET:
+                if self._waiting:
+                    return
+                self._waiting = True
+                try:
+                    job = await asyncio.to_thread(scheduler.next_job)
+                finally:
+                    self._waiting = False
+                if isinstance(job, Job):
+                    self._spawn()
+            if not isinstance(job, Job):
+                return
+            await self._job(job)
 
     async def _watch_stop(self) -> None:
         """Wakes every wait of the run once it is stopped (Ctrl-C, a failed run, the end)."""
