@@ -66,6 +66,30 @@ MODULES = (
         # the executor and the HTTP simulator: 3 minutes more here, and no mutant they alone kill.
         ("tests/engine/test_checkpoint.py", "tests/engine/test_journal_records.py"),
     ),
+    Module(
+        "lifecycle",
+        "aita/engine/_lifecycle.py",
+        # Not test_executor: its Ctrl-C test sends SIGINT, which mutmut's runner takes as its own.
+        (
+            "tests/engine/test_lifecycle.py",
+            "tests/engine/test_accounting.py",
+            "tests/engine/test_cache.py",
+            "tests/engine/test_batching.py",
+        ),
+    ),
+    Module(
+        "batch_api",
+        "aita/engine/_batch_api.py",
+        # Without the two Ctrl-C tests: mutmut's runner takes their SIGINT as its own.
+        (
+            "tests/engine/test_batch_api.py",
+            "--deselect",
+            "tests/engine/test_batch_api.py::"
+            "test_interrupted_while_polling_a_run_again_collects_the_same_batch",
+            "--deselect",
+            "tests/engine/test_batch_api.py::test_cancel_stops_the_batches_a_run_left_running",
+        ),
+    ),
     Module("exam", "aita/pipelines/exam.py", ("tests/pipelines/test_pipelines.py",)),
     Module(
         "tasks",

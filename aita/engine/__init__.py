@@ -6,10 +6,11 @@
     result = executor.execute_batch([SimpleLLMTask("q1", "Explain GCRA.")], checkpoint_name="x")
 
 Everything public is named here; the modules behind it are private and may change. Reading
-order for one task: ``_executor`` -> ``_scheduler`` -> ``_limiter`` -> ``_client`` (and
-``_openai``) -> ``_retry`` -> ``_journal``. Opt-in beside them: ``_shared_limiter`` (one limit for
-many processes, in Redis), ``_cache`` (responses by request key, in SQLite) and ``_batch_api``
-(tasks through a provider's Batch API, at half price).
+order for one task: ``_lifecycle`` (its steps) -> ``_executor`` (the thread driver) ->
+``_scheduler`` -> ``_limiter`` -> ``_client`` (and ``_openai``) -> ``_retry`` -> ``_journal``.
+Opt-in beside them: ``_shared_limiter`` (one limit for many processes, in Redis), ``_cache``
+(responses by request key, in SQLite) and ``_batch_api`` (tasks through a provider's Batch
+API, at half price).
 """
 
 from aita.engine._adaptive import AdaptiveRate
@@ -18,6 +19,7 @@ from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
 from aita.engine._executor import (
     BatchInterrupted,
+    ExecutorSettings,
     ParallelLLMExecutor,
     ResultStream,
     create_executor,
@@ -27,6 +29,7 @@ from aita.engine._images import image_to_data_url
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
 from aita.engine._keys import client_model, request_key
 from aita.engine._ledger import SpendEntry, SpendLedger
+from aita.engine._lifecycle import Lifecycle, Prepared, Settlement
 from aita.engine._limiter import NoOpRateLimiter, RateLimiter
 from aita.engine._openai import ENDPOINT as CHAT_ENDPOINT
 from aita.engine._openai import (
@@ -109,6 +112,7 @@ __all__ = [
     "EmptyResponse",
     "EndpointNotFound",
     "ExecutionMetrics",
+    "ExecutorSettings",
     "ExponentialBackoff",
     "ImagesNotSupported",
     "InvalidResponse",
@@ -116,12 +120,14 @@ __all__ = [
     "LLMMessage",
     "LLMResponse",
     "LLMTask",
+    "Lifecycle",
     "ModelNotFound",
     "NoOpRateLimiter",
     "OpenAICompatibleClient",
     "OutageGate",
     "Outcome",
     "ParallelLLMExecutor",
+    "Prepared",
     "ProviderError",
     "ProviderNeverReached",
     "ProviderOutage",
@@ -137,6 +143,7 @@ __all__ = [
     "ResultStream",
     "RetryPolicy",
     "RunFailed",
+    "Settlement",
     "SimpleLLMTask",
     "SpendEntry",
     "SpendLedger",

@@ -68,7 +68,9 @@ from aita.errors import (
     ProviderError,
     ProviderOutage,
     ProviderUnavailable,
+    ProviderUnreachable,
     RateLimited,
+    RunFailed,
     TaskGraphError,
 )
 from aita.files import json_line, write_bytes_atomic, write_json_atomic
@@ -304,6 +306,10 @@ class _BatchJob:
             self._adopt_uploads(state)
             self._rounds(state)
             self._forget_collected(state)
+        except ProviderUnreachable as unreachable:  # a control call, after the SDK's retries
+            raise RunFailed(
+                f"{unreachable.message}; what was submitted is collected by the next run"
+            ) from None
         except KeyboardInterrupt:
             running = len(state.open_batches)
             where = f"; {running} batch(es) keep running at the provider" if running else ""

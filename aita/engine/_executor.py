@@ -1,11 +1,13 @@
 """The executor: a batch of tasks on a thread pool, one result per task in input order.
 
-One task's life, top to bottom: ``execute_batch`` opens the checkpoint journal and starts the
-workers; a worker takes a job from the scheduler (``_scheduler``); ``_run_task`` waits for the
-limiter (``_limiter``), calls the client (``_client``), parses the answer, and on an error asks
-the retry policy (``_retry``) whether and when to try again; the finished task goes back to the
-scheduler, which writes it to the journal (``_journal``) and releases the tasks that waited for
-it. Ctrl-C stops dispatch, lets calls in flight finish briefly, and raises ``BatchInterrupted``.
+The thread driver of a task's life (``_lifecycle``): ``execute_batch`` opens the checkpoint
+journal and starts the workers; a worker takes a job from the scheduler (``_scheduler``); the
+lifecycle prepares the task and looks back for an earlier answer; the worker waits (the outage
+gate, the limiter, a backoff) and asks the client; the lifecycle settles the answer or the error
+(with the retry policy's decision); the finished task goes back to the scheduler, which has the
+lifecycle journal it before it releases the tasks that waited for it. Whatever a job raises is
+its tasks' failed result; a ``RunFailed`` stops the run. Ctrl-C stops dispatch, lets calls in
+flight finish briefly, and raises ``BatchInterrupted``.
 """
 
 from __future__ import annotations
@@ -96,6 +98,12 @@ class ExecutorSettings:
     limit_name: str | None
     #: the response cache's file, when the cache is on
     cache_path: Path | None
+    #: USD per million (prompt, completion) tokens by model, over the price table's
+    prices: Mapping[str, tuple[float, float]] | None = None
+    #: how many compatible ``BatchableLLMTask``s share one call (None: the task's own)
+    max_batch_size: int | None = None
+    #: follow the provider's rate-limit headers and 429s
+    adaptive_rate: bool = True
 
     @classmethod
     def resolve(
@@ -114,7 +122,11 @@ class ExecutorSettings:
         redis_url: str | _Unset | None = UNSET,
         limit_name: str | None = None,
         cache: bool | str | Path | None = None,
+        prices: Mapping[str, tuple[float, float]] | None = None,
+        max_batch_size: int | None = None,
+        adaptive_rate: bool = True,
     ) -> ExecutorSettings:
+        """The settings of these arguments, the configured ones for those left unset."""
         config = get_config().parallel_execution
         settings = cls(
             max_workers=config.max_workers if max_workers is None else max_workers,
@@ -144,6 +156,9 @@ class ExecutorSettings:
             ),
             limit_name=limit_name or config.rate_limit_name,
             cache_path=_cache_path(cache, config.cache, config.cache_path),
+            prices=prices,
+            max_batch_size=max_batch_size,
+            adaptive_rate=adaptive_rate,
         )
         if settings.max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {settings.max_workers}")
@@ -168,6 +183,10 @@ class ParallelLLMExecutor:
     budget and 429 pauses with every process naming the same ``limit_name`` (default: the
     provider's URL and the model). ``cache`` (``AITA_CACHE``; True, a file, or a
     ``ResponseCache``) answers a request asked before, by any batch, without a call.
+
+    ``settings`` (an ``ExecutorSettings``, e.g. ``ExecutorSettings.resolve(max_workers=4)``)
+    gives every plain setting at once, in place of their keywords; ``backoff``,
+    ``retry_policy``, ``rate_limiter`` and a ``ResponseCache`` stay keywords (they are objects).
     """
 
     def __init__(
@@ -193,8 +212,9 @@ class ParallelLLMExecutor:
         redis_url: str | _Unset | None = UNSET,
         limit_name: str | None = None,
         cache: bool | str | Path | ResponseCache | None = None,
+        settings: ExecutorSettings | None = None,
     ) -> None:
-        settings = ExecutorSettings.resolve(
+        settings = settings or ExecutorSettings.resolve(
             max_workers=max_workers,
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
@@ -208,6 +228,9 @@ class ParallelLLMExecutor:
             redis_url=redis_url,
             limit_name=limit_name,
             cache=None if isinstance(cache, ResponseCache) else cache,
+            prices=prices,
+            max_batch_size=max_batch_size,
+            adaptive_rate=adaptive_rate,
         )
         self.settings = settings
         self.llm_client = llm_client
@@ -244,11 +267,13 @@ class ParallelLLMExecutor:
             else None
         )
         self.rate_control = (
-            AdaptiveRate(self.rate_limiter, self.rate_limiter.rate) if adaptive_rate else None
+            AdaptiveRate(self.rate_limiter, self.rate_limiter.rate)
+            if settings.adaptive_rate
+            else None
         )
-        self.prices = prices
+        self.prices = settings.prices
         self.spend_ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = settings.max_batch_size
 
     def __repr__(self) -> str:
         return (

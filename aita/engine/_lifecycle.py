@@ -9,7 +9,8 @@ the request key cannot hold, a cache row that does not read, all become that tas
 result with a one-line reason. The one exception a step raises is ``RunFailed``, from
 ``finish``/``record``: the journal cannot be written, and no task can be saved.
 
-The step API (``life`` is one ``Lifecycle`` per run)::
+The step API (``life`` is one ``Lifecycle`` per run; ``Lifecycle``, ``Prepared`` and ``Settlement``
+are exported from ``aita.engine`` for drivers written outside it)::
 
     step = life.prepare(task)        # Prepared (messages, params, request key, body), or the
                                      # task's failed TaskResult when it cannot build its request
@@ -39,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from aita.engine._cache import ResponseCache
@@ -68,6 +70,7 @@ Redact = Callable[[str], str]
 
 
 def _unchanged(text: str) -> str:
+    """No redaction: a client without a key to hide (a local model, a test double)."""
     return text
 
 
@@ -126,8 +129,9 @@ class Lifecycle:
     name: str
     #: the client's model: part of every request key
     model: str
-    progress: BatchProgress
-    retry_policy: RetryPolicy
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    #: the counters (and the bar, if it shows) of the run
+    progress: BatchProgress = field(default_factory=lambda: BatchProgress(None, 0, show=False))
     #: where earlier answers are looked up: the journal in memory, or indexed on disk
     lookup: Checkpoint | JournalIndex | None = None
     journal: CheckpointJournal | None = None
@@ -153,7 +157,7 @@ class Lifecycle:
         try:
             messages = task.build_messages()
             params = task.request_params()
-            key = run.key = request_key(self.model, messages, params, task.version)
+            key = run.key = _key_of(self.model, messages, params, task.version)
             model = params.get("model") or self.model
             estimate = self._estimate(task, messages, params) if self.token_budget else 0
         except Exception as error:
@@ -309,8 +313,9 @@ class Lifecycle:
         """Containment: anything a driver caught while running the task, as its failed result
         (never its fallback: the failure was not the provider's)."""
         log.warning("task %s failed: %s", task.task_id, self.reason(error))
-        run = step.run if step is not None else TaskRun(task.task_id, self.prices, self.discount)
-        return run.failed(error, step.attempt if step is not None else 0, self.reason(error))
+        if step is None:  # it never got as far as a request: nothing was paid
+            return TaskRun(task.task_id, None).failed(error, 0, self.reason(error))
+        return step.run.failed(error, step.attempt, self.reason(error))
 
     def reason(self, error: BaseException) -> str:
         """An error as a task's one-line reason: printable, the key redacted, bounded."""
@@ -367,6 +372,15 @@ def parse(task: LLMTask, response: LLMResponse) -> Any:
         raise ResponseParseError(
             f"could not parse the response: {reason}", response.content
         ) from error
+
+
+def _key_of(
+    model: str, messages: list[LLMMessage], params: dict[str, Any], version: str | int | None
+) -> str:
+    try:
+        return request_key(model, messages, params, version)
+    except orjson.JSONEncodeError as error:  # nested past any JSON writer's depth, say
+        raise ValueError(f"the request cannot be written as JSON ({error})") from error
 
 
 def _model_name(name: object, redact: Redact) -> str:

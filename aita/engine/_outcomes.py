@@ -29,14 +29,10 @@ OUTCOMES: tuple[Outcome, ...] = ("done", "flagged", "reused", "failed", "skipped
 
 
 def outcome_of(result: TaskResult) -> Outcome:
-    """How a task of this run ended."""
-    if not result.success:
-        return _not_done(result.error_type)
-    if result.used_fallback or result.finish_reason == "length":
-        return "flagged"
-    if result.from_checkpoint or result.cached:
+    """How a task of this run ended, a done task answered by an earlier run being ``reused``."""
+    if result.outcome == "done" and result.source != "call":
         return "reused"
-    return "done"
+    return result.outcome
 
 
 def outcome_of_record(record: TaskRecord) -> Outcome:

@@ -1,10 +1,10 @@
 """What a batch returns, and the one place a ``TaskResult`` is made.
 
 ``TaskRun`` follows one task through its attempts (tokens, cost and call time add up over every
-attempt: a response that failed to parse was still paid for) and makes its result; ``not_run``
-makes the result of a task that never ran (skipped, cancelled); ``share_of`` the result of one
-member of a combined call; ``restored`` the result of a task answered in an earlier run;
-``from_batch_api`` one answered through the provider's Batch API.
+attempt, live or in Batch API rounds: a response that failed to parse was still paid for) and
+makes its result; ``not_run`` makes the result of a task that never ran (skipped, cancelled);
+``share_of`` the result of one member of a combined call; ``restored`` the result of a task
+reused from the journal.
 ``batch_metrics`` sums a finished batch.
 """
 
@@ -15,46 +15,147 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from aita.engine._client import LLMClient, LLMMessage, LLMResponse, Usage
+from aita.engine._client import LLMResponse, Usage
 from aita.engine._pricing import cost_of
+from aita.errors import Cancelled, DependencyFailed
+
+#: How a task ended: answered (``done``), answered but to be reviewed (``flagged``: its fallback
+#: stood in, or the answer was cut off at the token limit), or not (``failed``; ``skipped`` for a
+#: dependency that did not succeed; ``cancelled`` when the run stopped before it started).
+Outcome = Literal["done", "flagged", "failed", "skipped", "cancelled"]
+#: Where its answer came from: a ``call`` of this run, or one of an earlier run, *reused* from the
+#: ``journal`` (its checkpoint) or the response ``cache``.
+Source = Literal["call", "journal", "cache"]
 
 
-@dataclass
+@dataclass(init=False)
 class TaskResult:
-    """One task's outcome. ``result`` is the parsed answer (or the fallback's, when
-    ``used_fallback``); tokens and cost cover every attempt; times are seconds."""
+    """One task's outcome. ``result`` is the parsed answer (or the fallback's, when it stood
+    in); tokens and cost cover every attempt; times are seconds.
+
+    ``outcome`` and ``source`` say how it ended and where its answer came from; ``success``,
+    ``used_fallback``, ``from_checkpoint``, ``cached`` and ``batched`` are read-only views of
+    them, and are still accepted as keywords."""
 
     task_id: str
-    success: bool
-    result: Any = None
-    raw_response: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    retry_count: int = 0
+    outcome: Outcome
+    source: Source
+    result: Any
+    raw_response: str | None
+    error: str | None
+    error_type: str | None
+    retry_count: int
     #: seconds from the task's first turn at the rate limiter to its end (backoffs included)
-    execution_time: float = 0.0
+    execution_time: float
     #: seconds spent inside calls to the provider, over every attempt
-    call_time: float = 0.0
-    tokens: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    model: str | None = None
-    used_fallback: bool = False
-    from_checkpoint: bool = False
-    #: answered as part of a combined call of ``BatchableLLMTask``s (``raw_response`` is None)
-    batched: bool = False
+    call_time: float
+    tokens: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    model: str | None
+    #: answered inside a call *combined* with other ``BatchableLLMTask``s (no raw response)
+    combined: bool
     #: answered by the provider simulator (``--dry-run``), never by a real model
-    simulated: bool = False
+    simulated: bool
     #: why the model stopped (``stop``, ``length`` for an answer cut off at ``max_tokens``)
-    finish_reason: str | None = None
+    finish_reason: str | None
     #: what was asked (``aita.engine.request_key``): model, messages, parameters, task version
-    request_key: str | None = field(default=None, repr=False)
-    #: answered from the response cache: no call was made, nothing was paid
-    cached: bool = False
-    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    request_key: str | None = field(repr=False)
+    exception: BaseException | None = field(repr=False, compare=False)
+
+    def __init__(
+        self,
+        task_id: str,
+        success: bool | None = None,
+        result: Any = None,
+        raw_response: str | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+        retry_count: int = 0,
+        execution_time: float = 0.0,
+        call_time: float = 0.0,
+        tokens: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost: float = 0.0,
+        model: str | None = None,
+        used_fallback: bool = False,
+        from_checkpoint: bool = False,
+        batched: bool = False,
+        simulated: bool = False,
+        finish_reason: str | None = None,
+        request_key: str | None = None,
+        cached: bool = False,
+        exception: BaseException | None = None,
+        *,
+        outcome: Outcome | None = None,
+        source: Source | None = None,
+        combined: bool | None = None,
+    ) -> None:
+        if outcome is None:
+            if success is None:
+                raise TypeError("TaskResult needs an outcome (or success)")
+            outcome = _outcome(success, used_fallback, finish_reason, error_type)
+        self.task_id = task_id
+        self.outcome = outcome
+        self.source = source or ("journal" if from_checkpoint else "cache" if cached else "call")
+        self.result = result
+        self.raw_response = raw_response
+        self.error = error
+        self.error_type = error_type
+        self.retry_count = retry_count
+        self.execution_time = execution_time
+        self.call_time = call_time
+        self.tokens = tokens
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.cost = cost
+        self.model = model
+        self.combined = batched if combined is None else combined
+        self.simulated = simulated
+        self.finish_reason = finish_reason
+        self.request_key = request_key
+        self.exception = exception
+
+    @property
+    def success(self) -> bool:
+        """It has a usable answer: done or flagged."""
+        return self.outcome in ("done", "flagged")
+
+    @property
+    def used_fallback(self) -> bool:
+        """Its fallback stood in after every attempt failed (flagged, with the error kept)."""
+        return self.outcome == "flagged" and self.error is not None
+
+    @property
+    def from_checkpoint(self) -> bool:
+        """Reused from the journal of an earlier run."""
+        return self.source == "journal"
+
+    @property
+    def cached(self) -> bool:
+        """Reused from the response cache: no call was made, nothing was paid."""
+        return self.source == "cache"
+
+    @property
+    def batched(self) -> bool:
+        """The old name of ``combined``."""
+        return self.combined
+
+
+def _outcome(
+    success: bool, used_fallback: bool, finish_reason: str | None, error_type: str | None
+) -> Outcome:
+    if success:
+        return "flagged" if used_fallback or finish_reason == "length" else "done"
+    if error_type == "DependencyFailed":
+        return "skipped"
+    if error_type == "Cancelled":
+        return "cancelled"
+    return "failed"
 
 
 @dataclass
@@ -175,18 +276,6 @@ class TaskRun:
         self.simulated = False
         self.finish_reason: str | None = None
 
-    def call(
-        self, client: LLMClient, messages: list[LLMMessage], params: dict[str, Any]
-    ) -> LLMResponse:
-        """One attempt: its time and, if it answered, its tokens and cost are counted."""
-        started = time.perf_counter()
-        try:
-            response = client.complete(messages, **params)
-        finally:
-            self.call_time += time.perf_counter() - started
-        self.record(response)
-        return response
-
     def record(self, response: LLMResponse) -> None:
         """An answered attempt: its tokens and its cost (at ``discount`` of the price table's
         when the provider gave no cost) are added up."""
@@ -207,17 +296,20 @@ class TaskRun:
         self.cost += self.last_cost or 0.0
 
     def succeeded(self, value: Any, attempt: int) -> TaskResult:
-        return self._result(True, attempt, result=value)
+        """Answered by a call: done, or flagged when the answer was cut off."""
+        flagged = self.finish_reason == "length"
+        return self._result("flagged" if flagged else "done", attempt, result=value)
 
     def failed(self, error: BaseException, attempt: int, message: str | None = None) -> TaskResult:
-        return self._result(False, attempt, **_error_fields(error, message))
+        return self._result(_not_done(error), attempt, **_error_fields(error, message))
 
     def from_cache(self, value: Any, response: LLMResponse) -> TaskResult:
         """Answered by the response cache: the stored answer, no call, no cost."""
         self.model = response.model
         self.raw = response.content
         self.finish_reason = response.finish_reason
-        return self._result(True, 0, result=value, cached=True)
+        flagged = self.finish_reason == "length"
+        return self._result("flagged" if flagged else "done", 0, result=value, source="cache")
 
     def fell_back(
         self, error: BaseException, attempt: int, value: Any, message: str | None = None
@@ -225,12 +317,12 @@ class TaskRun:
         """Every attempt failed and the task's ``fallback`` gave ``value``: a success that
         says so (``used_fallback``), still carrying the error."""
         fields = _error_fields(error, message)
-        return self._result(True, attempt, result=value, used_fallback=True, **fields)
+        return self._result("flagged", attempt, result=value, **fields)
 
-    def _result(self, success: bool, attempt: int, **fields: Any) -> TaskResult:
+    def _result(self, outcome: Outcome, attempt: int, **fields: Any) -> TaskResult:
         return TaskResult(
             task_id=self.task_id,
-            success=success,
+            outcome=outcome,
             retry_count=attempt,
             execution_time=time.perf_counter() - self._started,
             call_time=self.call_time,
@@ -247,35 +339,16 @@ class TaskRun:
         )
 
 
-def from_batch_api(
-    task_id: str,
-    *,
-    attempts: int,
-    started: float,
-    prompt_tokens: int,
-    completion_tokens: int,
-    cost: float,
-    request_key: str | None,
-    **fields: Any,
-) -> TaskResult:
-    """A task answered through the provider's Batch API: tokens and cost over every round it
-    was submitted in (``started``: when the run began, ``time.perf_counter``)."""
-    return TaskResult(
-        task_id=task_id,
-        retry_count=max(0, attempts - 1),
-        execution_time=time.perf_counter() - started,
-        tokens=prompt_tokens + completion_tokens,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cost=cost,
-        request_key=request_key,
-        **fields,
-    )
-
-
 def not_run(task_id: str, error: BaseException, message: str | None = None) -> TaskResult:
     """A task that never started: skipped for a failed dependency, or cancelled."""
-    return TaskResult(task_id=task_id, success=False, **_error_fields(error, message))
+    return TaskResult(task_id=task_id, outcome=_not_done(error), **_error_fields(error, message))
+
+
+def _not_done(error: BaseException) -> Outcome:
+    """A task without an answer: skipped for a dependency, cancelled, or failed."""
+    if isinstance(error, DependencyFailed):
+        return "skipped"
+    return "cancelled" if isinstance(error, Cancelled) else "failed"
 
 
 def _error_fields(error: BaseException, message: str | None = None) -> dict[str, Any]:
@@ -294,7 +367,7 @@ def share_of(
     share = 1 / members
     return TaskResult(
         task_id=task_id,
-        success=True,
+        outcome=combined.outcome,
         result=value,
         retry_count=combined.retry_count,
         execution_time=combined.execution_time,
@@ -303,7 +376,7 @@ def share_of(
         completion_tokens=round(combined.completion_tokens * share),
         cost=combined.cost * share,
         model=combined.model,
-        batched=True,
+        combined=True,
         simulated=combined.simulated,
         finish_reason=combined.finish_reason,
         request_key=request_key,
@@ -326,9 +399,10 @@ def restored(
     """A task answered by an earlier run (its answer re-parsed, or a combined call's value)."""
     return TaskResult(
         task_id=task_id,
-        success=True,
+        outcome="flagged" if finish_reason == "length" else "done",
+        source="journal",
         result=value,
-        batched=raw_response is None,
+        combined=raw_response is None,
         raw_response=raw_response,
         retry_count=retry_count,
         execution_time=execution_time,
@@ -337,7 +411,6 @@ def restored(
         completion_tokens=usage.completion_tokens,
         cost=usage.cost or 0.0,
         model=model,
-        from_checkpoint=True,
         request_key=request_key,
         simulated=simulated,
         finish_reason=finish_reason,

@@ -5,6 +5,7 @@ a worker that died. Every run here is bounded in time by ``within``."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
 import threading
@@ -14,18 +15,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from aita.engine import (
+    CHAT_ENDPOINT,
+    SIMULATED_HEADER,
+    AuthenticationFailed,
+    BadRequest,
     Checkpoint,
+    CheckpointJournal,
+    ExecutorSettings,
+    Lifecycle,
     LLMMessage,
     LLMResponse,
     OpenAICompatibleClient,
     ParallelLLMExecutor,
+    Prepared,
+    ProviderOutage,
+    ProviderUnavailable,
+    ProviderUnreachable,
     ResponseCache,
+    ResponseParseError,
+    RetryPolicy,
     RunFailed,
     SimpleLLMTask,
     SpendLedger,
+    TaskRecord,
     TaskResult,
+    TruncatedResponse,
+    Usage,
+    estimate_prompt_tokens,
+    request_key,
 )
 from tests.support.doubles import SimulatorFactory, client_for, executor_for, questions
 
@@ -233,7 +253,7 @@ def test_a_raising_journal_lookup_or_cache_read_asks_the_provider_instead(
     simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim = simulator(announce=False)  # a simulated answer is never cached
-    executor = executor_for(client_for(sim), cache=True)
+    executor = executor_for(client_for(sim), cache="cache.sqlite")
     within(BOUND, lambda: executor.execute_batch(questions(6), checkpoint_name="x"))
 
     def broken(*args: Any) -> Any:
@@ -369,3 +389,508 @@ def test_two_batches_run_on_one_executor_at_once(simulator: SimulatorFactory) ->
     assert not any(t.is_alive() for t in threads)
     assert [r.result for r in results["a"]] == [f"[sim] first {i}" for i in range(30)]
     assert [r.result for r in results["b"]] == [f"[sim] second {i}" for i in range(30)]
+
+
+def test_the_executor_takes_one_settings_object(simulator: SimulatorFactory) -> None:
+    settings = ExecutorSettings.resolve(
+        max_workers=3, rate_limit=None, show_progress=False, max_batch_size=1
+    )
+    executor = ParallelLLMExecutor(client_for(simulator()), settings=settings)
+    assert (executor.max_workers, executor.max_batch_size) == (3, 1)
+    result = within(BOUND, lambda: executor.execute_batch(questions(5)))
+    assert all(r.success for r in result.task_results)
+
+
+def test_task_results_say_their_outcome_and_source_and_keep_the_old_views() -> None:
+    legacy = TaskResult(task_id="t", success=True, from_checkpoint=True, batched=True)
+    assert (legacy.outcome, legacy.source, legacy.combined) == ("done", "journal", True)
+    assert legacy.success and legacy.from_checkpoint and legacy.batched and not legacy.cached
+    fallback = TaskResult(task_id="t", success=True, used_fallback=True, error="boom")
+    assert (fallback.outcome, fallback.used_fallback) == ("flagged", True)
+    skipped = TaskResult(task_id="t", success=False, error_type="DependencyFailed")
+    assert (skipped.outcome, skipped.success) == ("skipped", False)
+    cut = TaskResult(task_id="t", outcome="flagged", source="cache", finish_reason="length")
+    assert cut.success and cut.cached and not cut.used_fallback
+    with pytest.raises(AttributeError):
+        cut.success = False  # type: ignore[misc]
+
+
+# -- the steps on their own: no driver, no network ------------------------------------------------
+
+KEY = "sk-lifecycle-secret-0123456789"
+
+
+def _redact(text: str) -> str:
+    return text.replace(KEY, "[redacted]")
+
+
+def life_of(tmp_path: Path, **changes: Any) -> Lifecycle:
+    fields: dict[str, Any] = {
+        "name": "job",
+        "model": "base/model",
+        "retry_policy": RetryPolicy(2, lambda attempt: 0.25 * (attempt + 1)),
+        "redact": _redact,
+    }
+    fields.update(changes)
+    return Lifecycle(**fields)
+
+
+def step_of(life: Lifecycle, task: Any) -> Prepared:
+    step = life.prepare(task)
+    assert isinstance(step, Prepared), step
+    return step
+
+
+def answer(content: str = "the answer", **changes: Any) -> LLMResponse:
+    fields: dict[str, Any] = {
+        "content": content,
+        "usage": Usage(10, 5, 15),
+        "model": "answering/model",
+        "finish_reason": "stop",
+    }
+    fields.update(changes)
+    return LLMResponse(**fields)
+
+
+def ledger_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_prepare_builds_the_request_its_key_and_its_batch_line(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    task = SimpleLLMTask("t", "hello", temperature=0.5)
+    step = step_of(life, task)
+    assert step.task is task and step.attempt == 0 and step.estimate == 0
+    assert step.messages == task.build_messages()
+    assert step.params == task.request_params()
+    assert step.key == request_key("base/model", step.messages, step.params, task.version)
+    assert step.run.key == step.key
+    assert step.model == "base/model"
+    body = {"model": "base/model", "messages": [m.to_openai() for m in step.messages]}
+    body.update({k: v for k, v in step.params.items() if k != "model"})
+    assert step.body == body
+    assert step.line() == {
+        "custom_id": "t",
+        "method": "POST",
+        "url": CHAT_ENDPOINT,
+        "body": body,
+    }
+    own = step_of(life, SimpleLLMTask("u", "hello", model="other/model"))
+    assert own.model == "other/model" and own.body["model"] == "other/model"
+    assert own.key != request_key("base/model", own.messages, {}, None)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [({}, None), ({"max_tokens": 7}, 7), ({"max_completion_tokens": 9}, 9)],
+)
+def test_with_a_token_budget_each_attempt_reserves_the_prompt_and_the_answers_cap(
+    tmp_path: Path, params: dict[str, Any], expected: int | None
+) -> None:
+    life = life_of(tmp_path, token_budget=True)
+    task = SimpleLLMTask("t", "a prompt of some words", **params)
+    step = step_of(life, task)
+    cap = expected if expected is not None else task.expected_output_tokens
+    assert step.estimate == estimate_prompt_tokens(step.messages) + cap
+
+
+@pytest.mark.parametrize("cap", ["many", True, 2.5])
+def test_a_cap_that_is_not_a_count_fails_the_task_in_prepare(tmp_path: Path, cap: Any) -> None:
+    life = life_of(tmp_path, token_budget=True)
+    failed = life.prepare(SimpleLLMTask("t", "p", max_tokens=cap))
+    assert isinstance(failed, TaskResult)
+    assert failed.outcome == "failed" and failed.error_type == "ValueError"
+    assert failed.error == f"max_tokens must be a whole number, not {cap!r}"
+    assert isinstance(life_of(tmp_path).prepare(SimpleLLMTask("t", "p", max_tokens=cap)), Prepared)
+
+
+def test_a_request_no_json_can_hold_fails_in_prepare_saying_so(tmp_path: Path) -> None:
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    failed = life_of(tmp_path).prepare(SimpleLLMTask("t", "p", extra=deep))
+    assert isinstance(failed, TaskResult) and failed.outcome == "failed"
+    assert (failed.error or "").startswith("the request cannot be written as JSON (")
+
+
+def test_look_back_reuses_the_journal_then_the_cache_and_counts_each_task_once(
+    tmp_path: Path,
+) -> None:
+    task = SimpleLLMTask("t", "p")
+    probe = step_of(life_of(tmp_path), task)
+    record = TaskRecord(task_id="t", succeeded=True, raw_response="ANSWER", key=probe.key)
+    life = life_of(tmp_path, lookup=Checkpoint(name="job", records={"t": record}))
+    step = step_of(life, task)
+    reused = life.look_back(step)
+    assert reused is not None and reused.source == "journal" and reused.result == "ANSWER"
+    assert life.look_back(step) is not None
+    assert life.progress.counts.reused == 1  # counted the first time only
+    assert life.look_back(step, journal=False) is None  # a combined call has no record
+    other = step_of(life, SimpleLLMTask("u", "p"))
+    assert life.look_back(other) is None and life.progress.counts.new == 1
+
+
+def test_look_back_answers_from_the_cache_at_no_cost(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    ledger = SpendLedger(tmp_path / "spend.jsonl")
+    life = life_of(tmp_path, cache=cache, ledger=ledger)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert life.look_back(step) is None
+    cache.put(step.key, answer("cached", model=f"\x1b[31m{KEY}" + "m" * 500))
+    cached = life.look_back(step)
+    assert cached is not None and cached.source == "cache" and cached.result == "cached"
+    assert (cached.cost, cached.tokens, cached.outcome) == (0.0, 0, "done")
+    assert life.progress.counts.cached == 1
+    [line] = ledger_lines(tmp_path / "spend.jsonl")
+    assert line["cached"] is True and line["cost"] == 0.0 and line["batch"] == "job"
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (0, 0)
+    assert KEY not in line["model"] and "\x1b" not in line["model"]
+    assert len(line["model"]) == 200
+
+
+def test_a_cached_answer_its_parser_now_refuses_is_asked_again(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    life = life_of(tmp_path, cache=cache)
+    task = SimpleLLMTask("t", "p", parse_fn=_json_only)
+    step = step_of(life, task)
+    cache.put(step.key, answer("not json"))
+    assert life.look_back(step) is None
+
+
+def test_settle_an_answer_counts_pays_parses_and_caches_it(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    ledger = SpendLedger(tmp_path / "spend.jsonl")
+    prices = {"answering/model": (1_000_000.0, 2_000_000.0)}
+    life = life_of(tmp_path, cache=cache, ledger=ledger, prices=prices)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    settled = life.settle(step, response=answer(f"say {KEY}"), seconds=0.5, waited=0.25)
+    result = settled.result
+    assert result is not None and settled.decision is None and settled.error is None
+    assert settled.reached
+    assert (result.outcome, result.source, result.result) == ("done", "call", "say [redacted]")
+    assert result.raw_response == "say [redacted]"
+    assert result.model == "answering/model"
+    assert (result.prompt_tokens, result.completion_tokens, result.tokens) == (10, 5, 15)
+    assert result.cost == pytest.approx(20.0) and result.call_time == 0.5
+    assert result.request_key == step.key and result.retry_count == 0
+    counts = life.progress.counts
+    assert (counts.requests, counts.limiter_wait, counts.unpriced, counts.retries) == (
+        1,
+        0.25,
+        0,
+        0,
+    )
+    [line] = ledger_lines(tmp_path / "spend.jsonl")
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (10, 5)
+    assert line["cost"] == pytest.approx(20.0) and line["cached"] is False
+    assert line["model"] == result.model
+    stored = cache.get(step.key)
+    assert stored is not None and stored.content == "say [redacted]"
+    odd = step_of(life, SimpleLLMTask("u", "p"))
+    named = life.settle(odd, response=answer(model=f"\x1b[31m{KEY}" + "m" * 500)).result
+    assert named is not None and named.model is not None
+    assert KEY not in named.model and "\x1b" not in named.model and len(named.model) == 200
+    assert ledger_lines(tmp_path / "spend.jsonl")[-1]["model"] == named.model
+
+
+def test_a_simulated_answer_is_neither_spend_nor_cached(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    ledger = SpendLedger(tmp_path / "spend.jsonl")
+    life = life_of(tmp_path, cache=cache, ledger=ledger)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    simulated = answer(headers={SIMULATED_HEADER: "true"})
+    result = life.settle(step, response=simulated).result
+    assert result is not None and result.simulated and result.success
+    assert not (tmp_path / "spend.jsonl").exists()
+    assert cache.get(step.key) is None
+    assert life.progress.counts.simulated == 1 and life.progress.counts.unpriced == 0
+
+
+def test_an_answer_at_an_unknown_price_is_counted_as_such(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    result = life.settle(step, response=answer(model="nobody/knows")).result
+    assert result is not None and result.cost == 0.0
+    assert life.progress.counts.unpriced == 1
+
+
+def test_the_batch_price_is_the_discount_of_the_listed_one_unless_the_provider_says(
+    tmp_path: Path,
+) -> None:
+    prices = {"answering/model": (1_000_000.0, 2_000_000.0)}
+    life = life_of(tmp_path, prices=prices, discount=0.5)
+    listed = life.settle(step_of(life, SimpleLLMTask("t", "p")), response=answer()).result
+    assert listed is not None and listed.cost == pytest.approx(10.0)
+    told = answer(usage=Usage(10, 5, 15, cost=3.0))
+    given = life.settle(step_of(life, SimpleLLMTask("u", "p")), response=told).result
+    assert given is not None and given.cost == pytest.approx(3.0)
+
+
+def test_a_cut_off_answer_is_flagged_or_an_error_if_the_task_says_so(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    cut = answer(finish_reason="length")
+    flagged = life.settle(step_of(life, SimpleLLMTask("t", "p")), response=cut).result
+    assert flagged is not None and flagged.outcome == "flagged" and not flagged.used_fallback
+    assert life.progress.counts.truncated == 1
+    step = step_of(life, Strict("u", "p"))
+    settled = life.settle(step, response=answer(finish_reason="length"))
+    assert isinstance(settled.error, TruncatedResponse)
+    assert settled.result is not None and settled.result.outcome == "failed"
+    assert settled.result.error_type == "TruncatedResponse"
+    assert life.progress.counts.truncated == 2
+
+
+class Strict(SimpleLLMTask):
+    truncation_is_error = True
+
+
+def test_an_answer_that_does_not_parse_is_asked_again_with_the_error_then_fails(
+    tmp_path: Path,
+) -> None:
+    life = life_of(tmp_path)
+    step = step_of(life, SimpleLLMTask("t", "p", parse_fn=_json_only))
+    first = life.settle(step, response=answer("nope"))
+    assert first.result is None and first.reached
+    assert isinstance(first.error, ResponseParseError)
+    assert str(first.error) == "could not parse the response: not JSON"
+    assert first.decision is not None and first.decision.retry
+    assert first.decision.delay == 0.25
+    assert step.attempt == 1
+    assert life.settle(step, response=answer("nope")).result is None
+    last = life.settle(step, response=answer("nope"))
+    assert last.result is not None and last.result.outcome == "failed"
+    assert last.result.retry_count == 2 and last.result.raw_response == "nope"
+    assert last.result.tokens == 45  # every attempt was paid for
+    assert last.decision is not None and not last.decision.retry
+    assert life.progress.counts.retries == 2 and life.progress.counts.requests == 3
+
+
+def test_settle_an_error_follows_the_retry_policy(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    busy = life.settle(step, error=ProviderUnavailable("busy", status_code=500), seconds=0.5)
+    assert busy.result is None and busy.reached and step.attempt == 1
+    assert busy.decision is not None and busy.decision.retry and not busy.decision.outage
+    down = life.settle(step, error=ProviderUnreachable("cannot reach x: refused"))
+    assert down.result is None and not down.reached
+    assert down.decision is not None and down.decision.outage
+    assert step.attempt == 1  # an outage spends no retry
+    refused = life.settle(step, error=AuthenticationFailed("no", status_code=401))
+    assert refused.result is not None and refused.result.outcome == "failed"
+    assert refused.decision is not None and refused.decision.stop_batch
+    assert refused.result.call_time == 0.5 and refused.result.retry_count == 1
+    assert refused.result.error_type == "AuthenticationFailed"
+
+
+def test_a_failed_task_says_why_in_one_redacted_bounded_line(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    long = RuntimeError(f"first {KEY}\nsecond " + "x" * 5000)
+    result = life.settle(step, error=long).result
+    assert result is not None and result.error is not None
+    assert KEY not in result.error and "\n" not in result.error
+    assert result.error.startswith("first [redacted] second ")
+    assert len(result.error) == 1000 and result.error.endswith("…")
+    assert result.exception is long
+    nothing = life.settle(step_of(life, SimpleLLMTask("u", "p")))
+    assert nothing.result is not None and nothing.result.error_type == "ProviderError"
+
+
+def test_a_fallback_stands_in_when_the_task_gives_up(tmp_path: Path) -> None:
+    class WithFallback(SimpleLLMTask):
+        @property
+        def has_fallback(self) -> bool:
+            return True
+
+        def fallback(self, error: Exception) -> Any:
+            return f"fallback for {type(error).__name__}"
+
+    life = life_of(tmp_path)
+    step = step_of(life, WithFallback("t", "p"))
+    result = life.settle(step, error=BadRequest("no", status_code=400)).result
+    assert result is not None and result.outcome == "flagged" and result.used_fallback
+    assert result.result == "fallback for BadRequest" and result.error is not None
+    gave_up = life.give_up(step_of(life, WithFallback("u", "p")), ProviderOutage("down"))
+    assert gave_up.used_fallback and gave_up.result == "fallback for ProviderOutage"
+    contained = life.failed(step.task, RuntimeError(f"bug {KEY}"), step)
+    assert contained.outcome == "failed" and not contained.used_fallback
+    assert contained.error == "bug [redacted]" and contained.request_key == step.key
+    alone = life.failed(step.task, RuntimeError("bug"))
+    assert alone.retry_count == 0 and alone.request_key is None
+
+
+def test_finish_journals_then_shows_and_tells_the_caller(tmp_path: Path) -> None:
+    seen: list[TaskResult] = []
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b"")
+    journal = CheckpointJournal(path)
+    life = life_of(tmp_path, journal=journal, on_task_complete=seen.append)
+    done = TaskResult(task_id="t", outcome="done", raw_response="a", request_key="k")
+    reused = TaskResult(task_id="u", outcome="done", source="journal")
+    life.finish(done)
+    life.finish(reused)
+    journal.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["task_id"] for line in lines] == ["t"]  # a reused one is there already
+    assert seen == [done, reused] and life.progress.succeeded == 2
+
+
+def test_a_callback_that_raises_is_logged_but_a_run_failure_stops_the_run(tmp_path: Path) -> None:
+    def broken(result: TaskResult) -> None:
+        raise Boom("callback")
+
+    life = life_of(tmp_path, on_task_complete=broken)
+    life.finish(TaskResult(task_id="t", outcome="done"))
+
+    def full(result: TaskResult) -> None:
+        raise RunFailed("out.jsonl: cannot write")
+
+    life = life_of(tmp_path, on_task_complete=full)
+    with pytest.raises(RunFailed, match=r"out\.jsonl"):
+        life.finish(TaskResult(task_id="t", outcome="done"))
+
+
+def test_a_journal_that_cannot_be_written_is_run_failed_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b"")
+    journal = CheckpointJournal(path)
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    life = life_of(tmp_path, journal=journal)
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(RunFailed) as raised:
+        life.record(TaskResult(task_id="t", outcome="done"))
+    assert str(raised.value) == (
+        f"{path}: cannot write (No space left on device); the tasks saved before resume"
+    )
+    assert isinstance(raised.value.__cause__, OSError)
+
+
+def test_a_parse_failure_names_the_field_of_a_model_and_a_cut_off_answer(tmp_path: Path) -> None:
+    class Answer(BaseModel):
+        score: int
+
+    def failure(parse_fn: Any, response: LLMResponse) -> BaseException | None:
+        life = life_of(tmp_path)
+        return life.settle(
+            step_of(life, SimpleLLMTask("t", "p", parse_fn=parse_fn)), response=response
+        ).error
+
+    error = failure(Answer.model_validate_json, answer('{"score": "high"}'))
+    assert isinstance(error, ResponseParseError)
+    assert str(error).startswith("could not parse the response: score: ")
+    assert "high" not in str(error)  # the answer's value is not repeated
+    assert error.raw_response == '{"score": "high"}'
+    cut = failure(_json_only, answer("x", finish_reason="length"))
+    assert (
+        str(cut)
+        == "could not parse the response: not JSON (the answer was cut off at the token limit)"
+    )
+    assert str(failure(_empty_error, answer("x"))) == "could not parse the response: ValueError"
+
+
+def _empty_error(text: str) -> Any:
+    raise ValueError()
+
+
+def test_what_a_step_contains_it_logs_naming_the_task(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unreadable:
+        def answer_for(self, task: Any, key: str) -> Any:
+            raise Boom("unreadable")
+
+    class BrokenCache(ResponseCache):
+        def get(self, key: str) -> LLMResponse | None:
+            raise Boom("corrupt")
+
+    life = life_of(tmp_path, lookup=Unreadable(), cache=BrokenCache(tmp_path / "c.sqlite"))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert life.look_back(step) is None
+    assert caplog.messages == [
+        "task t: its journal record does not read (unreadable)",
+        "task t: the cached answer does not read (corrupt)",
+    ]
+    caplog.clear()
+    life.failed(step.task, RuntimeError(f"bug {KEY}"), step)
+    assert caplog.messages == ["task t failed: bug [redacted]"]
+    caplog.clear()
+
+    def broken(result: TaskResult) -> None:
+        raise Boom("callback")
+
+    life_of(tmp_path, on_task_complete=broken).finish(TaskResult(task_id="t", outcome="done"))
+    assert caplog.messages == ["on_task_complete failed for task t"]
+
+
+def test_looking_back_without_a_journal_or_cache_is_quiet_and_counts_new_tasks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    life = life_of(tmp_path, cache=ResponseCache(tmp_path / "c.sqlite"))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert life.look_back(step) is None
+    assert life.progress.counts.new == 1 and caplog.messages == []
+    life.finish(TaskResult(task_id="t", outcome="failed", error="x"))
+    assert life.look_back(step) is None
+    assert life.progress.counts.new == 2  # a task that ended and comes again counts again
+
+
+def test_the_journals_answer_wins_over_the_caches(tmp_path: Path) -> None:
+    task = SimpleLLMTask("t", "p")
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    key = step_of(life_of(tmp_path), task).key
+    record = TaskRecord(task_id="t", succeeded=True, raw_response="JOURNAL", key=key)
+    cache.put(key, answer("CACHE"))
+    life = life_of(tmp_path, lookup=Checkpoint(name="job", records={"t": record}), cache=cache)
+    reused = life.look_back(step_of(life, task))
+    assert reused is not None and (reused.source, reused.result) == ("journal", "JOURNAL")
+    assert life.progress.counts.cached == 0
+
+
+def test_a_fallback_keeps_the_redacted_error_and_the_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class WithFallback(SimpleLLMTask):
+        @property
+        def has_fallback(self) -> bool:
+            return True
+
+        def fallback(self, error: Exception) -> Any:
+            return "stand-in"
+
+    class FailingFallback(WithFallback):
+        def fallback(self, error: Exception) -> Any:
+            raise Boom("no stand-in")
+
+    life = life_of(tmp_path)
+    step = step_of(life, WithFallback("t", "p"))
+    assert life.settle(step, error=ProviderUnavailable("busy", status_code=500)).result is None
+    result = life.give_up(step, RuntimeError(f"gave up {KEY}"))
+    assert (result.outcome, result.result, result.retry_count) == ("flagged", "stand-in", 1)
+    assert result.error == "gave up [redacted]" and result.error_type == "RuntimeError"
+    assert caplog.messages == []
+    failing = step_of(life, FailingFallback("u", "p"))
+    failed = life.give_up(failing, RuntimeError("gave up"))
+    assert failed.outcome == "failed" and failed.error_type == "RuntimeError"
+    assert caplog.messages == ["fallback of task u failed: no stand-in"]
+    caplog.clear()
+    plain = life.give_up(step_of(life, SimpleLLMTask("v", "p")), RuntimeError("gave up"))
+    assert plain.outcome == "failed" and caplog.messages == []
+
+
+def test_a_contained_failure_keeps_the_attempts_and_names_an_empty_error_by_type(
+    tmp_path: Path,
+) -> None:
+    life = life_of(tmp_path)
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    life.settle(step, error=ProviderUnavailable("busy", status_code=500))
+    contained = life.failed(step.task, ValueError(), step)
+    assert (contained.error, contained.error_type, contained.retry_count) == (
+        "ValueError",
+        "ValueError",
+        1,
+    )

@@ -64,7 +64,7 @@ def test_a_line_nested_300_deep_fails_alone_and_every_other_line_is_written(
         results = read_results(tmp_path / "out.jsonl")
         assert [r["custom_id"] for r in results] == [f"r{i:04d}" for i in range(20)]
         assert [r["error"] is not None for r in results].count(True) == 1
-        assert results[5]["error"] is not None
+        assert "cannot be written as JSON" in results[5]["error"]["message"]
 
 
 def test_a_cache_row_whose_usage_is_not_json_is_asked_again(
@@ -229,3 +229,16 @@ def test_a_batch_api_run_redacts_caps_and_sanitises_what_the_provider_sends(
     results = read_results(tmp_path / "out.jsonl")
     assert results[0]["response"]["body"]["choices"][0]["message"]["content"] == "echo: [redacted]"
     assert len(results[1]["error"]["message"]) <= 1000
+
+
+def test_a_batch_api_run_against_a_provider_that_is_not_there_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    monkeypatch.setenv("AITA_BASE_URL", url)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    requests = write_requests(tmp_path / "in.jsonl", prompts(5))
+    started = time.monotonic()
+    assert main(["batch", "run", str(requests), "-o", "out.jsonl", "--batch-api"]) == 1
+    assert time.monotonic() - started < 30  # the SDK's own retries of the upload
+    assert f"cannot reach {url}" in capsys.readouterr().err
