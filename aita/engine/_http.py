@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import threading
 import zlib
@@ -27,6 +28,10 @@ import aiohttp
 from aita.errors import ProviderTimeout, ProviderUnreachable
 
 T = TypeVar("T")
+log = logging.getLogger("aita.client")
+
+#: Open files kept free beside the connections (the journal, results, cache, logs).
+FILES_SPARE = 64
 
 
 class BodyTooLarge(Exception):
@@ -140,6 +145,7 @@ class ChatHTTP:
                 auto_decompress=False,  # decoded in BodyCap, within the limit
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 skip_auto_headers=("User-Agent",) if "User-Agent" in self.headers else (),
+                trust_env=True,  # HTTPS_PROXY, NO_PROXY and .netrc, as httpx (the SDK's) reads them
             )
             with self._lock:
                 self._sessions[loop] = session
@@ -175,6 +181,37 @@ class ChatHTTP:
         for loop, session in sessions.items():
             if not loop.is_closed() and not loop.is_running():
                 loop.run_until_complete(session.close())
+
+
+def connections_for(wanted: int) -> int:
+    """How many connections this process may open for ``wanted`` calls in flight: the open-file
+    limit is raised (up to the hard limit) to make room, and what room there is caps the calls,
+    so thousands of calls never fail on ``Too many open files``."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (Windows: no such limit to raise)
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FILES_SPARE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    room = max(1, soft - FILES_SPARE)
+    log.warning(
+        "%d calls in flight need %d open files; this process may open %d: %d calls in flight "
+        "(raise it with ulimit -n)",
+        wanted,
+        need,
+        soft,
+        room,
+    )
+    return room
 
 
 def _cause(error: BaseException) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aita.engine._client import LLMResponse
-from aita.engine._http import ChatHTTP
+from aita.engine._http import ChatHTTP, connections_for
 from aita.engine._lifecycle import Prepared
 from aita.engine._limiter import RateLimiter
 from aita.engine._results import TaskResult
@@ -80,7 +80,9 @@ class LoopDriver:
     async def _main(self) -> None:
         http = getattr(self.client, "http", None)
         if isinstance(http, ChatHTTP):
-            http.connections = max(1, self.limit())
+            cap = http.connections = connections_for(max(1, self.limit()))
+            wanted = self.limit
+            self.limit = lambda: min(wanted(), cap)
         watcher = asyncio.get_running_loop().create_task(self._watch_stop())
         try:
             self._spawn()

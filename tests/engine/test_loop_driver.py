@@ -3,11 +3,16 @@ clients keep a thread per call in flight."""
 
 from __future__ import annotations
 
+import os
+import resource
+import subprocess
+import sys
 import threading
 from typing import Any
 
 from aita.engine import LLMMessage, LLMResponse, RateLimiter
 from tests.support.doubles import (
+    ROOT,
     SimulatorFactory,
     assert_own_answers_in_order,
     client_for,
@@ -69,3 +74,26 @@ def test_a_limiter_of_the_callers_own_waits_its_own_way(simulator: SimulatorFact
     batch = executor.execute_batch(questions(25))
     assert_own_answers_in_order(batch.task_results)
     assert len(waits) == 25  # every call went through the caller's limiter
+
+
+FILES = """
+import resource, sys
+from aita.engine._http import connections_for
+soft, hard = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(connections_for(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+def test_thousands_in_flight_make_room_for_their_connections() -> None:
+    def run(soft: int, hard: int) -> list[int]:
+        done = subprocess.run(
+            [sys.executable, "-c", FILES, str(soft), str(hard)],
+            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        return [int(n) for n in done.stdout.split()]
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard >= 2000:
+        assert run(256, 2000) == [1000, 1064]  # the soft limit raised to make room
+    assert run(256, 256) == [192, 256]  # no room to make: fewer calls in flight, none failing
