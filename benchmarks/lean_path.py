@@ -6,7 +6,8 @@
 A minimal asyncio HTTP server (its own process, on 127.0.0.1) answers every chat completion after
 ``--latency`` seconds with a fixed body, so the client's own cost is what is measured. Each
 runner runs in a fresh process of its own (peak memory is the runner's alone): aita (checkpoints
-on), raw aiohttp + orjson (the floor), and the openai SDK's async client. Reported per runner:
+on), raw aiohttp + orjson (the floor), and the openai SDK's async client over httpx2 and, when
+``httpx-aiohttp`` is installed, over aiohttp. Reported per runner:
 wall time, of-ideal (ideal / wall: ideal is calls / in-flight x latency), client CPU per call
 (process CPU time, which other load on the machine does not inflate the way it does wall time)
 and peak RSS. Nothing is asserted: the figures go into the README.
@@ -144,17 +145,21 @@ def run_aiohttp(base_url: str, calls: int, in_flight: int) -> int:
     return asyncio.run(main())
 
 
-def run_sdk_async(base_url: str, calls: int, in_flight: int) -> int:
+def run_sdk_async(base_url: str, calls: int, in_flight: int, aiohttp: bool = False) -> int:
     import httpx2
     import openai
 
     async def main() -> int:
         gate = asyncio.Semaphore(in_flight)
         limits = httpx2.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+        http_client = (
+            openai.DefaultAioHttpClient(limits=limits)
+            if aiohttp
+            else openai.DefaultAsyncHttpxClient(limits=limits)
+        )
         sdk = openai.AsyncOpenAI(
-            api_key="bench", base_url=base_url, max_retries=0, timeout=60,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits),
-        )  # fmt: skip
+            api_key="bench", base_url=base_url, max_retries=0, timeout=60, http_client=http_client
+        )
 
         async def call(i: int) -> bool:
             async with gate:
@@ -175,11 +180,27 @@ RUNNERS: dict[str, Callable[[str, int, int], int]] = {
     "aita": run_aita,
     "aiohttp + orjson (no SDK)": run_aiohttp,
     "openai SDK, async": run_sdk_async,
+    "openai SDK, async, aiohttp transport": lambda *a: run_sdk_async(*a, aiohttp=True),
 }
 
 
 #: What each runner imports, paid before the clock starts (start-up is not per-call cost).
-IMPORTS = {"aita": ["aita.engine"], "openai SDK, async": ["openai", "httpx2"]}
+IMPORTS = {
+    "aita": ["aita.engine"],
+    "openai SDK, async": ["openai", "httpx2"],
+    "openai SDK, async, aiohttp transport": ["openai", "httpx2", "httpx_aiohttp"],
+}
+
+
+def available(name: str) -> bool:
+    """A runner whose packages are installed (the SDK's aiohttp transport is optional:
+    ``pip install httpx-aiohttp``)."""
+    try:
+        for module in IMPORTS.get(name, []):
+            __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 def child(name: str, base_url: str, calls: int, in_flight: int) -> None:
@@ -241,7 +262,7 @@ def scenario_h(smoke: bool) -> list[dict[str, Any]]:
     latency = 0.2 if smoke else 1.0
     calls, wide_calls = (200, 1000) if smoke else (5000, 10000)
     in_flight, wide = (50, 500) if smoke else (500, 5000)
-    rows = [measure(name, calls, in_flight, latency) for name in RUNNERS]
+    rows = [measure(name, calls, in_flight, latency) for name in RUNNERS if available(name)]
     rows += [
         measure(name, wide_calls, wide, latency) for name in ("aita", "aiohttp + orjson (no SDK)")
     ]
