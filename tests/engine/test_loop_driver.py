@@ -8,15 +8,19 @@ import resource
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
-from aita.engine import LLMMessage, LLMResponse, RateLimiter
+import pytest
+
+from aita.engine import LLMMessage, LLMResponse, RateLimiter, create_openrouter_client
 from tests.support.doubles import (
     ROOT,
     SimulatorFactory,
     assert_own_answers_in_order,
     client_for,
     executor_for,
+    max_starts_in_window,
     questions,
 )
 
@@ -54,11 +58,17 @@ def test_a_custom_client_keeps_its_threads(simulator: SimulatorFactory) -> None:
 
 
 def test_the_rate_limit_holds_on_the_loop(simulator: SimulatorFactory) -> None:
-    sim = simulator(rate_limit=20)  # 429s for starts closer than the limit allows
-    executor = executor_for(client_for(sim), max_workers=50, rate_limit=20)
-    batch = executor.execute_batch(questions(30))
+    starts: list[float] = []
+
+    def arrived(request: dict[str, Any]) -> None:
+        starts.append(time.monotonic())  # as the server sees them
+
+    sim = simulator(rate_limit=20, responder=arrived)  # twice the client's rate: no 429
+    executor = executor_for(client_for(sim), max_workers=50, rate_limit=10)
+    batch = executor.execute_batch(questions(20))
     assert_own_answers_in_order(batch.task_results)
     assert sim.stats.by_status[429] == 0
+    assert max_starts_in_window(starts) <= 12  # 10 a second, give or take the network's jitter
 
 
 def test_a_limiter_of_the_callers_own_waits_its_own_way(simulator: SimulatorFactory) -> None:
@@ -97,3 +107,12 @@ def test_thousands_in_flight_make_room_for_their_connections() -> None:
     if hard == resource.RLIM_INFINITY or hard >= 2000:
         assert run(256, 2000) == [1000, 1064]  # the soft limit raised to make room
     assert run(256, 256) == [192, 256]  # no room to make: fewer calls in flight, none failing
+
+
+def test_the_proxy_comes_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    far = create_openrouter_client(api_key="x", base_url="https://provider.invalid/v1")
+    near = create_openrouter_client(api_key="x", base_url="http://127.0.0.1:9/v1")
+    assert far.http._proxy == "http://proxy.invalid:3128"
+    assert near.http._proxy is None
