@@ -274,7 +274,7 @@ class _BatchJob:
             name=name,
             model=self.model,
             progress=self.progress,
-            retry_policy=RetryPolicy(max_retries=max_rounds),
+            retry_policy=RetryPolicy(max_retries=max_rounds - 1),  # the last round is final
             ledger=self.ledger,
             prices=prices,
             redact=self.redact,

@@ -24,6 +24,8 @@ are exported from ``aita.engine`` for drivers written outside it)::
     # else settled.decision (the RetryPolicy's): ask again after ``decision.delay`` with the
     #     revised ``step.messages``; ``pause_all``/``outage``/``stop_batch`` are for the driver;
     #     ``settled.reached``: the provider answered something (the outage gate opens).
+    life.give_up(step, error)        # the driver ends it without an attempt (an outage outlasted
+                                     # its budget): the failed result, or the task's fallback
     life.finish(result)              # journal, then progress and on_task_complete
     life.failed(task, error, step)   # containment: whatever a driver caught, as the task's result
 

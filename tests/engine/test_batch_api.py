@@ -25,7 +25,7 @@ from aita.engine import (
 from aita.engine import LLMMessage as Message
 from aita.errors import ConfigError
 from aita.simulator import ProviderSimulator
-from aita.simulator.batches import BatchSimulation
+from aita.simulator.batches import EXPIRED_MESSAGE, BatchSimulation
 from tests.support.doubles import TEST_KEY, SimulatorFactory, client_for, interrupt_when
 
 MODEL = "openai/gpt-4o-mini"
@@ -255,3 +255,22 @@ def test_a_server_without_a_batch_api_is_a_clear_error(simulator: SimulatorFacto
     client = OpenAICompatibleClient(api_key="k", model=MODEL, base_url=f"{sim.base_url}/none")
     with pytest.raises(ConfigError, match="has no Batch API"):
         run(client, tasks(2))
+
+
+def test_an_item_error_is_the_providers_error_as_a_live_call_would_have_it(
+    simulator: SimulatorFactory,
+) -> None:
+    failing = provider(simulator, failure_rate=1.0)
+    failed = run(client_for(failing, model=MODEL), tasks(2), max_rounds=2).task_results
+    for result in failed:
+        assert result.error == "provider unavailable (HTTP 500): simulated error"
+        assert (result.outcome, result.error_type, result.retry_count) == (
+            "failed",
+            "ProviderUnavailable",
+            1,
+        )
+    expiring = provider(simulator, expiry_rate=1.0)
+    expired = run(client_for(expiring, model=MODEL), tasks(2), max_rounds=1).task_results
+    for result in expired:
+        assert result.error == f"provider unavailable: batch_expired: {EXPIRED_MESSAGE}"
+        assert (result.error_type, result.retry_count) == ("ProviderUnavailable", 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from aita.engine import (
     CHAT_ENDPOINT,
@@ -34,6 +34,7 @@ from aita.engine import (
     ProviderOutage,
     ProviderUnavailable,
     ProviderUnreachable,
+    RateLimited,
     ResponseCache,
     ResponseParseError,
     RetryPolicy,
@@ -510,7 +511,7 @@ def test_a_request_no_json_can_hold_fails_in_prepare_saying_so(tmp_path: Path) -
         deep = [deep]
     failed = life_of(tmp_path).prepare(SimpleLLMTask("t", "p", extra=deep))
     assert isinstance(failed, TaskResult) and failed.outcome == "failed"
-    assert (failed.error or "").startswith("the request cannot be written as JSON (")
+    assert failed.error == "the request cannot be written as JSON (Recursion limit reached)"
 
 
 def test_look_back_reuses_the_journal_then_the_cache_and_counts_each_task_once(
@@ -894,3 +895,81 @@ def test_a_contained_failure_keeps_the_attempts_and_names_an_empty_error_by_type
         "ValueError",
         1,
     )
+
+
+def test_settle_adds_up_call_time_and_counts_each_attempt_as_it_went(tmp_path: Path) -> None:
+    life = life_of(tmp_path, ledger=SpendLedger(tmp_path / "spend.jsonl"))
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    limited = RateLimited("slow down", status_code=429)
+    first = life.settle(step, error=limited, seconds=0.5, waited=0.125)
+    assert first.reached and first.decision is not None and first.decision.pause_all
+    done = life.settle(step, response=answer(model=""), seconds=0.25, waited=0.5)
+    assert done.result is not None and done.result.call_time == 0.75
+    assert done.result.retry_count == 1 and done.result.model == ""
+    counts = life.progress.counts
+    assert (counts.requests, counts.retries, counts.rate_limited) == (2, 1, 1)
+    assert counts.limiter_wait == 0.625
+    [line] = ledger_lines(tmp_path / "spend.jsonl")
+    assert (line["batch"], line["model"]) == ("job", "base/model")  # the model asked for
+
+
+def test_an_answer_with_no_text_or_an_odd_model_name_is_taken_as_it_is(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    empty = life.settle(step_of(life, SimpleLLMTask("t", "p")), response=answer(""))
+    assert empty.result is not None and empty.result.result == ""
+    odd = life.settle(step_of(life, SimpleLLMTask("u", "p")), response=answer(model=123))
+    assert odd.result is not None and odd.result.model == ""
+
+
+def test_a_task_whose_retry_decision_raises_fails_with_the_error_it_had(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Undecided(SimpleLLMTask):
+        def should_retry(self, error: Exception, retry_count: int) -> bool:
+            raise Boom("cannot decide")
+
+    class Unrevisable(SimpleLLMTask):
+        def revise_messages(self, messages: list[LLMMessage], error: Exception) -> list[LLMMessage]:
+            raise Boom("cannot revise")
+
+    life = life_of(tmp_path)
+    busy = ProviderUnavailable("busy", status_code=500)
+    undecided = life.settle(step_of(life, Undecided("t", "p")), error=busy)
+    assert undecided.result is not None and undecided.result.error_type == "ProviderUnavailable"
+    assert undecided.decision is not None and not undecided.decision.retry
+    assert undecided.reached
+    assert caplog.messages == ["should_retry of task t failed: cannot decide"]
+    unrevisable = life.settle(step_of(life, Unrevisable("u", "p")), error=busy)
+    assert unrevisable.result is not None and unrevisable.result.error == "cannot revise"
+    assert unrevisable.error is not None and str(unrevisable.error) == "cannot revise"
+    assert unrevisable.decision is not None and not unrevisable.decision.retry
+    gone = life.settle(step_of(life, Undecided("v", "p")), error=ConnectionError("gone"))
+    assert gone.result is not None and not gone.reached
+    nothing = life.settle(step_of(life, SimpleLLMTask("w", "p")))
+    assert (
+        str(nothing.error) == "provider error: the client returned neither an answer nor an error"
+    )
+
+
+def test_a_failed_prepare_has_made_no_attempt(tmp_path: Path) -> None:
+    class Broken(SimpleLLMTask):
+        def build_messages(self) -> list[LLMMessage]:
+            raise Boom("no messages")
+
+    failed = life_of(tmp_path).prepare(Broken("t", "p"))
+    assert isinstance(failed, TaskResult)
+    assert (failed.retry_count, failed.error, failed.tokens) == (0, "no messages", 0)
+
+
+def test_a_parse_failure_says_its_first_line_or_the_whole_problem(tmp_path: Path) -> None:
+    def failure(parse_fn: Any) -> str:
+        life = life_of(tmp_path)
+        step = step_of(life, SimpleLLMTask("t", "p", parse_fn=parse_fn))
+        return str(life.settle(step, response=answer("x")).error)
+
+    def two_lines(text: str) -> Any:
+        raise ValueError("first line\nsecond line")
+
+    assert failure(two_lines) == "could not parse the response: first line"
+    whole = failure(TypeAdapter(int).validate_json)
+    assert whole.startswith("could not parse the response: Invalid JSON")
