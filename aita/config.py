@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     max_answer_bytes: int = Field(default=DEFAULT_MAX_ANSWER_BYTES, ge=1024)
     #: read assignment files, student folders and results that lead outside their folder
     allow_outside_paths: bool = False
-    max_workers: int = Field(default=5, ge=1, le=1024)
+    max_workers: int = Field(default=5, ge=1, le=100_000)  # calls in flight
     rate_limit_rps: float | None = Field(default=10.0, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)
     enable_checkpointing: bool = True

@@ -90,7 +90,8 @@ def run_options() -> argparse.ArgumentParser:
         "--workers",
         type=positive_int,
         metavar="N",
-        help="parallel calls (default: AITA_MAX_WORKERS, 5)",
+        help="calls in flight at once (default: AITA_MAX_WORKERS, 5); thousands are fine: the "
+        "built-in client's calls share one event loop",
     )
     common.add_argument(
         "--rate-limit",

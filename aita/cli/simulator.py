@@ -27,7 +27,7 @@ def register(commands: Commands) -> None:
         ],
     )
     demo.add_argument("--tasks", type=positive_int, default=200, help="number of tasks")
-    demo.add_argument("--workers", type=positive_int, default=10, help="parallel calls")
+    demo.add_argument("--workers", type=positive_int, default=10, help="calls in flight")
     demo.add_argument(
         "--rate-limit", type=positive_float, help="client requests/s (default: unlimited)"
     )

@@ -31,6 +31,7 @@ from aita.engine._keys import client_model, client_server
 from aita.engine._ledger import SpendLedger
 from aita.engine._lifecycle import Lifecycle, Prepared
 from aita.engine._limiter import RateLimiter
+from aita.engine._loop_driver import LoopDriver, answers_on_a_loop, start_loop_thread
 from aita.engine._outage import OutageGate
 from aita.engine._progress import BatchProgress
 from aita.engine._results import (
@@ -251,6 +252,8 @@ class ParallelLLMExecutor:
         self._local = threading.local()
         #: the provider has answered a run of this executor (an outage, not a wrong URL)
         self._reached = False
+        #: the executor made the limiter (the loop driver may take over its waits)
+        self._own_limiter = rate_limiter is None
         if rate_limiter is None and settings.redis_url:
             rate_limiter = RedisRateLimiter(
                 settings.rate_limit,
@@ -513,6 +516,11 @@ class ParallelLLMExecutor:
             raise run.scheduler.fatal
 
     def _start_workers(self, run: _Run, count: int) -> list[threading.Thread]:
+        """``count`` calls in flight: coroutines on one event-loop thread for a client that
+        answers on a loop (the built-in one: ``_loop_driver``), else a thread each."""
+        if answers_on_a_loop(self.llm_client):
+            driver = LoopDriver(self, run, lambda: count)
+            return [start_loop_thread(driver, "aita-worker-loop")]
         threads = [
             threading.Thread(target=self._worker, args=(run,), name=f"aita-worker-{i}", daemon=True)
             for i in range(count)

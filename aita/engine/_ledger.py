@@ -67,17 +67,20 @@ class SpendLedger:
         cached: bool = False,
     ) -> None:
         """Append one paid (or cached) call; a failure to write warns, never fails the call."""
-        entry = SpendEntry(
-            time=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            batch=batch,
-            operation=operation_of(batch),
-            model=model,
-            prompt_tokens=max(0, prompt_tokens),
-            completion_tokens=max(0, completion_tokens),
-            cost=cost,
-            cached=cached,
+        # The fields of a SpendEntry, in its order, without a model per call (the values are
+        # aita's own: counts clamped here, costs bounded by ``Usage``).
+        line = json_line(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "batch": batch,
+                "operation": operation_of(batch),
+                "model": model,
+                "prompt_tokens": max(0, prompt_tokens),
+                "completion_tokens": max(0, completion_tokens),
+                "cost": cost,
+                "cached": cached,
+            }
         )
-        line = json_line(entry.model_dump(exclude_defaults=False))
         with self._lock:
             try:
                 if self._fd < 0:

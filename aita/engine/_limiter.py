@@ -90,6 +90,24 @@ class RateLimiter:
                 if slot >= self._paused_until:
                     return waited
 
+    def reserve(self, tokens: int = 0) -> tuple[float, float]:
+        """``acquire`` for a caller that waits its own way (an event loop): takes the next slot
+        without sleeping and returns (slot, seconds until it). After waiting, ``stands(slot)``
+        says whether the slot still holds, or a pause moved it and ``reserve`` is asked again."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot, self._tokens_free_at)
+            self._next_slot = slot + self._interval
+            if self._token_rate and tokens:
+                self._tokens_free_at = slot + tokens / self._token_rate
+        return slot, slot - now
+
+    def stands(self, slot: float) -> bool:
+        """A slot from ``reserve`` is still good after its wait: no pause imposed since covers
+        it (as in ``acquire``)."""
+        with self._lock:
+            return slot >= self._paused_until
+
     def correct(self, tokens: int) -> None:
         """Adjust the token budget by the difference between used and estimated tokens."""
         if self._token_rate and tokens:

@@ -1,8 +1,10 @@
-"""The client for any OpenAI-compatible endpoint (OpenRouter by default), over the openai SDK.
+"""The client for any OpenAI-compatible endpoint (OpenRouter by default).
 
-The SDK's own retries are switched off: the executor has the one retry loop, so every attempt is
-counted once and a 429 can pause every worker. SDK errors are translated into aita's error tree
-here, by HTTP status.
+Chat completions go over aiohttp (``_http``: many calls in flight on one event loop, a total
+deadline per call); Files and Batches over the openai SDK, whose own retries are switched off:
+the executor has the one retry loop, so every attempt is counted once and a 429 can pause every
+worker. Errors of either path are translated into aita's error tree here, by HTTP status, with
+the text the SDK would give.
 
 What the provider sends is not trusted. A body (answer or error) is read only up to
 ``max_answer_bytes`` (``AITA_MAX_ANSWER_BYTES``), decompressed size included: a larger one is a
@@ -17,10 +19,12 @@ without them.
 from __future__ import annotations
 
 import email.utils
+import importlib.metadata
 import logging
 import re
+import threading
 import time
-import zlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -31,6 +35,7 @@ import orjson
 
 from aita.config import DEFAULT_BASE_URL, get_config
 from aita.engine._client import LLMMessage, LLMResponse, Usage
+from aita.engine._http import BodyCap, BodyTooLarge, ChatHTTP, LoopThread, open_body
 from aita.engine._shared_limiter import redact_url
 from aita.engine._structured import FormatNegotiation
 from aita.errors import (
@@ -68,7 +73,7 @@ ENDPOINT: Final = "/v1/chat/completions"
 
 
 class OpenAICompatibleClient:
-    """``complete(messages, **params)`` over the ``openai`` SDK.
+    """``complete(messages, **params)`` (and ``acomplete`` on an event loop) over aiohttp.
 
     ``params`` go into the request body as given (``temperature``, ``response_format``,
     provider-specific fields such as OpenRouter's ``usage``); ``model`` overrides the default.
@@ -91,20 +96,26 @@ class OpenAICompatibleClient:
         #: the largest body (answer or error) read from the provider, in bytes
         self.max_answer_bytes = max_answer_bytes or get_config().llm.max_answer_bytes
         self._redact = Redactor(api_key, base_url)
-        self._sdk = openai.OpenAI(
-            api_key=api_key,
-            base_url=base_url,
+        self._sdk_settings = (api_key, base_url, default_headers)
+        self._sdk: openai.OpenAI | None = None
+        self._sdk_lock = threading.Lock()
+        self.http = ChatHTTP(
+            base_url,
+            shown_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip",  # only what BodyCap decodes within its limit
+                "User-Agent": f"aita/{_version()}",
+                **(default_headers or {}),
+            },
             timeout=timeout,
-            max_retries=0,
-            default_headers=default_headers,
-            http_client=openai.DefaultHttpxClient(
-                # only what _CappedBody can decode within its limit
-                headers={"accept-encoding": "gzip"},
-                event_hooks={"response": [_capped_body(self.max_answer_bytes)]},
-            ),
+            max_body=self.max_answer_bytes,
         )
-        # Resolve the SDK's lazily imported resources now, not inside the first timed call.
-        self._completions = self._sdk.chat.completions.with_raw_response
+        self._background = LoopThread("aita-http")
+        # A client dropped without close() still closes its connections and background loop.
+        self._closer = weakref.finalize(self, self._background.close, self.http)
         #: how this server takes structured output, learned on the first structured call
         self.formats = FormatNegotiation(self.base_url)
         #: the server's refusal of the first request with images, if it refused one
@@ -115,9 +126,24 @@ class OpenAICompatibleClient:
 
     @property
     def sdk(self) -> openai.OpenAI:
-        """The openai SDK client underneath (its connections, key and base URL), for the
-        endpoints aita calls besides chat completions (files and batches: ``_batch_api``)."""
-        return self._sdk
+        """The openai SDK client (its connections, key and base URL), for the endpoints aita
+        calls besides chat completions (files and batches: ``_batch_api``); made on first use."""
+        with self._sdk_lock:
+            if self._sdk is None:
+                api_key, base_url, default_headers = self._sdk_settings
+                self._sdk = openai.OpenAI(
+                    api_key=api_key,
+                    base_url=base_url,
+                    timeout=self.timeout,
+                    max_retries=0,
+                    default_headers=default_headers,
+                    http_client=openai.DefaultHttpxClient(
+                        # only what _CappedBody can decode within its limit
+                        headers={"accept-encoding": "gzip"},
+                        event_hooks={"response": [_capped_body(self.max_answer_bytes)]},
+                    ),
+                )
+            return self._sdk
 
     def redact(self, text: str) -> str:
         """``text`` with this client's key (and any long fragment of it) and the base URL's
@@ -126,31 +152,39 @@ class OpenAICompatibleClient:
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._sdk.close()
+        self._closer()
+        self.http.close()
+        if self._sdk is not None:
+            self._sdk.close()
 
     def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
-        """One chat completion; structured output asked the way this server takes it."""
+        """One chat completion; structured output asked the way this server takes it. Runs on
+        the client's background event loop (one HTTP path for every caller)."""
         return self.formats.complete(self._complete, messages, params)
 
+    async def acomplete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
+        """``complete`` on the running event loop: the executor's loop driver calls this."""
+        return await self.formats.acomplete(self._acomplete, messages, params)
+
     def _complete(self, messages: list[LLMMessage], params: dict[str, Any]) -> LLMResponse:
+        return self._background.run(self._acomplete(messages, params))
+
+    async def _acomplete(self, messages: list[LLMMessage], params: dict[str, Any]) -> LLMResponse:
         if self._refuses_images is not None and _has_images(messages):
             raise ImagesNotSupported(f"{self.model} at {self.base_url} ({self._refuses_images})")
         params = dict(params)
         model = params.pop("model", None) or self.model
+        body = {"messages": [m.to_openai() for m in messages], "model": model, **params}
         try:
-            raw = self._completions.create(
-                model=model,
-                messages=[m.to_openai() for m in messages],  # type: ignore[misc]
-                extra_body=params or None,
-            )
-            headers = {k.lower(): v for k, v in raw.headers.items()}
-            body = raw.content
-        except openai.APIStatusError as error:
-            raise self._translate_status(error, messages) from None
-        except (openai.APIError, _BodyTooLarge, ValueError) as error:
+            status, headers, content = await self.http.post(orjson.dumps(body))
+        except ProviderUnreachable as error:
+            raise ProviderUnreachable(provider_text(error.message, self._redact)) from None
+        except (BodyTooLarge, ValueError) as error:
             raise translate_error(error, self.base_url, self.timeout, self._redact) from None
+        if status >= 400:
+            raise self._translate_status(status, content, headers, messages)
         try:
-            data = orjson.loads(body)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError as error:
             raise InvalidResponse(
                 provider_text(f"malformed response body: {error}", self._redact)
@@ -158,11 +192,11 @@ class OpenAICompatibleClient:
         return read_completion(data, self._redact, model, headers)
 
     def _translate_status(
-        self, error: openai.APIStatusError, messages: list[LLMMessage]
+        self, status: int, body: bytes, headers: dict[str, str], messages: list[LLMMessage]
     ) -> ProviderError:
-        translated = translate_error(error, self.base_url, self.timeout, self._redact)
+        data, message = _error_body(status, body)
+        translated = status_error(status, data, message, headers, self.base_url, self._redact)
         message = translated.message
-        status = error.status_code
         if status >= 400 and status != 429 and _has_images(messages) and _IMAGES.search(message):
             self._refuses_images = message
             return ImagesNotSupported(
@@ -244,16 +278,55 @@ def translate_error(
             provider_text(f"{prefix}cannot reach {base_url}: {cause}", redact)
         )
     if isinstance(error, openai.APIStatusError):
-        message = provider_text(_provider_message(error.body) or error.message, redact)
         headers = {k.lower(): v for k, v in error.response.headers.items()}
-        status = error.status_code
-        if status == 404 and not _has_version_path(base_url):
-            message += f" (the base URL {base_url} has no /v1: try {base_url.rstrip('/')}/v1)"
-            return EndpointNotFound(f"{prefix}{message}", status_code=status, headers={})
-        return error_for_status(status, f"{prefix}{message}", headers)
-    if isinstance(error, _BodyTooLarge):
+        return status_error(
+            error.status_code, error.body, error.message, headers, base_url, redact, what
+        )
+    if isinstance(error, BodyTooLarge):
         return ResponseTooLarge(str(error))
     return InvalidResponse(provider_text(f"{prefix}malformed response body: {error}", redact))
+
+
+def status_error(
+    status: int,
+    body: object,
+    message: str,
+    headers: dict[str, str],
+    base_url: str,
+    redact: Callable[[str], str],
+    what: str = "",
+) -> ProviderError:
+    """The error of an HTTP error answer (either path): ``body`` is its parsed error object,
+    ``message`` the SDK's text for it (``Error code: <status>...``)."""
+    prefix = f"{what}: " if what else ""
+    text = provider_text(_provider_message(body) or message, redact)
+    if status == 404 and not _has_version_path(base_url):
+        text += f" (the base URL {base_url} has no /v1: try {base_url.rstrip('/')}/v1)"
+        return EndpointNotFound(f"{prefix}{text}", status_code=status, headers={})
+    return error_for_status(status, f"{prefix}{text}", headers)
+
+
+def _error_body(status: int, body: bytes) -> tuple[object, str]:
+    """An error answer read as the openai SDK reads it: (the JSON's ``error`` object, or the
+    text; ``Error code: <status>``, with `` - <message>`` when the JSON has one)."""
+    text = body.decode("utf-8", errors="replace").strip()
+    message = f"Error code: {status}"
+    try:
+        data: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text, message
+    error = data.get("error", data) if isinstance(data, dict) else None
+    said = error.get("message") if isinstance(error, dict) else None
+    if isinstance(said, str) and said:
+        message += f" - {said}"
+    return (data.get("error", data) if isinstance(data, dict) else data), message
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("aita")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover (run from a checkout)
+        return "0"
 
 
 class Redactor:
@@ -336,68 +409,32 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
-class _BodyTooLarge(Exception):
-    """A body past the limit; raised while reading it, so the SDK passes it through."""
-
-
 def _capped_body(limit: int) -> Callable[[httpx2.Response], None]:
-    """An httpx response hook: a body announced larger than ``limit`` is refused before it is
-    read, and any other is read through ``_CappedBody``."""
+    """An httpx response hook (the SDK's calls: files and batches): a body announced larger
+    than ``limit`` is refused before it is read, and any other is read through ``_CappedBody``."""
 
     def hook(response: httpx2.Response) -> None:
-        status = f"an answer (HTTP {response.status_code})"
-        announced = response.headers.get("content-length", "")
-        if announced.isdigit() and int(announced) > limit:
-            raise _BodyTooLarge(
-                f"{status} of {int(announced):,} bytes, more than the limit of {limit:,} bytes "
-                "(AITA_MAX_ANSWER_BYTES); not read"
-            )
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "x-gzip"):
-            raise ValueError(f"{status} encoded as {encoding[:40]!r}, which was not asked for")
+        cap = open_body(response.status_code, response.headers, limit)
         if not isinstance(response.stream, httpx2.SyncByteStream):  # pragma: no cover (async)
             return
-        response.stream = _CappedBody(response.stream, limit, status, gzip=encoding != "identity")
-        if encoding != "identity":
+        response.stream = _CappedBody(response.stream, cap)
+        if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
             del response.headers["content-encoding"]  # decoded here, within the limit
 
     return hook
 
 
 class _CappedBody(httpx2.SyncByteStream):
-    """A response body that stops with ``_BodyTooLarge`` once more than ``limit`` bytes came
-    through (after gzip, which is decoded here so that the limit holds for what is kept)."""
+    """A response body read through a ``BodyCap``."""
 
-    def __init__(self, stream: httpx2.SyncByteStream, limit: int, what: str, gzip: bool) -> None:
+    def __init__(self, stream: httpx2.SyncByteStream, cap: BodyCap) -> None:
         self._stream = stream
-        self._limit = limit
-        self._what = what
-        self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+        self._cap = cap
 
     def __iter__(self) -> Iterator[bytes]:
-        size = 0
         for raw in self._stream:
-            chunk = raw
-            if self._gzip is not None:
-                try:
-                    chunk = self._gzip.decompress(raw, self._limit + 1 - size)
-                except zlib.error as error:
-                    raise ValueError(f"corrupt gzip body ({error})") from None
-            size += len(chunk)
-            if size > self._limit:
-                raise self._too_large()
-            yield chunk
-        if self._gzip is not None:
-            rest = self._gzip.flush(self._limit + 1 - size)
-            if size + len(rest) > self._limit:
-                raise self._too_large()
-            yield rest
-
-    def _too_large(self) -> _BodyTooLarge:
-        return _BodyTooLarge(
-            f"{self._what} of more than the limit of {self._limit:,} bytes "
-            "(AITA_MAX_ANSWER_BYTES); read no further"
-        )
+            yield self._cap.feed(raw)
+        yield self._cap.finish()
 
     def close(self) -> None:
         self._stream.close()

@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 from aita.engine._graph import TaskGraph
 from aita.engine._results import TaskResult, not_run
@@ -29,6 +29,10 @@ class Outlet(Protocol):
 
     def record(self, result: TaskResult) -> None: ...
     def announce(self, result: TaskResult) -> None: ...
+
+
+#: What ``next_job(wait=False)`` returns when a job may come later but none is ready now.
+NOT_YET: Final = "not yet"
 
 
 @dataclass
@@ -46,7 +50,16 @@ class Scheduler(Protocol):
     outlet: Outlet
     fatal: BaseException | None
 
-    def next_job(self) -> Job | None: ...
+    def next_job(self) -> Job | None:
+        job = self._next_job(wait=True)
+        return job if isinstance(job, Job) else None
+
+    def poll_job(self) -> Job | Literal["not yet"] | None:
+        """``next_job`` without waiting: ``NOT_YET`` when a job may come later (an event
+        loop's dispatcher must not block)."""
+        return self._next_job(wait=False)
+
+    def _next_job(self, wait: bool) -> Job | Literal["not yet"] | None: ...
     def finish(self, index: int, result: TaskResult) -> None: ...
     def run_alone(self, indices: list[int]) -> None: ...
     def cancel(self, reason: str) -> None: ...
@@ -152,6 +165,15 @@ class BatchScheduler(WorkQueue):
     # -- handing out work ----------------------------------------------------------------------
 
     def next_job(self) -> Job | None:
+        job = self._next_job(wait=True)
+        return job if isinstance(job, Job) else None
+
+    def poll_job(self) -> Job | Literal["not yet"] | None:
+        """``next_job`` without waiting: ``NOT_YET`` when a job may come later (an event
+        loop's dispatcher must not block)."""
+        return self._next_job(wait=False)
+
+    def _next_job(self, wait: bool) -> Job | Literal["not yet"] | None:
         """The next task to run (waiting while only blocked tasks are left); None when done."""
         with self._changed:
             while not self.stop.is_set():
@@ -160,13 +182,14 @@ class BatchScheduler(WorkQueue):
                     break
                 if self._in_flight == 0:
                     return None  # nothing running could unblock what is left
+                if not wait:
+                    return NOT_YET
                 self._changed.wait()
             else:
                 return None
-            dependencies = self._dependency_results(indices[0])
-        task = self.tasks[indices[0]]
-        if task.dependencies:
-            task.dependency_results = dependencies
+            task = self.tasks[indices[0]]
+            if task.dependencies:
+                task.dependency_results = self._dependency_results(indices[0])
         return Job(indices, [self.tasks[i] for i in indices])
 
     def _dependency_results(self, index: int) -> dict[str, object]:

@@ -12,9 +12,10 @@ graphs).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 from aita.engine._results import TaskResult, not_run
-from aita.engine._scheduler import Job, Outlet, WorkQueue
+from aita.engine._scheduler import NOT_YET, Job, Outlet, WorkQueue
 from aita.engine._tasks import LLMTask
 from aita.errors import Cancelled, TaskGraphError
 
@@ -100,6 +101,15 @@ class StreamScheduler(WorkQueue):
     # -- the workers' side ---------------------------------------------------------------------
 
     def next_job(self) -> Job | None:
+        job = self._next_job(wait=True)
+        return job if isinstance(job, Job) else None
+
+    def poll_job(self) -> Job | Literal["not yet"] | None:
+        """``next_job`` without waiting: ``NOT_YET`` when a job may come later (an event
+        loop's dispatcher must not block)."""
+        return self._next_job(wait=False)
+
+    def _next_job(self, wait: bool) -> Job | Literal["not yet"] | None:
         """The next task to run, waiting while none is ready; None when the stream is done."""
         with self._changed:
             while not self.stop.is_set():
@@ -108,6 +118,8 @@ class StreamScheduler(WorkQueue):
                     return Job(indices, [self._tasks[i] for i in indices])
                 if self._exhausted and self._in_flight == 0:
                     return None
+                if not wait:
+                    return NOT_YET
                 self._changed.wait()
             return None
 

@@ -11,11 +11,13 @@ is validated by the model whichever way it was asked, and an answer wrapped in a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -95,6 +97,7 @@ class Mode(StrEnum):
 _NEXT = {Mode.JSON_SCHEMA: Mode.JSON_OBJECT, Mode.JSON_OBJECT: Mode.PROMPT}
 
 Call = Callable[[list[LLMMessage], dict[str, Any]], LLMResponse]
+AsyncCall = Callable[[list[LLMMessage], dict[str, Any]], Awaitable[LLMResponse]]
 
 
 class FormatNegotiation:
@@ -114,6 +117,10 @@ class FormatNegotiation:
         self.refusals = 0
         self._trying = Mode.JSON_SCHEMA
         self._probe = threading.Lock()
+        # the same for calls on event loops: one lock per loop, made on its first probe
+        self._async_probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def complete(
         self, call: Call, messages: list[LLMMessage], params: dict[str, Any]
@@ -130,20 +137,52 @@ class FormatNegotiation:
                     response = call(*_as_mode(mode, schema, messages, params))
                 except ProviderError as error:
                     if mode in _NEXT and _refuses_format(error):
-                        self._trying = _NEXT[mode]
-                        self.refusals += 1
-                        log.warning(
-                            "%s refused structured output as %s (%s); asking with %s from now on",
-                            self.server,
-                            mode,
-                            error,
-                            self._trying,
-                        )
+                        self._refused(mode, error)
                         continue
                     raise  # not about the format: the next structured call tries this mode
                 self.mode = mode
                 return response
         return call(*_as_mode(self.mode, schema, messages, params))
+
+    async def acomplete(
+        self, call: AsyncCall, messages: list[LLMMessage], params: dict[str, Any]
+    ) -> LLMResponse:
+        """``complete`` for a coroutine ``call``: the same negotiation, the probe's waiters
+        waiting on the event loop."""
+        schema = _schema_of(params)
+        if schema is None:
+            return await call(messages, params)
+        if self.mode is not None:
+            return await call(*_as_mode(self.mode, schema, messages, params))
+        loop = asyncio.get_running_loop()
+        with self._probe:
+            probe = self._async_probes.get(loop)
+            if probe is None:
+                probe = self._async_probes[loop] = asyncio.Lock()
+        async with probe:
+            while self.mode is None:
+                mode = self._trying
+                try:
+                    response = await call(*_as_mode(mode, schema, messages, params))
+                except ProviderError as error:
+                    if mode in _NEXT and _refuses_format(error):
+                        self._refused(mode, error)
+                        continue
+                    raise
+                self.mode = mode
+                return response
+        return await call(*_as_mode(self.mode, schema, messages, params))
+
+    def _refused(self, mode: Mode, error: ProviderError) -> None:
+        self._trying = _NEXT[mode]
+        self.refusals += 1
+        log.warning(
+            "%s refused structured output as %s (%s); asking with %s from now on",
+            self.server,
+            mode,
+            error,
+            self._trying,
+        )
 
 
 def _schema_of(params: dict[str, Any]) -> dict[str, Any] | None:

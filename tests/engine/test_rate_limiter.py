@@ -271,3 +271,63 @@ def test_the_limiter_says_what_it_limits() -> None:
     assert repr(NoOpRateLimiter()) == "NoOpRateLimiter(rate=None)"
     limiter = RateLimiter(None, tokens_per_minute=90)
     assert (limiter.rate, limiter.tokens_per_minute) == (None, 90)
+
+
+# -- reserve and stands: the same schedule for a caller that waits its own way (an event loop) --
+
+
+def test_reserve_takes_the_next_slot_without_sleeping() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    assert limiter.reserve() == (0.0, 0.0)
+    assert limiter.reserve() == (0.25, 0.25)
+    clock.now = 0.1
+    slot, delay = limiter.reserve()
+    assert slot == 0.5 and delay == pytest.approx(0.4)
+    assert clock.sleeps == []
+
+
+def test_reserve_spends_the_token_budget() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, tokens_per_minute=600, clock=clock, sleep=clock.sleep)  # 10/s
+    assert limiter.reserve(20) == (0.0, 0.0)
+    assert limiter.reserve(0) == (2.0, 2.0)  # the 20 tokens hold the budget for 2 s
+
+
+def test_a_pause_after_a_reservation_moves_only_a_slot_inside_it() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    limiter.reserve()
+    inside, _ = limiter.reserve()  # 0.25
+    limiter.pause(1.0)
+    assert not limiter.stands(inside)  # ask again: the next slot is after the pause
+    assert limiter.reserve()[0] == 1.0
+    assert limiter.stands(1.0) and limiter.stands(2.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rate=st.one_of(st.none(), st.floats(1, 100)),
+    calls=st.lists(
+        st.tuples(st.integers(0, 500), st.floats(0, 0.5), st.floats(0, 0.3)), max_size=30
+    ),
+)
+def test_reserving_and_waiting_starts_calls_when_acquire_would(
+    rate: float | None, calls: list[tuple[int, float, float]]
+) -> None:
+    """Each call: its tokens, the time before it comes, and a pause imposed just before it."""
+    clocks = FakeClock(), FakeClock()
+    sync, loop = (RateLimiter(rate, tokens_per_minute=6000, clock=c, sleep=c.sleep) for c in clocks)
+    for tokens, gap, pause in calls:
+        for clock, limiter in zip(clocks, (sync, loop), strict=True):
+            clock.now += gap
+            limiter.pause(pause)
+        sync.acquire(tokens)
+        while True:  # the loop driver's way
+            slot, delay = loop.reserve(tokens)
+            if delay <= 0:
+                break
+            clocks[1].now += delay
+            if loop.stands(slot):
+                break
+        assert clocks[1].now == pytest.approx(clocks[0].now)
