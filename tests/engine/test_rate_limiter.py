@@ -331,3 +331,13 @@ def test_reserving_and_waiting_starts_calls_when_acquire_would(
             if loop.stands(slot):
                 break
         assert clocks[1].now == pytest.approx(clocks[0].now)
+
+
+def test_reserve_counts_tokens_only_when_given_and_only_with_a_budget() -> None:
+    clock = FakeClock()
+    budget = RateLimiter(None, tokens_per_minute=600, clock=clock, sleep=clock.sleep)
+    assert budget.reserve() == (0.0, 0.0)
+    assert budget.reserve() == (0.0, 0.0)  # no tokens asked: the budget is untouched
+    no_budget = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    assert no_budget.reserve(1_000) == (0.0, 0.0)
+    assert no_budget.reserve(1_000) == (0.25, 0.25)  # the rate alone spaces them
