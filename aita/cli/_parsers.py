@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aita.cli._types import positive_float, positive_int
+from aita.cli._types import positive_float, workers_count
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -88,9 +88,10 @@ def run_options() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--workers",
-        type=positive_int,
+        type=workers_count,
         metavar="N",
-        help="parallel calls (default: AITA_MAX_WORKERS, 5)",
+        help="parallel calls, or 'auto': as many as a self-hosted server answers without "
+        "queueing, found as it runs (default: AITA_MAX_WORKERS, 5)",
     )
     common.add_argument(
         "--rate-limit",

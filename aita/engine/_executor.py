@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
@@ -24,6 +24,7 @@ from aita.config import get_config
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMClient, LLMMessage, LLMResponse
+from aita.engine._concurrency import AUTO_MAX_WORKERS, NO_CONCURRENCY_LIMIT, ConcurrencyLimit
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import Checkpoint, CheckpointManager, JournalIndex
 from aita.engine._keys import client_model, request_key
@@ -154,6 +155,8 @@ class ParallelLLMExecutor:
     """Executes ``LLMTask``s concurrently against one client.
 
     Unset arguments come from the settings (``get_config().parallel_execution``).
+    ``max_workers="auto"`` keeps as many calls in flight as a self-hosted server answers
+    without queueing, learned from latency as it runs (``ConcurrencyLimit``).
     ``rate_limit`` is requests per second, None for unlimited. ``retry_policy`` decides retries
     (default: ``RetryPolicy(max_retries, backoff)``; ``backoff`` is any callable
     ``(attempt) -> seconds``); ``rate_limiter`` replaces the built-in one. ``max_batch_size``
@@ -173,7 +176,7 @@ class ParallelLLMExecutor:
     def __init__(
         self,
         llm_client: LLMClient,
-        max_workers: int | None = None,
+        max_workers: int | Literal["auto"] | None = None,
         rate_limit: float | _Unset | None = UNSET,
         enable_checkpointing: bool | None = None,
         checkpoint_interval: int | None = None,
@@ -194,8 +197,10 @@ class ParallelLLMExecutor:
         limit_name: str | None = None,
         cache: bool | str | Path | ResponseCache | None = None,
     ) -> None:
+        # "auto": as many worker threads as may ever help, the calls in flight limited by latency
+        self.concurrency = ConcurrencyLimit() if max_workers == "auto" else NO_CONCURRENCY_LIMIT
         settings = ExecutorSettings.resolve(
-            max_workers=max_workers,
+            max_workers=AUTO_MAX_WORKERS if max_workers == "auto" else max_workers,
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
             enable_checkpointing=enable_checkpointing,
@@ -586,7 +591,8 @@ class ParallelLLMExecutor:
             sent_at = time.monotonic()
             reached = False  # the provider answered, whatever it said
             try:
-                response = run.call(self.llm_client, messages, params)
+                with self.concurrency.slot():  # "auto" workers: waits while the server is full
+                    response = run.call(self.llm_client, messages, params)
                 reached = True
                 self.outage_gate.answered()
                 batch.spent(response, run.last_cost, self.spend_ledger)

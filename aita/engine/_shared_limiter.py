@@ -39,7 +39,7 @@ from redis.retry import Retry
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._client import LLMClient
 from aita.engine._keys import client_model
-from aita.engine._limiter import Clock, RateLimiter, Sleep
+from aita.engine._limiter import HEADROOM, Clock, RateLimiter, Sleep
 from aita.errors import ConfigError
 
 log = logging.getLogger("aita.executor")
@@ -71,9 +71,9 @@ end
 """
 
 # ARGV[3] the caller's rate (0 = unlimited; stored only if the hash has none), ARGV[4] tokens,
-# ARGV[5] tokens per second (0 = no budget). Returns the wait in microseconds, the shared rate
-# and when it was set (so a late reply never overrides a newer rate), and the pause in force
-# (so the caller can tell whether one arrived while it slept).
+# ARGV[5] tokens per second (0 = no budget), ARGV[6] 1 + the limiter's headroom. Returns the
+# wait in microseconds, the shared rate and when it was set (so a late reply never overrides a
+# newer rate), and the pause in force (so the caller can tell whether one arrived while it slept).
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -87,7 +87,7 @@ local paused = tonumber(f[3]) or 0
 local slot = math.max(now, tonumber(f[1]) or now, tonumber(f[2]) or now, paused)
 local per_second = tonumber(rate)
 local after = slot
-if per_second > 0 then after = slot + math.ceil(1000000 / per_second) end
+if per_second > 0 then after = slot + math.ceil(1000000 * tonumber(ARGV[6]) / per_second) end
 redis.call('HSET', key, 'next', fmt(after))
 local tokens, token_rate = tonumber(ARGV[4]), tonumber(ARGV[5])
 if tokens > 0 and token_rate > 0 then
@@ -200,6 +200,7 @@ class RedisRateLimiter(RateLimiter):
         tokens_per_minute: float | None = None,
         clock: Clock | None = None,
         sleep: Sleep = time.sleep,
+        headroom: float = HEADROOM,
         idle_ttl: float = 60.0,
         raise_hold: float = AdaptiveRate.RECOVERY_SECONDS,
         timeout: float = 2.0,
@@ -207,7 +208,11 @@ class RedisRateLimiter(RateLimiter):
         """``redis_url`` as ``redis://[:password@]host:6379/0``; ``timeout`` bounds each Redis
         call in seconds (past it, Redis counts as lost)."""
         super().__init__(
-            rate, tokens_per_minute=tokens_per_minute, clock=clock or time.monotonic, sleep=sleep
+            rate,
+            tokens_per_minute=tokens_per_minute,
+            clock=clock or time.monotonic,
+            sleep=sleep,
+            headroom=headroom,
         )
         if not name:
             raise ValueError("a shared rate limit needs a name")
@@ -326,7 +331,8 @@ class RedisRateLimiter(RateLimiter):
         itself (as Redis holds them, microseconds) to compare with after the sleep."""
         token_rate = self._token_rate if tokens else 0.0
         wait_us, rate, changed, paused, slot_us = self._acquire_script(
-            keys=[self._key], args=[*self._now(), _encode(self.rate), tokens, token_rate]
+            keys=[self._key],
+            args=[*self._now(), _encode(self.rate), tokens, token_rate, 1.0 + self._headroom],
         )
         self._adopt(rate, float(changed))
         delay = float(wait_us) / 1_000_000
@@ -345,7 +351,7 @@ class RedisRateLimiter(RateLimiter):
                 return
             self._rate_changed = changed
             self.rate = rate
-            self._interval = 1.0 / rate if rate else 0.0
+            self._interval = (1.0 + self._headroom) / rate if rate else 0.0
 
     def _fall_back(self, error: RedisError) -> None:
         with self._lock:
