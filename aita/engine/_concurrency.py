@@ -15,9 +15,10 @@ plus one, when far over); fewer than ``ALPHA`` in two windows running, while the
 use: it steps up (doubling until the first sign of a queue, as TCP's slow start). So the limit
 sits at the slots, sometimes one above, where throughput has stopped rising and latency has
 not started to climb, and follows the server as its load changes: the unloaded latency is the
-shortest of the last ``HISTORY`` windows, so a server that became slower for everyone is
-learned again, not mistaken for a queue forever. A failed call (timeout, refused connection)
-counts as a sign of overload: the limit shrinks by a quarter.
+shortest of the last ``HISTORY`` windows, and when a step down for a queue leaves the latency
+where it was, the server became slower for everyone: its latency now is the unloaded one (so
+another client's load is not mistaken for a queue of ours). A failed call (timeout, refused
+connection) counts as a sign of overload: the limit shrinks by a quarter.
 
 The clock is injectable: the unit tests run on a fake one.
 """
@@ -45,11 +46,11 @@ class ConcurrencyLimit:
     #: windows over which the unloaded latency is the shortest one seen
     HISTORY = 10
     #: answers per window at least (a window is ``max(limit, MIN_WINDOW)`` answers)
-    MIN_WINDOW = 4
+    MIN_WINDOW = 3
 
     def __init__(
         self,
-        initial: int = 1,
+        initial: int = 2,
         *,
         minimum: int = 1,
         maximum: int = 64,
@@ -71,6 +72,8 @@ class ConcurrencyLimit:
         self._mins: deque[float] = deque(maxlen=self.HISTORY)
         self._slow_start = True
         self._calm = 0  # windows running with (almost) nothing queued
+        #: after a step down for a queue: the median before it and the share of calls kept
+        self._cut: tuple[float, float] | None = None
 
     @property
     def limit(self) -> int:
@@ -127,8 +130,13 @@ class ConcurrencyLimit:
         busiest, self._busiest = self._busiest, self._in_flight
         dropped, self._dropped = self._dropped, False
         self._mins.append(min(samples))
-        unloaded = min(self._mins)
         typical = statistics.median(samples)
+        if self._cut is not None:
+            (before, ratio), self._cut = self._cut, None
+            if typical > before * (1 + ratio) / 2:  # fewer in flight, no shorter: the server is
+                self._mins.clear()  # slower for everyone; this is its unloaded latency now
+                self._mins.append(typical)
+        unloaded = min(self._mins)
         queued = self._limit * (1.0 - unloaded / typical) if typical > 0 else 0.0
         limit = self._limit
         if dropped:
@@ -139,7 +147,8 @@ class ConcurrencyLimit:
             self._slow_start = False
             self._calm = 0
             fits = math.floor(limit * unloaded / typical) + 1  # what the latencies say
-            limit = min(limit - 1, max(fits, limit // 2))
+            limit = max(self.minimum, min(limit - 1, max(fits, limit // 2)))
+            self._cut = (typical, limit / self._limit)  # queueing: the latency drops that much
         elif queued < self.ALPHA and busiest >= limit:
             self._calm += 1
             if self._slow_start:

@@ -33,12 +33,12 @@ http {{
     scgi_temp_path {folder}/scgi;
     limit_req_zone $server_name zone=api:1m rate={rate}r/s;
     limit_req_status 429;
-    upstream simulator {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    upstream simulator {{ least_conn; {upstreams} keepalive 64; }}
     server {{
         listen 127.0.0.1:{port};
         server_name gateway;
         location / {{
-            limit_req zone=api{burst};
+            {limit}
             proxy_pass http://simulator;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -57,19 +57,36 @@ def free_port() -> int:
 
 class NginxGateway:
     """nginx's ``limit_req`` at ``rate`` requests/s (``burst`` excess requests admitted at
-    once, ``nodelay``) proxying to ``127.0.0.1:upstream_port``."""
+    once, ``nodelay``; no ``rate``: no limit) proxying to ``127.0.0.1:upstream_port`` (or to
+    the least busy of ``upstream_ports``)."""
 
-    def __init__(self, folder: Path, *, upstream_port: int, rate: int, burst: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        upstream_port: int | None = None,
+        upstream_ports: list[int] | None = None,
+        rate: int | None = None,
+        burst: int = 0,
+    ) -> None:
         if NGINX is None:
             raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light)")
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        ports = upstream_ports or ([upstream_port] if upstream_port else [])
+        if not ports:
+            raise ValueError("nginx needs a server to proxy to")
         burst_text = f" burst={burst} nodelay" if burst else ""
+        limit = f"limit_req zone=api{burst_text};" if rate else ""
         config = folder / "nginx.conf"
         config.write_text(
             _CONFIG.format(
-                folder=folder, rate=rate, burst=burst_text, upstream=upstream_port, port=self.port
+                folder=folder,
+                rate=rate or 1,
+                limit=limit,
+                upstreams=" ".join(f"server 127.0.0.1:{p};" for p in ports),
+                port=self.port,
             )
         )
         self._process = subprocess.Popen(
