@@ -7,8 +7,10 @@ is busy). This reads what the provider says and does, and adjusts the limiter:
   it, for one interval at the new rate: such a server refuses what arrives too close, and
   admits the next request in time) and sets the rate, once per cool-down (the refusals of
   requests already in flight count once), to ``SAFETY`` of the learned limit: what the provider
-  was accepting over the last two seconds, since that is where its limit is, but never above
-  the rate refused, and never below one ordinary cut (``DECREASE``) of it. Before a second of
+  was accepting over the last two seconds, since that is where its limit is, but never below
+  one ordinary cut (``DECREASE``) of the rate refused; if it accepted nearly all of that rate
+  (``EDGE``), the refusal came at the limit's edge (a strict server, requests that arrived a
+  little closer than they were sent) and the rate refused is the learned limit. Before a second of
   answers there is nothing to measure: the rate steps down by ``SAFETY`` and learns nothing;
 - ``x-ratelimit-limit-requests`` is a hint of the limit: read as requests per minute (OpenAI's
   convention), it is used at a 429 only if it is plausible, that is below the rate refused but
@@ -56,6 +58,8 @@ class AdaptiveRate:
     RECOVERY_SECONDS = 2.0
     #: seconds of answers over which the accepted rate is measured
     WINDOW = 1.0
+    #: a provider that accepted this share of the rate refused at its limit's edge, not above it
+    EDGE = 0.9
     #: the shortest pause after a 429 without ``retry-after``, in seconds
     MIN_PAUSE = 0.02
 
@@ -151,8 +155,10 @@ class AdaptiveRate:
         learned = None
         if hint is not None and believable and (accepted is None or hint >= self.SAFETY * accepted):
             learned = hint  # the provider said where its limit is, and it fits
-        elif accepted is not None:  # where it is, by what the provider accepted
-            learned = max(self.DECREASE * current, min(current, accepted))
+        elif accepted is not None and accepted >= self.EDGE * current:
+            learned = current  # it took nearly all: at its limit, refused at the edge
+        elif accepted is not None:  # above it: the limit is what the provider accepted
+            learned = max(self.DECREASE * current, accepted)
         # Before a second of answers a refusal says little (fresh connections arrive unevenly):
         # a small step, and the next refusal, half a second on, is measured.
         rate = self.SAFETY * (current if learned is None else learned)

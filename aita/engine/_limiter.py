@@ -110,14 +110,29 @@ class RateLimiter:
                     self._tokens_free_at = slot + tokens / self._token_rate
             delay = slot - now
             if delay <= 0:
-                return waited
+                return waited + self._after_last_start()
             self._sleep(delay)
             waited += delay
             with self._lock:
                 # A pause imposed while we slept moves our slot behind it, if it fell inside
                 # the pause; a slot after the pause still stands (no gap for a short pause).
-                if slot >= self._paused_until:
+                if slot < self._paused_until:
+                    continue
+            return waited + self._after_last_start()
+
+    def _after_last_start(self) -> float:
+        """Wait until one interval after the last real start (less ``JITTER``), then count
+        this start; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                earliest = self._last_start + self._interval - min(JITTER, self._interval / 4)
+                if now >= earliest or not self._interval:
+                    self._last_start = max(now, self._last_start + self._interval)
                     return waited
+            self._sleep(earliest - now)
+            waited += earliest - now
 
     def correct(self, tokens: int) -> None:
         """Adjust the token budget by the difference between used and estimated tokens."""
