@@ -8,7 +8,8 @@ requests at once and queues the rest. Each scenario runs the same calls with fix
 counts and with ``max_workers="auto"`` and prints, written to ``benchmarks/results/
 workers.json``: throughput (answers/s), its share of the best fixed count's, and the median
 time a request spent in the server (from the client: the call's latency) as a multiple of the
-unloaded one (one call at a time).
+unloaded one (one call at a time): the simulator's own count of the time from a request's
+arrival to its answer, the wait for a slot included (llama.cpp: the call's latency).
 
 Scenarios:
   slots_sim       the provider simulator with 4 slots of 0.2 s each (``concurrency=4``)
@@ -39,7 +40,17 @@ from aita.simulator import ProviderSimulator, SimulatorConfig  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "workers.json"
 
 
-def run(base_url: str, tasks: int, workers: int | Literal["auto"], **params: Any) -> dict[str, Any]:
+def run(
+    base_url: str,
+    tasks: int,
+    workers: int | Literal["auto"],
+    sim: ProviderSimulator | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """One batch; the latency is the simulator's time in the server when there is one (the
+    wait for a slot included), else the call's as the client saw it."""
+    if sim is not None:
+        sim.reset_stats()
     client = create_openrouter_client(api_key="bench", base_url=base_url, timeout=120)
     executor = ParallelLLMExecutor(
         client, max_workers=workers, rate_limit=None, enable_checkpointing=False,
@@ -51,7 +62,11 @@ def run(base_url: str, tasks: int, workers: int | Literal["auto"], **params: Any
     )
     wall = time.monotonic() - started
     client.close()
-    latencies = [r.execution_time for r in result.task_results if r.success]
+    latencies = (
+        list(sim.stats.seconds_in_server)
+        if sim is not None
+        else [r.execution_time for r in result.task_results if r.success]
+    )
     limit = getattr(executor.concurrency, "limit", None)
     return {
         "workers": workers,
@@ -63,9 +78,15 @@ def run(base_url: str, tasks: int, workers: int | Literal["auto"], **params: Any
 
 
 def scenario(
-    name: str, base_url: str, tasks: int, fixed: list[int], on_half: Any = None, **params: Any
+    name: str,
+    base_url: str,
+    tasks: int,
+    fixed: list[int],
+    on_half: Any = None,
+    sim: ProviderSimulator | None = None,
+    **params: Any,
 ) -> dict[str, Any]:
-    unloaded = run(base_url, max(4, tasks // 20), 1, **params)["median_latency"]
+    unloaded = run(base_url, max(4, tasks // 20), 1, sim, **params)["median_latency"]
     rows = []
     for workers in [*fixed, "auto"]:
         timer = None
@@ -73,7 +94,7 @@ def scenario(
             on_half(False)
             timer = threading.Timer(on_half.half, on_half, args=(True,))
             timer.start()
-        rows.append(run(base_url, tasks, workers, **params))
+        rows.append(run(base_url, tasks, workers, sim, **params))
         if timer is not None:
             timer.cancel()
     best = max(r["throughput"] for r in rows if r["workers"] != "auto")
@@ -113,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"smoke": args.smoke}
     if wanted("slots_sim"):
         with ProviderSimulator(SimulatorConfig(latency=0.2, concurrency=4)) as sim:
-            report["slots_sim"] = scenario("slots_sim", sim.base_url, tasks, [1, 2, 4, 8, 16])
+            report["slots_sim"] = scenario(
+                "slots_sim", sim.base_url, tasks, [1, 2, 4, 8, 16], sim=sim
+            )
             if wanted("slots_sim_load"):
                 slow = SlowDown(sim, 0.2, half=tasks / 20 / 2)
                 report["slots_sim_load"] = scenario(
-                    "slots_sim_load", sim.base_url, tasks, [4, 8, 16], on_half=slow
+                    "slots_sim_load", sim.base_url, tasks, [4, 8, 16], on_half=slow, sim=sim
                 )
     if wanted("llama_parallel2"):
         from tests.support.llama_server import missing, running_llama_server

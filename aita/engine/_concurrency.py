@@ -8,17 +8,18 @@ vLLM, llama.cpp's server with ``--parallel N`` and Ollama serve N requests at on
 rest: too few calls in flight leave slots idle, too many only wait in the server's queue (each
 answer takes longer, and nothing finishes sooner). No header says N. As TCP Vegas does for a
 congestion window (and Netflix's concurrency-limits for services), this estimates it from
-latency alone: the shortest latency seen lately is the unloaded one, and in a window of about
+latency alone: the shortest latency seen is the unloaded one, and in a window of about
 ``limit`` answers, ``limit * (1 - unloaded / median latency)`` of the calls were queued. More
 than ``BETA`` of them queued: the limit steps down (straight to what the latencies say fits,
 plus one, when far over); fewer than ``ALPHA`` in two windows running, while the limit was in
 use: it steps up (doubling until the first sign of a queue, as TCP's slow start). So the limit
-sits at the slots, sometimes one above, where throughput has stopped rising and latency has
-not started to climb, and follows the server as its load changes: the unloaded latency is the
-shortest of the last ``HISTORY`` windows, and when a step down for a queue leaves the latency
-where it was, the server became slower for everyone: its latency now is the unloaded one (so
-another client's load is not mistaken for a queue of ours). A failed call (timeout, refused
-connection) counts as a sign of overload: the limit shrinks by a quarter.
+sits at the slots, a third of the time one above (probing for more), where throughput has
+stopped rising and latency has not started to climb, and follows the server as its load
+changes: a faster server shows a shorter latency at once, and when a step down for a queue
+leaves the latency where it was, the server became slower for everyone: the step is undone and
+its latency now is the unloaded one (another client's load is not mistaken for a queue of
+ours). A failed call (timeout, refused connection) counts as a sign of overload: the limit
+shrinks by a quarter.
 
 The clock is injectable: the unit tests run on a fake one.
 """
@@ -30,7 +31,6 @@ import math
 import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 
 from aita.errors import ProviderTimeout, ProviderUnreachable
@@ -40,17 +40,15 @@ class ConcurrencyLimit:
     """An adaptive limit on calls in flight (see the module)."""
 
     #: queued calls below which the limit may grow (two windows running)
-    ALPHA = 0.5
+    ALPHA = 0.3
     #: queued calls above which the limit shrinks
-    BETA = 1.0
-    #: windows over which the unloaded latency is the shortest one seen
-    HISTORY = 10
+    BETA = 0.5
     #: answers per window at least (a window is ``max(limit, MIN_WINDOW)`` answers)
     MIN_WINDOW = 3
 
     def __init__(
         self,
-        initial: int = 2,
+        initial: int = 1,
         *,
         minimum: int = 1,
         maximum: int = 64,
@@ -69,11 +67,12 @@ class ConcurrencyLimit:
         self._busiest = 0  # the most calls in flight during this window
         self._window: list[float] = []
         self._dropped = False
-        self._mins: deque[float] = deque(maxlen=self.HISTORY)
+        self._unloaded = math.inf  # the shortest latency seen (since the server last slowed)
         self._slow_start = True
         self._calm = 0  # windows running with (almost) nothing queued
-        #: after a step down for a queue: the median before it and the share of calls kept
-        self._cut: tuple[float, float] | None = None
+        #: after a step down for a queue: the median and the limit before it, and whether the
+        #: next window judges it
+        self._cut: tuple[float, int, bool] | None = None
 
     @property
     def limit(self) -> int:
@@ -104,9 +103,7 @@ class ConcurrencyLimit:
             self._dropped = self._dropped or dropped
             if latency is not None and latency > 0:
                 self._window.append(latency)
-            if len(self._window) >= max(self._limit, self.MIN_WINDOW) or (
-                self._dropped and self._window
-            ):
+            if self._dropped or len(self._window) >= max(self._limit, self.MIN_WINDOW):
                 self._update()
             self._cond.notify_all()
 
@@ -129,26 +126,29 @@ class ConcurrencyLimit:
         samples, self._window = self._window, []
         busiest, self._busiest = self._busiest, self._in_flight
         dropped, self._dropped = self._dropped, False
-        self._mins.append(min(samples))
-        typical = statistics.median(samples)
-        if self._cut is not None:
-            (before, ratio), self._cut = self._cut, None
-            if typical > before * (1 + ratio) / 2:  # fewer in flight, no shorter: the server is
-                self._mins.clear()  # slower for everyone; this is its unloaded latency now
-                self._mins.append(typical)
-        unloaded = min(self._mins)
-        queued = self._limit * (1.0 - unloaded / typical) if typical > 0 else 0.0
-        limit = self._limit
-        if dropped:
+        if dropped or not samples:
             self._slow_start = False
             self._calm = 0
-            limit = math.floor(limit * 0.75)
-        elif queued > self.BETA:
+            self._limit = max(self.minimum, math.floor(self._limit * 0.75))
+            return
+        typical = statistics.median(samples)
+        self._unloaded = min(self._unloaded, min(samples))
+        if self._cut is not None:  # judged on the second window after it: the first holds
+            before, undo, judge = self._cut  # calls that started before it
+            self._cut = (before, undo, True) if not judge else None
+            if judge and typical > before * (1 + self._limit / undo) / 2:  # fewer in flight,
+                self._unloaded = typical  # no shorter: the server is slower for everyone; this
+                self._limit = undo  # is its unloaded latency now, and the cut is undone
+                return
+        unloaded = self._unloaded
+        queued = self._limit * (1.0 - unloaded / typical) if typical > 0 else 0.0
+        limit = self._limit
+        if queued > self.BETA:
             self._slow_start = False
             self._calm = 0
             fits = math.floor(limit * unloaded / typical) + 1  # what the latencies say
             limit = max(self.minimum, min(limit - 1, max(fits, limit // 2)))
-            self._cut = (typical, limit / self._limit)  # queueing: the latency drops that much
+            self._cut = (typical, self._limit, False)  # a queue: latency drops as much
         elif queued < self.ALPHA and busiest >= limit:
             self._calm += 1
             if self._slow_start:

@@ -129,6 +129,9 @@ class SimulatorStats:
     images_received: int = 0
     #: requests dropped (connection reset) or answered 503 during a simulated outage
     outage_hits: int = 0
+    #: seconds each answered completion spent in the server, waiting for a slot included (the
+    #: last 100,000)
+    seconds_in_server: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
     @property
     def rate_limited(self) -> int:
@@ -457,12 +460,14 @@ class _Handler(BaseHTTPRequestHandler):
             sim.stats.in_flight += 1
             sim.stats.max_in_flight = max(sim.stats.max_in_flight, sim.stats.in_flight)
             sim.stats.images_received += images
+        arrived = time.monotonic()
         try:
             with sim._slots:  # wait for a free slot, as a server with few slots does
                 self._complete(request, prompt, limit_headers)
         finally:
             with sim._lock:
                 sim.stats.in_flight -= 1
+                sim.stats.seconds_in_server.append(time.monotonic() - arrived)
 
     def _body_limit(self) -> int:
         """Uploads of batch files may be as large as the Files API allows; requests no more

@@ -25,7 +25,9 @@ from tests.support.nginx_gateway import NGINX, NginxGateway
 
 pytestmark = [
     pytest.mark.real_server,
-    pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)"),
+    pytest.mark.skipif(
+        NGINX is None, reason="nginx is not installed (apt-get install nginx-light)"
+    ),
 ]
 
 RATE = 20
