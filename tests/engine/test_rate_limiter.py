@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -280,7 +281,7 @@ def test_headroom_leaves_a_share_of_the_rate_unused() -> None:
     for _ in range(200):
         limiter.acquire()
         starts.append(clock.now)
-    gaps = [b - a for a, b in zip(starts[30:], starts[31:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts[30:])]
     assert gaps == pytest.approx([1.02 / 20] * len(gaps))
     assert max_starts_in_window(starts) <= 20
 
