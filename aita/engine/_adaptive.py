@@ -118,7 +118,7 @@ class AdaptiveRate:
         if current < below * 0.999:
             return min(below, current + self.INCREASE * target)
         self._probes += 1
-        return current + self.PROBE * learned * 2 ** (self._probes - 1)
+        return current + self.PROBE * learned * 2.0 ** (self._probes - 1)
 
     def on_rate_limited(
         self, error: RateLimited, wait: float, sent_at: float | None = None
@@ -145,11 +145,10 @@ class AdaptiveRate:
             self._peak = current
         self._last_cut = now
         self._probes = 0
-        measured = self._first_answer is not None and now - self._first_answer >= self.WINDOW
+        first = self._first_answer
         accepted = None
-        if measured:  # over two seconds when there are two: one refusal weighs less
-            span = min(2 * self.WINDOW, now - self._first_answer)
-            accepted = self._observed_rate(now, span)
+        if first is not None and now - first >= self.WINDOW:  # over two seconds when there are
+            accepted = self._observed_rate(now, min(2 * self.WINDOW, now - first))  # two
         hint = self._hint
         believable = hint is not None and 0.25 * current < hint <= current
         learned = None

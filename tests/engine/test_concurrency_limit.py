@@ -98,3 +98,15 @@ def test_auto_workers_fill_a_server_with_slots_without_queueing_in_it(
     assert executor.concurrency.limit <= 5  # type: ignore[union-attr]
     median = statistics.median(sim.stats.seconds_in_server)
     assert median < 0.05 * 2  # the calls did not pile up in the server's queue
+
+
+def test_workers_on_the_command_line_are_a_count_or_auto() -> None:
+    import argparse
+
+    from aita.cli._types import workers_count
+
+    assert workers_count("auto") == "auto"
+    assert workers_count("AUTO") == "auto"
+    assert workers_count("8") == 8
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
+        workers_count("0")
