@@ -81,6 +81,7 @@ class ConcurrencyLimit:
 
     @property
     def in_flight(self) -> int:
+        """Calls in flight now."""
         return self._in_flight
 
     def acquire(self, stop: threading.Event | None = None) -> bool:
