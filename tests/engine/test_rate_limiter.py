@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from aita.engine import NoOpRateLimiter, RateLimiter
 from tests.support.doubles import FakeClock, max_starts_in_window
 
+#: how much closer than one interval the limiter lets a start follow the last (``JITTER``)
+JITTER = 0.0005
+
 
 def test_no_one_second_window_holds_more_than_rate_starts() -> None:
     clock = FakeClock()
@@ -298,6 +301,11 @@ def test_the_first_second_after_an_idle_one_is_spaced_wider() -> None:
     before = clock.now
     limiter.acquire()
     assert first_gap == pytest.approx(clock.now - before) == pytest.approx(1.04 * 1.02 / 20)
+    while clock.now < before + 1.0:  # one second on, the ramp is over
+        limiter.acquire()
+    start = clock.now
+    limiter.acquire()
+    assert clock.now - start == pytest.approx(1.02 / 20)
 
 
 def test_a_caller_that_wakes_late_does_not_start_with_the_next_one() -> None:
@@ -314,8 +322,26 @@ def test_a_caller_that_wakes_late_does_not_start_with_the_next_one() -> None:
     limiter.acquire()  # t = 0
     limiter.acquire()  # slot 0.1, wakes at 0.5
     assert clock.now == pytest.approx(0.5)
-    limiter.acquire()  # slot 0.2 has passed: it still waits one interval after 0.5
-    assert clock.now == pytest.approx(0.6, abs=0.001)  # less a sleep's overrun
+    waited = limiter.acquire()  # slot 0.2 has passed: it still waits one interval after 0.5
+    assert clock.now == waited + 0.5 == pytest.approx(0.6 - JITTER)  # less a sleep's overrun
+    limiter.acquire()  # counted from 0.6, not from its early start
+    assert clock.now == pytest.approx(0.7 - JITTER)
+
+
+def test_a_small_overrun_of_a_sleep_does_not_push_the_schedule() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            clock.now += JITTER / 2  # woke a little late
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.1 + JITTER / 2)
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.2)  # its own slot: the overrun is not carried on
 
 
 def test_a_headroom_outside_zero_to_one_is_refused() -> None:
