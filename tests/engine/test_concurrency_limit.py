@@ -86,18 +86,17 @@ def test_limits_out_of_order_are_refused() -> None:
 def test_auto_workers_fill_a_server_with_slots_without_queueing_in_it(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = simulator(latency=0.05, concurrency=3)
+    sim = simulator(latency=0.2, concurrency=3)
     executor = ParallelLLMExecutor(
         client_for(sim), max_workers="auto", rate_limit=None, enable_checkpointing=False,
         show_progress=False,
     )  # fmt: skip
-    result = executor.execute_batch(questions(120))
+    result = executor.execute_batch(questions(60))
     assert_own_answers_in_order(result.task_results)
-    # at most one or two waiting for a slot (the limit probes one above now and then)
-    assert sim.stats.max_in_flight <= 3 + 2
-    assert executor.concurrency.limit <= 5  # type: ignore[union-attr]
-    median = statistics.median(sim.stats.seconds_in_server)
-    assert median < 0.05 * 2  # the calls did not pile up in the server's queue
+    # 64 workers would keep 64 calls in the server, each waiting 20 service times; the limit
+    # keeps a few, at most a couple waiting for a slot (it probes one above now and then)
+    assert sim.stats.max_in_flight <= 3 + 3
+    assert statistics.median(sim.stats.seconds_in_server) < 0.2 * 2
 
 
 def test_workers_on_the_command_line_are_a_count_or_auto() -> None:
