@@ -6,7 +6,10 @@
 Three ``aita`` processes (8 workers each, each configured at 20 requests/s) against one
 simulator that allows 20 requests/s, 0.1 s per call: (a) each pacing itself locally, as three
 processes on one API key do without a shared limit; (b) sharing one limit through Redis
-(``RedisRateLimiter``, a real ``redis-server`` on loopback). Both run side by side in one run,
+(``RedisRateLimiter``, a real ``redis-server`` on loopback); (c, d) sharing it against a server
+that allows 20 in any sliding second, or in each whole second; (e) as (c), with one of the
+three killed 3 s in: the rate of the other two from 3 s after the kill, and how long until
+every second held 18 answers again. Both run side by side in one run,
 each against a fresh simulator. Printed, and written to ``benchmarks/results/shared_limit.json``:
 the combined achieved rate (answers over the span from the first start to the last answer), that
 as a share of the server's rate, and the share of requests answered 429.
@@ -19,6 +22,7 @@ measures exactly what the tests check.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import platform
@@ -43,11 +47,21 @@ LATENCY = 0.1
 PROCESSES = 3
 
 
-def run_mode(redis_url: str, tasks: int, folder: Path) -> dict[str, Any]:
-    """Three processes against a fresh simulator; what they achieved together."""
+def run_mode(
+    redis_url: str,
+    tasks: int,
+    folder: Path,
+    enforcement: str = "bucket",
+    kill_after: float | None = None,
+) -> dict[str, Any]:
+    """Three processes against a fresh simulator enforcing its limit as ``enforcement``; what
+    they achieved together. ``kill_after``: the last process is killed (SIGKILL) that many
+    seconds after it started, and the row says how fast the other two took its share."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with ProviderSimulator(SimulatorConfig(rate_limit=SERVER_RATE, latency=LATENCY)) as sim:
-        outs = [folder / f"{redis_url == 'local'}-{i}.json" for i in range(PROCESSES)]
+    config = SimulatorConfig(rate_limit=SERVER_RATE, latency=LATENCY, enforcement=enforcement)
+    with ProviderSimulator(config) as sim:
+        tag = f"{redis_url == 'local'}-{enforcement}-{kill_after}"
+        outs = [folder / f"{tag}-{i}.json" for i in range(PROCESSES)]
         processes = [
             subprocess.Popen(
                 [
@@ -66,26 +80,61 @@ def run_mode(redis_url: str, tasks: int, folder: Path) -> dict[str, Any]:
             )
             for i, out in enumerate(outs)
         ]
-        for process in processes:
+        killed_at = None
+        if kill_after is not None:
+            victim = Path(str(outs[-1]) + ".started")
+            while not victim.exists():
+                time.sleep(0.01)
+            time.sleep(kill_after)
+            processes[-1].kill()
+            killed_at = time.time()
+        for process in processes[: -1 if kill_after is not None else None]:
             _, stderr = process.communicate()
             if process.returncode != 0:
                 raise SystemExit(stderr.decode()[-2000:])
+        if kill_after is not None:
+            processes[-1].communicate()
+            outs = outs[:-1]
         reports = [json.loads(out.read_text()) for out in outs]
         requests, refused = sim.stats.requests, sim.stats.rate_limited
     answers = sum(r["own_answers"] for r in reports)
     span = max(r["finished"][-1] for r in reports) - min(r["first_start"] for r in reports)
     rate = answers / span
-    return {
+    row = {
+        "enforcement": enforcement,
         "answers": answers,
-        "tasks": PROCESSES * tasks,
         "span_s": round(span, 2),
         "combined_rate": round(rate, 2),
         "share_of_server_rate": round(rate / SERVER_RATE, 3),
         "requests": requests,
         "answered_429": refused,
         "share_429": round(refused / requests, 4) if requests else 0.0,
-        "requests_per_task": round(requests / (PROCESSES * tasks), 3),
     }
+    if killed_at is not None:
+        finished = sorted(t for r in reports for t in r["finished"])
+        end = finished[-1] - 1.0
+        row["rate_after_kill"] = round(
+            sum(1 for t in finished if killed_at + 3 <= t <= end) / max(0.1, end - killed_at - 3),
+            2,
+        )
+        row["seconds_to_18_per_s"] = _seconds_to(finished, killed_at, 0.9 * SERVER_RATE)
+    else:
+        row["tasks"] = PROCESSES * tasks
+        row["requests_per_task"] = round(requests / (PROCESSES * tasks), 3)
+    return row
+
+
+def _seconds_to(finished: list[float], since: float, rate: float) -> float | None:
+    """Seconds from ``since`` until every later second (but the run's last) holds ``rate``."""
+    end = finished[-1] - 1.0
+    low = [
+        t
+        for t in finished
+        if since < t <= end
+        and bisect.bisect_right(finished, t) - bisect.bisect_right(finished, t - 1.0) < rate
+    ]
+    recovered = max(low, default=since)
+    return round(recovered - since, 2) if recovered < end else None
 
 
 def main() -> None:
@@ -105,17 +154,29 @@ def main() -> None:
         folder = Path(scratch)
         redis_server = RedisServer(folder / "redis")
         try:
+            url = redis_server.url
             rows = {
                 "a) each process paces itself": run_mode("local", tasks, folder),
-                "b) one limit shared in Redis": run_mode(redis_server.url, tasks, folder),
+                "b) one limit shared in Redis": run_mode(url, tasks, folder),
+                "c) shared, sliding-window server": run_mode(url, tasks, folder, "sliding"),
+                "d) shared, whole-second server": run_mode(url, tasks, folder, "fixed"),
+                "e) shared, one of three killed": run_mode(
+                    url, tasks, folder, "sliding", kill_after=3.0
+                ),
             }
         finally:
             redis_server.stop()
-    print(f"{'':32} {'req/s':>7} {'of server':>10} {'429s':>6} {'share 429':>10} {'req/task':>9}")
+    print(f"{'':34} {'req/s':>7} {'of server':>10} {'429s':>6} {'share 429':>10}")
     for name, row in rows.items():
+        extra = (
+            f"  after the kill: {row['rate_after_kill']}/s, 18/s after "
+            f"{row['seconds_to_18_per_s']} s"
+            if "rate_after_kill" in row
+            else ""
+        )
         print(
-            f"{name:32} {row['combined_rate']:7.2f} {row['share_of_server_rate']:10.2f} "
-            f"{row['answered_429']:6d} {row['share_429']:10.2%} {row['requests_per_task']:9.2f}"
+            f"{name:34} {row['combined_rate']:7.2f} {row['share_of_server_rate']:10.2f} "
+            f"{row['answered_429']:6d} {row['share_429']:10.2%}{extra}"
         )
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aita.cli._types import positive_float, positive_int
+from aita.cli._types import positive_float, workers_count
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -88,10 +88,11 @@ def run_options() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--workers",
-        type=positive_int,
+        type=workers_count,
         metavar="N",
-        help="calls in flight at once (default: AITA_MAX_WORKERS, 5); thousands are fine: the "
-        "built-in client's calls share one event loop",
+        help="calls in flight at once, or 'auto': as many as a self-hosted server answers "
+        "without queueing, found as it runs (default: AITA_MAX_WORKERS, 5); thousands are "
+        "fine: the built-in client's calls share one event loop",
     )
     common.add_argument(
         "--rate-limit",

@@ -4,6 +4,7 @@ exit 2 with the option named."""
 from __future__ import annotations
 
 import argparse
+from typing import Literal
 
 
 def positive_float(text: str) -> float:
@@ -14,6 +15,11 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def workers_count(text: str) -> int | Literal["auto"]:
+    """``--workers``: a positive whole number, or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
 
 
 def positive_int(text: str) -> int:

@@ -17,6 +17,7 @@ from aita.engine._adaptive import AdaptiveRate
 from aita.engine._batch_api import BATCH_DISCOUNT, cancel_batch_api, run_via_batch_api
 from aita.engine._cache import ResponseCache
 from aita.engine._client import SIMULATED_HEADER, LLMClient, LLMMessage, LLMResponse, Usage
+from aita.engine._concurrency import ConcurrencyLimit
 from aita.engine._executor import (
     BatchInterrupted,
     ExecutorSettings,
@@ -110,6 +111,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointJournal",
     "CheckpointManager",
+    "ConcurrencyLimit",
     "ConfigError",
     "Decision",
     "DependencyFailed",

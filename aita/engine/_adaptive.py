@@ -3,18 +3,27 @@
 A configured rate can be wrong (another process shares the key, the plan changed, the provider
 is busy). This reads what the provider says and does, and adjusts the limiter:
 
-- a 429 pauses everyone for its ``retry-after`` and cuts the rate by ``DECREASE`` (once per
-  cool-down, so the refusals of requests already in flight count once);
-- at a 429, ``x-ratelimit-limit-requests`` is a hint of how far to cut: read as requests per
-  minute (OpenAI's convention) it caps the rate at ``SAFETY`` of that limit. Headers are hints,
-  not orders: a value that is zero, negative or not a number is ignored; the header's window is
-  not assumed, so it is never used without a 429 showing the client is above the limit, and a
-  cap taken from it never holds the client below the rate the provider was accepting (measured
-  over the last second) or below one ordinary cut. A server that sends its limit per second
-  (``20``, read as 0.33/s) or per day therefore never throttles a client it is not refusing;
-- after ``RECOVERY_SECONDS`` without a 429 the rate climbs back by ``INCREASE`` of the target,
-  up to the configured rate (or the cap); a client configured without a limit learns one from
-  its observed rate at the first 429, and lifts it again once well past it.
+- a 429 pauses everyone for its ``retry-after`` (without one, as nginx's ``limit_req`` sends
+  it, for one interval at the new rate: such a server refuses what arrives too close, and
+  admits the next request in time) and sets the rate, once per cool-down (the refusals of
+  requests already in flight count once), to ``SAFETY`` of the learned limit: what the provider
+  was accepting over the last two seconds, since that is where its limit is, but never below
+  one ordinary cut (``DECREASE``) of the rate refused; if it accepted nearly all of that rate
+  (``EDGE``), the refusal came at the limit's edge (a strict server, requests that arrived a
+  little closer than they were sent) and the rate refused is the learned limit. Before a second of
+  answers there is nothing to measure: the rate steps down by ``SAFETY`` and learns nothing;
+- ``x-ratelimit-limit-requests`` is a hint of the limit: read as requests per minute (OpenAI's
+  convention), it is used at a 429 only if it is plausible, that is below the rate refused but
+  above a quarter of it, and not below what the provider was accepting. A server that sends its
+  limit per second (``20``, read as 0.33/s), per day, 0, a tiny value or garbage is not
+  believed, and never slows a client it is not refusing;
+- the rate the provider accepted when it refused is the learned limit: after
+  ``RECOVERY_SECONDS`` without a 429 the rate climbs back by ``INCREASE`` of the configured rate
+  up to ``SAFETY`` of the learned limit, then probes above it in steps that start at ``PROBE``
+  of it and double (as TCP's congestion control does), up to the configured rate. So a client
+  set too high settles just under the real limit, an isolated 429 costs one small step, and a
+  limit that was raised is found again; a client configured without a limit learns one from its
+  observed rate at the first 429, and lifts it again once well past it.
 
 So a server that refuses is never hammered, and a batch recovers its speed when it can.
 ``x-ratelimit-remaining-requests`` is deliberately not used to pause: its reset time is when
@@ -37,16 +46,22 @@ from aita.errors import RateLimited
 class AdaptiveRate:
     """Adjusts a ``RateLimiter`` from the provider's answers and 429s (see the module)."""
 
-    #: the cap taken from ``x-ratelimit-limit-requests``, as a share of it
+    #: the rate set at a 429, as a share of the learned limit
     SAFETY = 0.97
-    #: the rate after a 429, as a share of the rate before it
+    #: the deepest cut at a 429, as a share of the rate before it
     DECREASE = 0.7
-    #: each step back up, as a share of the target rate
+    #: each step back up to the learned limit, as a share of the configured rate
     INCREASE = 0.1
+    #: the first step above the learned limit, as a share of it (each next one doubles)
+    PROBE = 0.02
     #: seconds without a 429 (or a change) before the next step up
     RECOVERY_SECONDS = 2.0
     #: seconds of answers over which the accepted rate is measured
     WINDOW = 1.0
+    #: a provider that accepted this share of the rate refused at its limit's edge, not above it
+    EDGE = 0.9
+    #: the shortest pause after a 429 without ``retry-after``, in seconds
+    MIN_PAUSE = 0.02
 
     def __init__(
         self,
@@ -56,7 +71,7 @@ class AdaptiveRate:
     ) -> None:
         self.limiter = limiter
         self.configured = configured
-        #: the cap learned at a 429 (from the limit header, the accepted rate or a cut)
+        #: the limit learned at the last 429 (the rate the provider was accepting)
         self.provider_cap: float | None = None
         self._clock = clock
         self._lock = threading.Lock()
@@ -67,15 +82,15 @@ class AdaptiveRate:
         self._hint: float | None = None  # the limit header, read as requests per minute
         self._peak = 0.0  # the observed rate when an unlimited client was first refused
         self._last_change = float("-inf")
+        self._probes = 0  # steps taken above the learned limit since the last 429
 
     @property
     def target(self) -> float | None:
-        """The rate to climb back to: the configured one, or the provider's cap if lower."""
-        caps = [r for r in (self.configured, self.provider_cap) if r is not None]
-        return min(caps) if caps else None
+        """The rate to climb back to: the configured one (None: unlimited)."""
+        return self.configured
 
     def on_response(self, headers: Mapping[str, str]) -> None:
-        """An answered call: note its time and headers; apply a cap or step back up."""
+        """An answered call: note its time and headers; step back up after a quiet spell."""
         now = self._clock()
         with self._lock:
             self._recent.append(now)
@@ -92,43 +107,63 @@ class AdaptiveRate:
                     raised = current * (1 + 5 * self.INCREASE)
                     self._set(None if raised > 2 * self._peak else raised)
                 else:
-                    self._set(min(target, current + self.INCREASE * target))
+                    self._set(min(target, self._raised(current, target)))
+
+    def _raised(self, current: float, target: float) -> float:
+        """One step up: quickly to just under the learned limit, then probing above it."""
+        learned = self.provider_cap
+        if learned is None:
+            return current + self.INCREASE * target
+        below = self.SAFETY * learned
+        if current < below * 0.999:
+            return min(below, current + self.INCREASE * target)
+        self._probes += 1
+        return current + self.PROBE * learned * 2.0 ** (self._probes - 1)
 
     def on_rate_limited(
         self, error: RateLimited, wait: float, sent_at: float | None = None
     ) -> None:
-        """Pause every worker for ``wait`` and slow down, unless the refused request was sent
-        before the rate last changed (it was refused for the old rate, already corrected)."""
-        self.limiter.pause(wait)
+        """Pause every worker and slow down, unless the refused request was sent before the
+        rate last changed (it was refused for the old rate, already corrected)."""
         now = self._clock()
         with self._lock:
             self._hint = limit_hint(error.headers) or self._hint
-            if sent_at is not None and sent_at < self._last_change:
-                return
-            if now - self._last_cut < max(wait, 0.5):
-                return  # refusals of requests already in flight: one cut is enough
-            self._last_cut = now
-            current = self.limiter.rate
-            if current is None:
-                current = self._observed_rate(now, 2.0)
-                if current is None:
-                    return  # nothing to learn a rate from yet: the pause will do
-                self._peak = current
-            cut = max(0.1, current * self.DECREASE)
-            if self._hint is not None and self.configured is not None:
-                self.provider_cap = self._cap_from_hint(self._hint, cut, now)
-                cut = min(cut, self.provider_cap)
-            self._set(cut)
+            stale = sent_at is not None and sent_at < self._last_change
+            if not stale and now - self._last_cut >= max(wait, 0.5):
+                self._cut(now)
+            rate = self.limiter.rate
+        if error.retry_after is None and rate:  # a refusal that says nothing of when
+            wait = min(wait, max(self.MIN_PAUSE, 1.0 / rate))
+        self.limiter.pause(wait)
 
-    def _cap_from_hint(self, hint: float, cut: float, now: float) -> float:
-        """The header's limit as a cap, but never below what the provider was accepting, and
-        never deeper than one ordinary cut when that cannot be measured yet."""
-        floor = cut
-        measured = self._first_answer is not None and now - self._first_answer >= self.WINDOW
-        if measured:
-            accepted = self._observed_rate(now, self.WINDOW)
-            floor = self.SAFETY * accepted if accepted is not None else 0.1
-        return max(self.SAFETY * hint, floor)
+    def _cut(self, now: float) -> None:
+        current = self.limiter.rate
+        if current is None:
+            current = self._observed_rate(now, 2.0)
+            if current is None:
+                return  # nothing to learn a rate from yet: the pause will do
+            self._peak = current
+        self._last_cut = now
+        self._probes = 0
+        first = self._first_answer
+        accepted = None
+        if first is not None and now - first >= self.WINDOW:  # over two seconds when there are
+            accepted = self._observed_rate(now, min(2 * self.WINDOW, now - first))  # two
+        hint = self._hint
+        believable = hint is not None and 0.25 * current < hint <= current
+        learned = None
+        if hint is not None and believable and (accepted is None or hint >= self.SAFETY * accepted):
+            learned = hint  # the provider said where its limit is, and it fits
+        elif accepted is not None and accepted >= self.EDGE * current:
+            learned = current  # it took nearly all: at its limit, refused at the edge
+        elif accepted is not None:  # above it: the limit is what the provider accepted
+            learned = max(self.DECREASE * current, accepted)
+        # Before a second of answers a refusal says little (fresh connections arrive unevenly):
+        # a small step, and the next refusal, half a second on, is measured.
+        rate = self.SAFETY * (current if learned is None else learned)
+        if learned is not None and self.configured is not None:
+            self.provider_cap = learned
+        self._set(max(0.1, rate))
 
     def _set(self, rate: float | None) -> None:
         self.limiter.set_rate(rate)

@@ -19,12 +19,13 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from aita.config import get_config
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMClient, LLMResponse
+from aita.engine._concurrency import AUTO_MAX_WORKERS, NO_CONCURRENCY_LIMIT, ConcurrencyLimit
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, JournalIndex
 from aita.engine._keys import client_model, client_server
@@ -169,6 +170,8 @@ class ParallelLLMExecutor:
     """Executes ``LLMTask``s concurrently against one client.
 
     Unset arguments come from the settings (``get_config().parallel_execution``).
+    ``max_workers="auto"`` keeps as many calls in flight as a self-hosted server answers
+    without queueing, learned from latency as it runs (``ConcurrencyLimit``).
     ``rate_limit`` is requests per second, None for unlimited. ``retry_policy`` decides retries
     (default: ``RetryPolicy(max_retries, backoff)``; ``backoff`` is any callable
     ``(attempt) -> seconds``); ``rate_limiter`` replaces the built-in one. ``max_batch_size``
@@ -195,7 +198,7 @@ class ParallelLLMExecutor:
     def __init__(
         self,
         llm_client: LLMClient,
-        max_workers: int | None = None,
+        max_workers: int | Literal["auto"] | None = None,
         rate_limit: float | _Unset | None = UNSET,
         enable_checkpointing: bool | None = None,
         checkpoint_interval: int | None = None,
@@ -218,8 +221,10 @@ class ParallelLLMExecutor:
         settings: ExecutorSettings | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
+        # "auto": as many worker threads as may ever help, the calls in flight limited by latency
+        self.concurrency = ConcurrencyLimit() if max_workers == "auto" else NO_CONCURRENCY_LIMIT
         settings = settings or ExecutorSettings.resolve(
-            max_workers=max_workers,
+            max_workers=AUTO_MAX_WORKERS if max_workers == "auto" else max_workers,
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
             enable_checkpointing=enable_checkpointing,
@@ -518,7 +523,8 @@ class ParallelLLMExecutor:
     def _start_workers(self, run: _Run, count: int) -> list[threading.Thread]:
         """``count`` calls in flight: coroutines on one event-loop thread for a client that
         answers on a loop (the built-in one: ``_loop_driver``), else a thread each."""
-        if answers_on_a_loop(self.llm_client):
+        # "auto" workers pace calls with a blocking slot: they keep the thread pool
+        if answers_on_a_loop(self.llm_client) and self.concurrency is NO_CONCURRENCY_LIMIT:
             driver = LoopDriver(self, run, lambda: count)
             return [start_loop_thread(driver, "aita-worker-loop")]
         threads = [
@@ -658,7 +664,8 @@ class ParallelLLMExecutor:
             failure: BaseException | None = None
             life.trace.sending(step.trace, step.attempt, step.params, since, waited)
             try:
-                answer: object = self.llm_client.complete(step.messages, **step.params)
+                with self.concurrency.slot():  # "auto" workers: waits while the server is full
+                    answer: object = self.llm_client.complete(step.messages, **step.params)
                 if not isinstance(answer, LLMResponse):
                     raise InvalidResponse(
                         f"the client returned {type(answer).__name__}, not an LLMResponse"
@@ -667,33 +674,55 @@ class ParallelLLMExecutor:
             except Exception as raised:
                 failure = raised
             seconds = time.perf_counter() - started
-            if response is not None:
-                gate.answered()
-                self._learn_from(response, step.estimate)
-            settled = life.settle(
-                step, response=response, error=failure, seconds=seconds, waited=waited
+            after = self._settle_attempt(
+                run, step, response, failure, seconds, waited, probe, sent_at
             )
-            decision = settled.decision
-            if decision is None:  # answered
-                assert settled.result is not None
-                return settled.result
-            error = settled.error
-            assert error is not None
-            gate.reached = gate.reached or settled.reached  # an HTTP error: it is reachable
-            if decision.outage or (probe and not settled.reached):
-                gate.failed(probe, error)
-                if decision.outage and settled.result is None:
-                    continue  # the provider is down: wait for it, keep the retries
-            elif settled.reached:
-                gate.answered()
-            if decision.pause_all:  # every worker waits, not just this one
-                self._pause_everyone(error, decision.delay, sent_at)
-            if settled.result is not None:
-                if decision.stop_batch:
-                    run.cancel(decision.stop_reason or f"cancelled: {error}")
-                return settled.result
-            if stop.wait(0.0 if decision.pause_all else decision.delay):
+            if isinstance(after, TaskResult):
+                return after
+            if stop.wait(after):
                 return None
+
+    def _settle_attempt(
+        self,
+        run: _Run,
+        step: Prepared,
+        response: LLMResponse | None,
+        failure: BaseException | None,
+        seconds: float,
+        waited: float,
+        probe: bool,
+        sent_at: float,
+    ) -> TaskResult | float:
+        """What every driver does once an attempt is over: the lifecycle settles it, the outage
+        gate and the limiter learn from it, the run stops if it must. The task's result when it
+        ended, else how long to wait before asking again (0: at once, or at the gate)."""
+        gate, life = run.gate, run.life
+        if response is not None:
+            gate.answered()
+            self._learn_from(response, step.estimate)
+        settled = life.settle(
+            step, response=response, error=failure, seconds=seconds, waited=waited
+        )
+        decision = settled.decision
+        if decision is None:  # answered
+            assert settled.result is not None
+            return settled.result
+        error = settled.error
+        assert error is not None
+        gate.reached = gate.reached or settled.reached  # an HTTP error: it is reachable
+        if decision.outage or (probe and not settled.reached):
+            gate.failed(probe, error)
+            if decision.outage and settled.result is None:
+                return 0.0  # the provider is down: wait for it at the gate, keep the retries
+        elif settled.reached:
+            gate.answered()
+        if decision.pause_all:  # every call waits, not just this one
+            self._pause_everyone(error, decision.delay, sent_at)
+        if settled.result is not None:
+            if decision.stop_batch:
+                run.cancel(decision.stop_reason or f"cancelled: {error}")
+            return settled.result
+        return 0.0 if decision.pause_all else decision.delay
 
     def _learn_from(self, response: LLMResponse, estimate: int) -> None:
         """The token budget gets the real usage back; rate control reads the limit headers."""

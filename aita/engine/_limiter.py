@@ -6,12 +6,22 @@
     limiter.pause(2.5)                      # a 429 said "retry after 2.5 s": every caller waits
 
 Both limits are token buckets that hold no burst (the generic cell rate algorithm): each
-request reserves the next free slot ``1/rate`` after the previous one, and its tokens reserve
-``tokens / (tokens_per_minute / 60)`` seconds of the token budget. So no one-second window sees
-more than ``rate`` starts, a long run sustains the full rate, and idle time never banks a burst
-that a provider would refuse. Callers sleep until their own slot; a pause pushes every later
-slot back, and a caller already asleep whose slot fell inside the pause takes a new one when it
-wakes (a slot after the pause stands: a short pause leaves no gap).
+request reserves the next free slot ``(1 + headroom)/rate`` after the previous one, and its
+tokens reserve ``tokens / (tokens_per_minute / 60)`` seconds of the token budget. So no
+one-second window sees more than ``rate`` starts, a long run sustains the rate less its
+``headroom``, and idle time never banks a burst that a provider would refuse. Callers sleep
+until their own slot; a pause pushes every later slot back, and a caller already asleep whose
+slot fell inside the pause takes a new one when it wakes (a slot after the pause stands: a short
+pause leaves no gap).
+
+Strict servers (at most N requests in any sliding second, or nginx's ``limit_req`` without a
+burst) refuse what arrives closer than the spacing, so two things keep the starts as they reach
+the server apart, not just as they were reserved. A caller that wakes late (the process stalled)
+would start together with the callers whose slots passed meanwhile: it starts no sooner than
+one interval after the last start that really happened (less ``JITTER``). And ``headroom``
+(``HEADROOM`` = 2% by default) leaves 20 ms in every second for the time between a start and
+the request's arrival, which varies by a few milliseconds from one request to the next; three
+times as much in the first second after an idle one, when each request opens a connection.
 """
 
 from __future__ import annotations
@@ -23,6 +33,12 @@ from collections.abc import Callable
 Clock = Callable[[], float]
 Sleep = Callable[[float], object]
 
+#: the default share of the rate left unused for the variation in arrival times (see the module)
+HEADROOM = 0.02
+#: how much closer than one interval a start may follow the previous real start, in seconds
+#: (a sleep that overruns a little; more is a stall, whose backlog must not leave at once)
+JITTER = 0.0005
+
 
 class RateLimiter:
     """Spaces request starts ``1/rate`` apart (and tokens by the budget) for every thread.
@@ -32,10 +48,13 @@ class RateLimiter:
 
     __slots__ = (
         "_clock",
+        "_headroom",
         "_interval",
+        "_last_start",
         "_lock",
         "_next_slot",
         "_paused_until",
+        "_ramp_until",
         "_sleep",
         "_token_rate",
         "_tokens_free_at",
@@ -50,14 +69,21 @@ class RateLimiter:
         tokens_per_minute: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
+        headroom: float = HEADROOM,
     ) -> None:
-        """``rate`` in requests per second; None means unlimited (pauses still apply)."""
+        """``rate`` in requests per second; None means unlimited (pauses still apply).
+        ``headroom``: the share of the rate left unused (0 spaces starts exactly ``1/rate``)."""
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be positive or None, got {rate}")
         if tokens_per_minute is not None and tokens_per_minute <= 0:
             raise ValueError(f"tokens_per_minute must be positive or None, got {tokens_per_minute}")
+        if not 0 <= headroom < 1:
+            raise ValueError(f"headroom must be in [0, 1), got {headroom}")
         self.rate = rate
-        self._interval = 1.0 / rate if rate else 0.0
+        self._headroom = headroom
+        self._interval = (1.0 + headroom) / rate if rate else 0.0
+        self._last_start = float("-inf")
+        self._ramp_until = float("-inf")
         self.tokens_per_minute = tokens_per_minute
         self._token_rate = tokens_per_minute / 60.0 if tokens_per_minute else 0.0
         self._clock = clock
@@ -76,19 +102,37 @@ class RateLimiter:
                 now = self._clock()
                 # A pause moves the next slot behind it, so the slot is never inside one.
                 slot = max(now, self._next_slot, self._tokens_free_at)
-                self._next_slot = slot + self._interval
+                if now - self._next_slot >= 1.0:  # the first start in a second: fresh
+                    self._ramp_until = slot + 1.0  # connections take longer to arrive
+                ramp = 1.0 + 2 * self._headroom if slot < self._ramp_until else 1.0
+                self._next_slot = slot + self._interval * ramp
                 if self._token_rate and tokens:
                     self._tokens_free_at = slot + tokens / self._token_rate
             delay = slot - now
             if delay <= 0:
-                return waited
+                return waited + self._after_last_start()
             self._sleep(delay)
             waited += delay
             with self._lock:
                 # A pause imposed while we slept moves our slot behind it, if it fell inside
                 # the pause; a slot after the pause still stands (no gap for a short pause).
-                if slot >= self._paused_until:
+                if slot < self._paused_until:
+                    continue
+            return waited + self._after_last_start()
+
+    def _after_last_start(self) -> float:
+        """Wait until one interval after the last real start (less ``JITTER``), then count
+        this start; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                earliest = self._last_start + self._interval - min(JITTER, self._interval / 4)
+                if now >= earliest or not self._interval:
+                    self._last_start = max(now, self._last_start + self._interval)
                     return waited
+            self._sleep(earliest - now)
+            waited += earliest - now
 
     def reserve(self, tokens: int = 0) -> tuple[float, float]:
         """``acquire`` for a caller that waits its own way (an event loop): takes the next slot
@@ -128,7 +172,7 @@ class RateLimiter:
             raise ValueError(f"rate must be positive or None, got {rate}")
         with self._lock:
             self.rate = rate
-            self._interval = 1.0 / rate if rate else 0.0
+            self._interval = (1.0 + self._headroom) / rate if rate else 0.0
 
     def __repr__(self) -> str:
         extra = f", tokens_per_minute={self.tokens_per_minute}" if self.tokens_per_minute else ""

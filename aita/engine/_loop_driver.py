@@ -193,6 +193,7 @@ class LoopDriver:
         ex, run = self.executor, self.run_
         stop, gate, life = run.scheduler.stop, run.gate, run.life
         while True:
+            since = time.monotonic() if gate.down else None  # (for the outage's wait span)
             try:
                 # waits (in a thread) only while the provider is down
                 probe = await asyncio.to_thread(gate.enter) if gate.down else False
@@ -208,6 +209,7 @@ class LoopDriver:
             started = time.perf_counter()
             response: LLMResponse | None = None
             failure: BaseException | None = None
+            life.trace.sending(step.trace, step.attempt, step.params, since, waited)
             try:
                 answer: object = await self.client.acomplete(step.messages, **step.params)
                 if not isinstance(answer, LLMResponse):
@@ -218,32 +220,12 @@ class LoopDriver:
             except Exception as raised:
                 failure = raised
             seconds = time.perf_counter() - started
-            if response is not None:
-                gate.answered()
-                ex._learn_from(response, step.estimate)
-            settled = life.settle(
-                step, response=response, error=failure, seconds=seconds, waited=waited
+            after = ex._settle_attempt(
+                run, step, response, failure, seconds, waited, probe, sent_at
             )
-            decision = settled.decision
-            if decision is None:  # answered
-                assert settled.result is not None
-                return settled.result
-            error = settled.error
-            assert error is not None
-            gate.reached = gate.reached or settled.reached  # an HTTP error: it is reachable
-            if decision.outage or (probe and not settled.reached):
-                gate.failed(probe, error)
-                if decision.outage and settled.result is None:
-                    continue  # the provider is down: wait for it, keep the retries
-            elif settled.reached:
-                gate.answered()
-            if decision.pause_all:  # every call waits, not just this one
-                ex._pause_everyone(error, decision.delay, sent_at)
-            if settled.result is not None:
-                if decision.stop_batch:
-                    run.cancel(f"cancelled: {_stopping(error)}")
-                return settled.result
-            if await self._sleep(0.0 if decision.pause_all else decision.delay):
+            if isinstance(after, TaskResult):
+                return after
+            if await self._sleep(after):
                 return None
 
     async def _acquire(self, tokens: int) -> float:
@@ -274,12 +256,6 @@ class LoopDriver:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _stopping(error: BaseException) -> str:
-    from aita.engine._executor import _stopping as reason  # the one wording, the executor's
-
-    return reason(error)
 
 
 def start_loop_thread(driver: LoopDriver, name: str) -> threading.Thread:

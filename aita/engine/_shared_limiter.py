@@ -18,6 +18,11 @@ together: no one-second window sees more than ``rate`` starts, and ``rate`` is s
   the last change is not applied: N processes recovering from one 429 climb as one would.
 - Nothing is leased or locked: a process killed mid-run leaves only the slots it reserved,
   which pass. The hash expires ``idle_ttl`` after its last reserved instant.
+- Values in the hash are checked before they are obeyed: a rate below ``MIN_SHARED_RATE``, a
+  pause longer than any retry-after is honoured, a wait for a slot beyond ``MAX_SHARED_WAIT``
+  or a value that is not a number was written by someone else (or a bug), and would stall
+  every process without a word: this process logs one warning naming the limit and paces
+  alone, as when Redis is lost.
 - Redis unreachable at construction is a ``ConfigError`` naming the URL (password hidden);
   Redis lost mid-run logs one warning and this process carries on alone on the inherited local
   limiter at the current rate, after the slots it had reserved (its own share of the schedule
@@ -27,6 +32,7 @@ together: no one-second window sees more than ``rate`` starts, and ``rate`` is s
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,10 +45,18 @@ from redis.retry import Retry
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._client import LLMClient
 from aita.engine._keys import client_model
-from aita.engine._limiter import Clock, RateLimiter, Sleep
+from aita.engine._limiter import HEADROOM, Clock, RateLimiter, Sleep
+from aita.engine._retry import MAX_RETRY_AFTER
 from aita.errors import ConfigError
 
 log = logging.getLogger("aita.executor")
+
+#: the lowest shared rate believed, in requests/s (``AdaptiveRate`` never cuts below it), unless
+#: this process was configured lower
+MIN_SHARED_RATE = 0.1
+#: the longest wait for a shared slot believed, in seconds: beyond it the schedule was not
+#: written by aita processes pacing at a believed rate
+MAX_SHARED_WAIT = 2 * MAX_RETRY_AFTER
 
 KEY_PREFIX = "aita:limit:"
 
@@ -71,9 +85,9 @@ end
 """
 
 # ARGV[3] the caller's rate (0 = unlimited; stored only if the hash has none), ARGV[4] tokens,
-# ARGV[5] tokens per second (0 = no budget). Returns the wait in microseconds, the shared rate
-# and when it was set (so a late reply never overrides a newer rate), and the pause in force
-# (so the caller can tell whether one arrived while it slept).
+# ARGV[5] tokens per second (0 = no budget), ARGV[6] 1 + the limiter's headroom. Returns the
+# wait in microseconds, the shared rate and when it was set (so a late reply never overrides a
+# newer rate), and the pause in force (so the caller can tell whether one arrived while it slept).
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -85,9 +99,9 @@ end
 local f = redis.call('HMGET', key, 'next', 'tokens', 'paused', 'changed')
 local paused = tonumber(f[3]) or 0
 local slot = math.max(now, tonumber(f[1]) or now, tonumber(f[2]) or now, paused)
-local per_second = tonumber(rate)
+local per_second = tonumber(rate) or 0 -- not a number: the caller refuses it
 local after = slot
-if per_second > 0 then after = slot + math.ceil(1000000 / per_second) end
+if per_second > 0 then after = slot + math.ceil(1000000 * tonumber(ARGV[6]) / per_second) end
 redis.call('HSET', key, 'next', fmt(after))
 local tokens, token_rate = tonumber(ARGV[4]), tonumber(ARGV[5])
 if tokens > 0 and token_rate > 0 then
@@ -176,6 +190,7 @@ class RedisRateLimiter(RateLimiter):
 
     __slots__ = (
         "_acquire_script",
+        "_configured",
         "_correct_script",
         "_idle_ms",
         "_key",
@@ -200,6 +215,7 @@ class RedisRateLimiter(RateLimiter):
         tokens_per_minute: float | None = None,
         clock: Clock | None = None,
         sleep: Sleep = time.sleep,
+        headroom: float = HEADROOM,
         idle_ttl: float = 60.0,
         raise_hold: float = AdaptiveRate.RECOVERY_SECONDS,
         timeout: float = 2.0,
@@ -207,7 +223,11 @@ class RedisRateLimiter(RateLimiter):
         """``redis_url`` as ``redis://[:password@]host:6379/0``; ``timeout`` bounds each Redis
         call in seconds (past it, Redis counts as lost)."""
         super().__init__(
-            rate, tokens_per_minute=tokens_per_minute, clock=clock or time.monotonic, sleep=sleep
+            rate,
+            tokens_per_minute=tokens_per_minute,
+            clock=clock or time.monotonic,
+            sleep=sleep,
+            headroom=headroom,
         )
         if not name:
             raise ValueError("a shared rate limit needs a name")
@@ -220,6 +240,7 @@ class RedisRateLimiter(RateLimiter):
         self._idle_ms = round(idle_ttl * 1000)
         self._raise_hold_us = round(raise_hold * 1_000_000)
         self._local = False
+        self._configured = rate
         self._rate_changed = -1.0  # when the shared rate this process follows was set (Redis)
         self._redis = self._connect(redis_url, timeout)
         self._acquire_script = self._redis.register_script(_ACQUIRE)
@@ -266,6 +287,8 @@ class RedisRateLimiter(RateLimiter):
                     return waited
             except RedisError as error:
                 self._fall_back(error)
+            except (_Untrusted, ValueError) as error:
+                self._distrust(error)
         return waited + super().acquire(tokens)
 
     def correct(self, tokens: int) -> None:
@@ -299,8 +322,12 @@ class RedisRateLimiter(RateLimiter):
             in_force, changed = self._set_rate_script(
                 keys=[self._key], args=[*self._now(), _encode(rate), self._raise_hold_us]
             )
+            self._check(_decode(in_force), 0.0, 0.0)
         except RedisError as error:
             self._fall_back(error)
+            return
+        except (_Untrusted, ValueError) as error:
+            self._distrust(error)
             return
         self._adopt(in_force, float(changed))
 
@@ -326,10 +353,12 @@ class RedisRateLimiter(RateLimiter):
         itself (as Redis holds them, microseconds) to compare with after the sleep."""
         token_rate = self._token_rate if tokens else 0.0
         wait_us, rate, changed, paused, slot_us = self._acquire_script(
-            keys=[self._key], args=[*self._now(), _encode(self.rate), tokens, token_rate]
+            keys=[self._key],
+            args=[*self._now(), _encode(self.rate), tokens, token_rate, 1.0 + self._headroom],
         )
-        self._adopt(rate, float(changed))
         delay = float(wait_us) / 1_000_000
+        self._check(_decode(rate), (float(paused) - float(slot_us)) / 1_000_000 + delay, delay)
+        self._adopt(rate, float(changed))
         with self._lock:  # this process's own slots, for the local limiter to go on after
             slot = self._clock() + delay
             self._next_slot = max(self._next_slot, slot + self._interval)
@@ -345,7 +374,34 @@ class RedisRateLimiter(RateLimiter):
                 return
             self._rate_changed = changed
             self.rate = rate
-            self._interval = 1.0 / rate if rate else 0.0
+            self._interval = (1.0 + self._headroom) / rate if rate else 0.0
+
+    def _check(self, rate: float | None, paused: float, wait: float) -> None:
+        """Refuse shared values no aita process writes (someone else's, or a bug's): a rate
+        below ``MIN_SHARED_RATE`` (and below this process's own), a pause longer than any
+        retry-after is honoured, or a wait for a slot longer than ``MAX_SHARED_WAIT``."""
+        floor = min(MIN_SHARED_RATE, self._configured or MIN_SHARED_RATE)
+        if rate is not None and rate < floor:
+            raise _Untrusted(f"a rate of {rate:g} requests/s")
+        if paused > MAX_RETRY_AFTER + 1.0:
+            raise _Untrusted(f"a pause of {paused:.0f} s")
+        if wait > MAX_SHARED_WAIT:
+            raise _Untrusted(f"a wait of {wait:.0f} s for the next slot")
+
+    def _distrust(self, error: Exception) -> None:
+        with self._lock:
+            if self._local:
+                return
+            self._local = True
+        reason = str(error) if isinstance(error, _Untrusted) else "a value that is not a number"
+        log.warning(
+            "the shared rate limit %r in Redis at %s holds %s, which aita never writes: this "
+            "process paces alone at %s requests/s",
+            self.name,
+            self.redis_url,
+            reason,
+            self.rate if self.rate is not None else "unlimited",
+        )
 
     def _fall_back(self, error: RedisError) -> None:
         with self._lock:
@@ -364,10 +420,16 @@ class RedisRateLimiter(RateLimiter):
         return text.replace(self._password, "***") if self._password else text
 
 
+class _Untrusted(Exception):
+    """A value in the shared hash that no aita process would have written."""
+
+
 def _encode(rate: float | None) -> str:
     return repr(float(rate)) if rate else "0"
 
 
 def _decode(rate: Any) -> float | None:
     value = float(rate)
+    if not math.isfinite(value):
+        raise _Untrusted(f"a rate of {rate!r}")
     return value if value > 0 else None

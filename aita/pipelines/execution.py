@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 from aita.engine import (
@@ -35,7 +35,7 @@ class Declined(AitaError):
 @dataclass
 class RunOptions:
     dry_run: bool = False
-    workers: int | None = None
+    workers: int | Literal["auto"] | None = None
     rate_limit: float | None = None
     reuse: bool = True
     yes: bool = False

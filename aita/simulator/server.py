@@ -3,8 +3,10 @@
     with ProviderSimulator(SimulatorConfig(rate_limit=20, latency=0.05, error_rate=0.1)) as sim:
         client = create_openrouter_client(api_key="sim", base_url=sim.base_url)
 
-It behaves like a hosted provider where that matters to a client: a token-bucket request limit
-answered with 429 plus ``retry-after``/``retry-after-ms`` and ``x-ratelimit-*`` headers, latency,
+It behaves like a hosted provider where that matters to a client: a request limit answered with
+429 plus ``retry-after``/``retry-after-ms`` and ``x-ratelimit-*`` headers (``enforcement``: a
+token bucket that lets small bursts through, or a strict window as many gateways enforce "N per
+minute": at most ``rate_limit`` in any sliding second, or in each whole second), latency,
 injected faults (500s, empty completions, malformed bodies, hangs), image inputs, and JSON-schema
 response formats answered with a valid instance. Replies are deterministic: by default
 ``"[sim] " + <last user text>``, so a test can check that every task got its own answer.
@@ -34,7 +36,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +64,10 @@ class SimulatorConfig:
 
     rate_limit: float | None = None
     burst: float = 2.0
+    #: how ``rate_limit`` is enforced: ``"bucket"`` (a token bucket holding ``burst``),
+    #: ``"sliding"`` (at most ``rate_limit`` requests in any 1 s window) or ``"fixed"`` (at most
+    #: ``rate_limit`` in each whole second); refused requests never count
+    enforcement: str = "bucket"
     latency: float = 0.0
     latency_jitter: float = 0.0
     error_rate: float = 0.0
@@ -125,6 +131,9 @@ class SimulatorStats:
     images_received: int = 0
     #: requests dropped (connection reset) or answered 503 during a simulated outage
     outage_hits: int = 0
+    #: seconds each answered completion spent in the server, waiting for a slot included (the
+    #: last 100,000)
+    seconds_in_server: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
     @property
     def rate_limited(self) -> int:
@@ -152,6 +161,60 @@ class _TokenBucket:
         return False, (1.0 - self.tokens) / self.rate, self.tokens
 
 
+class _SlidingWindow:
+    """At most ``rate`` admissions in any window of ``window`` seconds (strict: no burst)."""
+
+    def __init__(self, rate: float, window: float = 1.0) -> None:
+        self.rate = rate
+        self.capacity = max(1, math.floor(rate * window))
+        self.window = window
+        self.admitted: deque[float] = deque()
+
+    def take(self, now: float) -> tuple[bool, float, float]:
+        while self.admitted and self.admitted[0] <= now - self.window:
+            self.admitted.popleft()
+        if len(self.admitted) < self.capacity:
+            self.admitted.append(now)
+            return True, 0.0, float(self.capacity - len(self.admitted))
+        return False, self.admitted[0] + self.window - now, 0.0
+
+
+class _FixedWindow:
+    """At most ``rate`` admissions in each whole second (counted from the server's start)."""
+
+    def __init__(self, rate: float, window: float = 1.0) -> None:
+        self.rate = rate
+        self.capacity = max(1, math.floor(rate * window))
+        self.window = window
+        self.start = time.monotonic()
+        self.current = -1
+        self.count = 0
+
+    def take(self, now: float) -> tuple[bool, float, float]:
+        index = math.floor((now - self.start) / self.window)
+        if index != self.current:
+            self.current, self.count = index, 0
+        if self.count < self.capacity:
+            self.count += 1
+            return True, 0.0, float(self.capacity - self.count)
+        return False, self.start + (index + 1) * self.window - now, 0.0
+
+
+_Limit = _TokenBucket | _SlidingWindow | _FixedWindow
+
+
+def _enforcer(config: SimulatorConfig) -> _Limit | None:
+    if not config.rate_limit:
+        return None
+    if config.enforcement == "bucket":
+        return _TokenBucket(config.rate_limit, config.burst)
+    if config.enforcement == "sliding":
+        return _SlidingWindow(config.rate_limit)
+    if config.enforcement == "fixed":
+        return _FixedWindow(config.rate_limit)
+    raise ValueError(f"unknown enforcement {config.enforcement!r} (bucket, sliding or fixed)")
+
+
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -171,12 +234,9 @@ class ProviderSimulator:
         self._lock = threading.Lock()
         self._rng = random.Random(self.config.seed)
         self._stopping = threading.Event()
-        self._bucket = (
-            _TokenBucket(self.config.rate_limit, self.config.burst)
-            if self.config.rate_limit
-            else None
-        )
+        self._bucket = _enforcer(self.config)
         self._outage_until = 0.0
+        self._refusals: tuple[int, float | None] = (0, None)
         self._outage_kind = "reset"
         self._slots = (
             threading.BoundedSemaphore(self.config.concurrency)
@@ -223,6 +283,21 @@ class ProviderSimulator:
             self._outage_kind = kind
             self._outage_until = time.monotonic() + seconds
 
+    def refuse_next(self, count: int = 1, retry_after: float | None = 1.0) -> None:
+        """Answer the next ``count`` completions 429 whatever the limit says (an isolated
+        refusal, as a gateway shared with others gives one), with ``retry_after`` if not None."""
+        with self._lock:
+            self._refusals = (count, retry_after)
+
+    def _refused(self) -> float | bool | None:
+        """False, or the ``retry-after`` of an injected refusal (None: without one)."""
+        with self._lock:
+            count, wait = self._refusals
+            if count <= 0:
+                return False
+            self._refusals = (count - 1, wait)
+            return wait
+
     def _outage(self) -> str | None:
         with self._lock:
             if time.monotonic() >= self._outage_until:
@@ -249,6 +324,11 @@ class ProviderSimulator:
             self.stats.requests += 1
             if self.config.quota_spent_for is not None:
                 return False, {"retry-after": f"{self.config.quota_spent_for:g}"}
+        injected = self._refused()
+        if injected is not False:
+            headers = {} if injected is None else {"retry-after-ms": f"{injected * 1000:.0f}"}
+            return False, headers
+        with self._lock:
             if self._bucket is None:
                 return True, {}
             admitted, wait, left = self._bucket.take(now)
@@ -384,12 +464,14 @@ class _Handler(BaseHTTPRequestHandler):
             sim.stats.in_flight += 1
             sim.stats.max_in_flight = max(sim.stats.max_in_flight, sim.stats.in_flight)
             sim.stats.images_received += images
+        arrived = time.monotonic()
         try:
             with sim._slots:  # wait for a free slot, as a server with few slots does
                 self._complete(request, prompt, limit_headers)
         finally:
             with sim._lock:
                 sim.stats.in_flight -= 1
+                sim.stats.seconds_in_server.append(time.monotonic() - arrived)
 
     def _body_limit(self) -> int:
         """Uploads of batch files may be as large as the Files API allows; requests no more

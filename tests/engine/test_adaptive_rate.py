@@ -48,10 +48,14 @@ def test_the_limit_header_caps_a_misconfigured_rate_once_the_provider_refuses() 
     assert limiter.rate == 30  # a header alone is a hint, not an order
     control.on_rate_limited(RateLimited("slow", status_code=429, headers=headers), 0.1)
     assert limiter.rate == pytest.approx(AdaptiveRate.SAFETY * 15)
-    for _ in range(10):
-        clock.now += AdaptiveRate.RECOVERY_SECONDS
+    rates = []
+    for _ in range(5):
+        clock.now += AdaptiveRate.RECOVERY_SECONDS + 0.01
         control.on_response(headers)
-    assert limiter.rate == pytest.approx(AdaptiveRate.SAFETY * 15)  # not back above the limit
+        rates.append(limiter.rate or 0.0)
+    assert rates[0] <= 15  # back over the limit only by probing, in steps that double
+    steps = [b - a for a, b in zip([AdaptiveRate.SAFETY * 15, *rates], rates, strict=False)]
+    assert steps == pytest.approx([0.3 * 2**i for i in range(5)])
 
 
 @pytest.mark.parametrize(
@@ -82,14 +86,86 @@ def test_at_a_429_a_per_second_header_never_caps_below_the_accepted_rate() -> No
     assert control.provider_cap is not None and control.provider_cap >= 0.9 * 20
 
 
-def test_an_unverified_hint_cuts_no_deeper_than_one_ordinary_cut() -> None:
+def test_an_implausible_hint_before_a_second_of_answers_steps_down_a_little() -> None:
     clock = FakeClock()
     limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
     control = AdaptiveRate(limiter, 30, clock=clock)
     clock.now += 0.05
     control.on_response({"x-ratelimit-limit-requests": "20"})
     control.on_rate_limited(RateLimited("slow", status_code=429), 0.05)  # 50 ms in: no measure
-    assert limiter.rate == pytest.approx(30 * AdaptiveRate.DECREASE)
+    assert limiter.rate == pytest.approx(30 * AdaptiveRate.SAFETY)
+    assert control.provider_cap is None  # nothing learned from it
+
+
+def test_a_plausible_hint_sets_the_rate_at_the_first_refusal() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    headers = {"x-ratelimit-limit-requests": "900"}  # per minute: 15/s, below the 30 refused
+    clock.now += 0.05
+    control.on_response(headers)
+    control.on_rate_limited(RateLimited("slow", status_code=429, headers=headers), 0.05)
+    assert limiter.rate == pytest.approx(15 * AdaptiveRate.SAFETY)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["20", str(20 * 86400), "0", "0.000001", "garbage"],
+    ids=["per second", "per day", "zero", "tiny", "garbage"],
+)
+def test_at_a_refusal_at_the_limit_no_header_cuts_deeper_than_the_edge(value: str) -> None:
+    """A strict server refuses a request now and then at its limit; whatever its header says,
+    the rate stays within a few percent of what it accepts."""
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    headers = {"x-ratelimit-limit-requests": value}
+    for _ in range(60):
+        clock.now += 0.05
+        control.on_response(headers)
+    control.on_rate_limited(RateLimited("slow", status_code=429, headers=headers), 0.05)
+    assert limiter.rate == pytest.approx(20 * AdaptiveRate.SAFETY)
+
+
+def test_an_isolated_refusal_is_recovered_from_within_five_seconds() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    for _ in range(100):
+        clock.now += 0.05
+        control.on_response({})
+    refused_at = clock.now
+    control.on_rate_limited(RateLimited("slow", status_code=429, retry_after=1.0), 1.0)
+    assert limiter.rate is not None and limiter.rate >= 0.95 * 20
+    while clock.now < refused_at + 5.0:
+        clock.now += 0.05
+        control.on_response({})
+    assert limiter.rate == 20
+
+
+def test_far_above_the_limit_the_rate_learned_is_what_the_provider_accepted() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(40, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 40, clock=clock)
+    for _ in range(90):  # it accepts 30/s of the 40/s sent
+        clock.now += 1 / 30
+        control.on_response({})
+    control.on_rate_limited(RateLimited("slow", status_code=429), 0.5)
+    assert limiter.rate == pytest.approx(30 * AdaptiveRate.SAFETY, rel=0.03)
+    assert control.provider_cap == pytest.approx(30, rel=0.03)
+
+
+def test_a_refusal_without_retry_after_pauses_one_interval_not_the_backoff() -> None:
+    """nginx's limit_req refuses what arrives too close and says nothing of when: the next
+    request is admitted one interval later, and a half-second backoff for every worker would
+    waste ten of them."""
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep, headroom=0)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    limiter.acquire()
+    control.on_rate_limited(RateLimited("slow", status_code=429), 0.5)  # 0.5: the backoff
+    limiter.acquire()
+    assert clock.now <= 1.5 / 20
 
 
 def test_429_pauses_and_slows_once_then_recovers() -> None:
@@ -99,7 +175,7 @@ def test_429_pauses_and_slows_once_then_recovers() -> None:
     refused = RateLimited("slow down", status_code=429, retry_after=0.5)
     control.on_rate_limited(refused, 0.5)
     control.on_rate_limited(refused, 0.5)  # a request that was already in flight
-    assert limiter.rate == pytest.approx(20 * AdaptiveRate.DECREASE)
+    assert limiter.rate == pytest.approx(20 * AdaptiveRate.SAFETY)
     limiter.acquire()
     assert clock.now == pytest.approx(0.5)  # everyone waited out the retry-after
     rates: list[float] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -12,10 +13,13 @@ from hypothesis import strategies as st
 from aita.engine import NoOpRateLimiter, RateLimiter
 from tests.support.doubles import FakeClock, max_starts_in_window
 
+#: how much closer than one interval the limiter lets a start follow the last (``JITTER``)
+JITTER = 0.0005
+
 
 def test_no_one_second_window_holds_more_than_rate_starts() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep, headroom=0)
     starts = []
     for _ in range(1000):
         limiter.acquire()
@@ -25,7 +29,7 @@ def test_no_one_second_window_holds_more_than_rate_starts() -> None:
 
 def test_long_run_sustains_the_full_rate() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep, headroom=0)
     for _ in range(5000):
         limiter.acquire()
     achieved = 5000 / clock.now
@@ -34,7 +38,7 @@ def test_long_run_sustains_the_full_rate() -> None:
 
 def test_acquire_reports_its_wait_and_does_not_poll() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep, headroom=0)
     assert limiter.acquire() == 0.0
     assert limiter.acquire() == 0.25
     assert clock.sleeps == [0.25]  # one computed sleep, no loop of small ones
@@ -42,7 +46,7 @@ def test_acquire_reports_its_wait_and_does_not_poll() -> None:
 
 def test_idle_time_does_not_bank_a_burst() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep, headroom=0)
     limiter.acquire()
     clock.now += 60.0
     starts = []
@@ -71,7 +75,7 @@ def test_pause_during_a_sleep_moves_the_sleeper_behind_it() -> None:
         if len(clock.sleeps) == 1:  # a 429 arrives while this caller sleeps
             limiter.pause(3.0)
 
-    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter = RateLimiter(1, clock=clock, sleep=sleep, headroom=0)
     limiter.acquire()
     limiter.acquire()
     assert clock.now >= 1.0 + 3.0
@@ -106,7 +110,7 @@ def test_threads_share_one_rate() -> None:
 )
 def test_rate_holds_under_random_arrivals(rate: int, gaps: list[float]) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep, headroom=0)
     starts = []
     for gap in gaps:
         clock.now += gap
@@ -127,7 +131,7 @@ def test_a_short_pause_leaves_no_gap_after_it() -> None:
         clock.sleeps.append(seconds)
         clock.now += seconds / 2
 
-    limiter = RateLimiter(10, clock=clock, sleep=sleep)
+    limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
     limiter.acquire()
     limiter.acquire()
     assert clock.now == pytest.approx(0.1)  # its own slot, not one behind a new queue
@@ -155,7 +159,7 @@ def test_a_token_budget_that_is_not_positive_is_refused(budget: float) -> None:
 
 def test_rates_and_budgets_below_one_are_valid() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(0.5, tokens_per_minute=0.5, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(0.5, tokens_per_minute=0.5, clock=clock, sleep=clock.sleep, headroom=0)
     limiter.set_rate(0.25)
     limiter.acquire()
     limiter.acquire()
@@ -164,7 +168,7 @@ def test_rates_and_budgets_below_one_are_valid() -> None:
 
 def test_set_rate_spaces_the_starts_from_then_on() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep, headroom=0)
     limiter.acquire()
     limiter.set_rate(4)
     assert limiter.rate == 4
@@ -177,7 +181,7 @@ def test_set_rate_spaces_the_starts_from_then_on() -> None:
 
 def test_set_rate_none_lifts_the_limit() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep, headroom=0)
     limiter.acquire()
     limiter.set_rate(None)
     limiter.acquire()  # the slot reserved at the old rate stands
@@ -188,7 +192,7 @@ def test_set_rate_none_lifts_the_limit() -> None:
 
 def test_without_a_token_budget_tokens_never_wait() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep, headroom=0)
     for _ in range(10):
         limiter.acquire(tokens=100_000)
         limiter.correct(tokens=50_000)
@@ -197,7 +201,7 @@ def test_without_a_token_budget_tokens_never_wait() -> None:
 
 def test_a_request_of_unknown_size_takes_nothing_from_the_token_budget() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep, headroom=0)
     for _ in range(10):
         limiter.acquire()
     assert clock.now == 0.0
@@ -208,7 +212,7 @@ def test_a_request_of_unknown_size_takes_nothing_from_the_token_budget() -> None
 
 def test_a_call_that_used_more_tokens_than_reserved_delays_the_next() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(None, tokens_per_minute=60, clock=clock, sleep=clock.sleep, headroom=0)
     limiter.acquire(tokens=1)
     limiter.correct(tokens=2)  # it used 3
     limiter.acquire(tokens=1)
@@ -225,7 +229,7 @@ def test_a_pause_that_ends_exactly_at_a_sleepers_slot_leaves_the_slot() -> None:
         clock.sleeps.append(seconds)
         clock.now += seconds / 2
 
-    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter = RateLimiter(1, clock=clock, sleep=sleep, headroom=0)
     limiter.acquire()
     limiter.acquire()  # its slot is at 1.0; the pause ends at 0.5 + 0.5 = 1.0
     assert clock.now == 1.0
@@ -239,7 +243,7 @@ def test_a_sleeper_moved_behind_a_pause_reports_its_whole_wait() -> None:
         if len(clock.sleeps) == 1:
             limiter.pause(3.0)
 
-    limiter = RateLimiter(1, clock=clock, sleep=sleep)
+    limiter = RateLimiter(1, clock=clock, sleep=sleep, headroom=0)
     limiter.acquire()
     waited = limiter.acquire()
     assert waited == clock.now == sum(clock.sleeps) == 4.0
@@ -341,3 +345,76 @@ def test_reserve_counts_tokens_only_when_given_and_only_with_a_budget() -> None:
     no_budget = RateLimiter(4, clock=clock, sleep=clock.sleep)
     assert no_budget.reserve(1_000) == (0.0, 0.0)
     assert no_budget.reserve(1_000) == (0.25, 0.25)  # the rate alone spaces them
+
+
+def test_headroom_leaves_a_share_of_the_rate_unused() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep, headroom=0.02)
+    starts = []
+    for _ in range(200):
+        limiter.acquire()
+        starts.append(clock.now)
+    gaps = [b - a for a, b in itertools.pairwise(starts[30:])]
+    assert gaps == pytest.approx([1.02 / 20] * len(gaps))
+    assert max_starts_in_window(starts) <= 20
+
+
+def test_the_first_second_after_an_idle_one_is_spaced_wider() -> None:
+    """Fresh connections reach the server later than the next requests: more room then."""
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep, headroom=0.02)
+    limiter.acquire()
+    limiter.acquire()
+    first_gap = clock.now
+    clock.now += 5.0  # idle: the next second is fresh again
+    limiter.acquire()
+    before = clock.now
+    limiter.acquire()
+    assert first_gap == pytest.approx(clock.now - before) == pytest.approx(1.04 * 1.02 / 20)
+    while clock.now < before + 1.0:  # one second on, the ramp is over
+        limiter.acquire()
+    start = clock.now
+    limiter.acquire()
+    assert clock.now - start == pytest.approx(1.02 / 20)
+
+
+def test_a_caller_that_wakes_late_does_not_start_with_the_next_one() -> None:
+    """A stall makes reserved slots pass: the callers behind it start one interval apart from
+    the real starts, as a strict server (a sliding window, nginx without burst) requires."""
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            clock.now += 0.4  # the process stalled: this caller wakes 0.4 s late
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
+    limiter.acquire()  # t = 0
+    limiter.acquire()  # slot 0.1, wakes at 0.5
+    assert clock.now == pytest.approx(0.5)
+    waited = limiter.acquire()  # slot 0.2 has passed: it still waits one interval after 0.5
+    assert clock.now == waited + 0.5 == pytest.approx(0.6 - JITTER)  # less a sleep's overrun
+    limiter.acquire()  # counted from 0.6, not from its early start
+    assert clock.now == pytest.approx(0.7 - JITTER)
+
+
+def test_a_small_overrun_of_a_sleep_does_not_push_the_schedule() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            clock.now += JITTER / 2  # woke a little late
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.1 + JITTER / 2)
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.2)  # its own slot: the overrun is not carried on
+
+
+def test_a_headroom_outside_zero_to_one_is_refused() -> None:
+    for headroom in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="headroom"):
+            RateLimiter(10, headroom=headroom)

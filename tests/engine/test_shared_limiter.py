@@ -43,6 +43,7 @@ __all__ = ["redis_server"]  # the fixture, imported so that pytest finds it
 
 def shared(server: RedisServer, rate: float | None, **kwargs: Any) -> RedisRateLimiter:
     kwargs.setdefault("name", "test-limit")
+    kwargs.setdefault("headroom", 0)  # starts exactly 1/rate apart, for exact checks
     return RedisRateLimiter(rate, redis_url=server.url, **kwargs)
 
 
@@ -312,3 +313,34 @@ def test_default_limit_name_is_the_base_url_and_model_without_credentials() -> N
         api_key="sk-test", base_url="https://user:pw@llm.example/v1/?key=k", model="m/one"
     )
     assert default_limit_name(client) == "https://llm.example/v1 m/one"
+
+
+# -- values someone else wrote ---------------------------------------------------------------------
+
+
+@real_server
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("paused", "far"), ("rate", "0.001"), ("next", "far"), ("rate", "garbage"), ("rate", "inf")],
+    ids=["paused in a year", "rate 0.001", "next slot in a year", "rate garbage", "rate inf"],
+)
+def test_shared_values_no_aita_writes_are_refused_with_one_warning(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, field: str, value: str
+) -> None:
+    """A pause a year ahead or a rate of 0.001/s in the hash would stall every process without a
+    word: the process warns once, naming the limit, and paces alone at its own rate."""
+    import redis
+
+    clock, (limiter,) = on_fake_clock(redis_server, 20, count=1)
+    limiter.acquire()
+    if value == "far":
+        value = repr((clock.now + 365 * 86400) * 1_000_000)
+    redis.Redis.from_url(redis_server.url).hset("aita:limit:test-limit", field, value)
+    started = clock.now
+    with caplog.at_level(logging.WARNING, logger="aita.executor"):
+        for _ in range(10):
+            limiter.acquire()
+    assert clock.now - started <= 10 / 20 + 0.01  # paced at its own 20/s, not stalled
+    assert not limiter.shared
+    warnings = [r.getMessage() for r in caplog.records if "aita never writes" in r.getMessage()]
+    assert len(warnings) == 1 and "test-limit" in warnings[0]

@@ -1,0 +1,111 @@
+"""``max_workers="auto"``: the limit on calls in flight, on a fake clock, and end to end."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+
+import pytest
+
+from aita.engine import ConcurrencyLimit, ParallelLLMExecutor
+from aita.errors import ProviderTimeout
+from tests.support.doubles import (
+    FakeClock,
+    SimulatorFactory,
+    assert_own_answers_in_order,
+    client_for,
+    questions,
+)
+
+
+def serve(limit: ConcurrencyLimit, slots: int, service: float, rounds: int) -> list[int]:
+    """A server with ``slots`` slots of ``service`` seconds each, kept full by the limit: each
+    round, ``limit.limit`` calls in flight, each of which takes, as in a steady flow (Little's
+    law), ``service`` times the calls per slot when there are more calls than slots. Returns the
+    limit after each round."""
+    seen = []
+    for _ in range(rounds):
+        calls = limit.limit
+        for _ in range(calls):
+            assert limit.acquire()
+        for _ in range(calls):
+            limit.release(service * max(1.0, calls / slots))
+        seen.append(limit.limit)
+    return seen
+
+
+@pytest.mark.parametrize("slots", [1, 2, 4, 8, 32])
+def test_the_limit_settles_at_the_slots_or_one_above(slots: int) -> None:
+    limit = ConcurrencyLimit(clock=FakeClock())
+    seen = serve(limit, slots, 0.2, 60)
+    assert all(slots <= n <= slots + 1 for n in seen[-20:]), seen
+
+
+def test_it_follows_a_server_that_gained_slots_and_one_that_lost_them() -> None:
+    limit = ConcurrencyLimit(clock=FakeClock())
+    assert serve(limit, 4, 0.2, 40)[-1] in (4, 5)
+    assert serve(limit, 8, 0.2, 60)[-1] in (8, 9)
+    assert serve(limit, 2, 0.2, 60)[-1] in (2, 3)
+
+
+def test_a_server_slower_for_everyone_is_not_mistaken_for_a_queue() -> None:
+    """Another client's load doubles every call's time: fewer calls in flight would not make
+    them shorter, so the limit stays at the slots instead of collapsing."""
+    limit = ConcurrencyLimit(clock=FakeClock())
+    serve(limit, 4, 0.2, 40)
+    seen = serve(limit, 4, 0.4, 40)
+    assert all(4 <= n <= 5 for n in seen[-20:]), seen
+
+
+def test_a_timeout_shrinks_the_limit() -> None:
+    limit = ConcurrencyLimit(8, clock=FakeClock())
+    with pytest.raises(ProviderTimeout), limit.slot():
+        raise ProviderTimeout("timed out")
+    assert limit.limit == 6
+    assert limit.in_flight == 0
+
+
+def test_calls_beyond_the_limit_wait_for_a_place() -> None:
+    limit = ConcurrencyLimit(1, clock=FakeClock())
+    assert limit.acquire()
+    stop = threading.Event()
+    stop.set()
+    assert not limit.acquire(stop)  # full: a stopped batch does not wait
+    limit.release(0.1)
+    assert limit.acquire(stop)
+
+
+def test_limits_out_of_order_are_refused() -> None:
+    with pytest.raises(ValueError, match="minimum"):
+        ConcurrencyLimit(0)
+    with pytest.raises(ValueError, match="minimum"):
+        ConcurrencyLimit(10, maximum=4)
+
+
+@pytest.mark.slow
+def test_auto_workers_fill_a_server_with_slots_without_queueing_in_it(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = simulator(latency=0.2, concurrency=3)
+    executor = ParallelLLMExecutor(
+        client_for(sim), max_workers="auto", rate_limit=None, enable_checkpointing=False,
+        show_progress=False,
+    )  # fmt: skip
+    result = executor.execute_batch(questions(60))
+    assert_own_answers_in_order(result.task_results)
+    # 64 workers would keep 64 calls in the server, each waiting 20 service times; the limit
+    # keeps a few (its slow start may overshoot to twice the slots, once)
+    assert sim.stats.max_in_flight <= 4 * 3
+    assert statistics.median(sim.stats.seconds_in_server) < 0.2 * 2
+
+
+def test_workers_on_the_command_line_are_a_count_or_auto() -> None:
+    import argparse
+
+    from aita.cli._types import workers_count
+
+    assert workers_count("auto") == "auto"
+    assert workers_count("AUTO") == "auto"
+    assert workers_count("8") == 8
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
+        workers_count("0")
