@@ -98,50 +98,49 @@ class RateLimiter:
         ``tokens_per_minute``); returns the seconds spent waiting."""
         waited = 0.0
         while True:
-            with self._lock:
-                now = self._clock()
-                # A pause moves the next slot behind it, so the slot is never inside one.
-                slot = max(now, self._next_slot, self._tokens_free_at)
-                if now - self._next_slot >= 1.0:  # the first start in a second: fresh
-                    self._ramp_until = slot + 1.0  # connections take longer to arrive
-                ramp = 1.0 + 2 * self._headroom if slot < self._ramp_until else 1.0
-                self._next_slot = slot + self._interval * ramp
-                if self._token_rate and tokens:
-                    self._tokens_free_at = slot + tokens / self._token_rate
-            delay = slot - now
+            slot, delay = self.reserve(tokens)
             if delay <= 0:
                 return waited + self._after_last_start()
             self._sleep(delay)
             waited += delay
-            with self._lock:
-                # A pause imposed while we slept moves our slot behind it, if it fell inside
-                # the pause; a slot after the pause still stands (no gap for a short pause).
-                if slot < self._paused_until:
-                    continue
-            return waited + self._after_last_start()
+            # A pause imposed while we slept moves our slot behind it, if it fell inside the
+            # pause; a slot after the pause still stands (no gap for a short pause).
+            if self.stands(slot):
+                return waited + self._after_last_start()
 
     def _after_last_start(self) -> float:
-        """Wait until one interval after the last real start (less ``JITTER``), then count
-        this start; returns the seconds waited."""
+        """Wait until ``start_delay`` lets this start go; returns the seconds waited."""
         waited = 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                earliest = self._last_start + self._interval - min(JITTER, self._interval / 4)
-                if now >= earliest or not self._interval:
-                    self._last_start = max(now, self._last_start + self._interval)
-                    return waited
-            self._sleep(earliest - now)
-            waited += earliest - now
+        while (delay := self.start_delay()) > 0:
+            self._sleep(delay)
+            waited += delay
+        return waited
+
+    def start_delay(self) -> float:
+        """0, counting this start, once one interval (less ``JITTER``) has passed since the last
+        real start, else the seconds until then: a caller that woke late never starts in a
+        burst with the next."""
+        with self._lock:
+            now = self._clock()
+            earliest = self._last_start + self._interval - min(JITTER, self._interval / 4)
+            if now >= earliest or not self._interval:
+                self._last_start = max(now, self._last_start + self._interval)
+                return 0.0
+            return earliest - now
 
     def reserve(self, tokens: int = 0) -> tuple[float, float]:
         """``acquire`` for a caller that waits its own way (an event loop): takes the next slot
         without sleeping and returns (slot, seconds until it). After waiting, ``stands(slot)``
-        says whether the slot still holds, or a pause moved it and ``reserve`` is asked again."""
+        says whether the slot still holds (else ``reserve`` again), then ``start_delay`` spaces
+        the real start."""
         with self._lock:
             now = self._clock()
+            # A pause moves the next slot behind it, so the slot is never inside one.
             slot = max(now, self._next_slot, self._tokens_free_at)
-            self._next_slot = slot + self._interval
+            if now - self._next_slot >= 1.0:  # the first start in a second: fresh
+                self._ramp_until = slot + 1.0  # connections take longer to arrive
+            ramp = 1.0 + 2 * self._headroom if slot < self._ramp_until else 1.0
+            self._next_slot = slot + self._interval * ramp
             if self._token_rate and tokens:
                 self._tokens_free_at = slot + tokens / self._token_rate
         return slot, slot - now

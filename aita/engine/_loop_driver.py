@@ -236,13 +236,17 @@ class LoopDriver:
         waited = 0.0
         while True:
             slot, delay = limiter.reserve(tokens)
-            if delay <= 0:
-                return waited
-            if await self._sleep(delay):
-                return waited
-            waited += delay
-            if limiter.stands(slot):
-                return waited
+            if delay > 0:
+                if await self._sleep(delay):
+                    return waited
+                waited += delay
+                if not limiter.stands(slot):
+                    continue  # a pause moved it: take the next slot
+            while (delay := limiter.start_delay()) > 0:  # a late wake never bursts
+                if await self._sleep(delay):
+                    return waited
+                waited += delay
+            return waited
 
     def _acquire_in_thread(self, tokens: int) -> float:
         ex = self.executor

@@ -282,7 +282,7 @@ def test_the_limiter_says_what_it_limits() -> None:
 
 def test_reserve_takes_the_next_slot_without_sleeping() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep, headroom=0)
     assert limiter.reserve() == (0.0, 0.0)
     assert limiter.reserve() == (0.25, 0.25)
     clock.now = 0.1
@@ -300,7 +300,7 @@ def test_reserve_spends_the_token_budget() -> None:
 
 def test_a_pause_after_a_reservation_moves_only_a_slot_inside_it() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep, headroom=0)
     limiter.reserve()
     inside, _ = limiter.reserve()  # 0.25
     limiter.pause(1.0)
@@ -329,11 +329,13 @@ def test_reserving_and_waiting_starts_calls_when_acquire_would(
         sync.acquire(tokens)
         while True:  # the loop driver's way
             slot, delay = loop.reserve(tokens)
-            if delay <= 0:
-                break
-            clocks[1].now += delay
-            if loop.stands(slot):
-                break
+            if delay > 0:
+                clocks[1].now += delay
+                if not loop.stands(slot):
+                    continue
+            while (start_delay := loop.start_delay()) > 0:
+                clocks[1].now += start_delay
+            break
         assert clocks[1].now == pytest.approx(clocks[0].now)
 
 
@@ -342,7 +344,7 @@ def test_reserve_counts_tokens_only_when_given_and_only_with_a_budget() -> None:
     budget = RateLimiter(None, tokens_per_minute=600, clock=clock, sleep=clock.sleep)
     assert budget.reserve() == (0.0, 0.0)
     assert budget.reserve() == (0.0, 0.0)  # no tokens asked: the budget is untouched
-    no_budget = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    no_budget = RateLimiter(4, clock=clock, sleep=clock.sleep, headroom=0)
     assert no_budget.reserve(1_000) == (0.0, 0.0)
     assert no_budget.reserve(1_000) == (0.25, 0.25)  # the rate alone spaces them
 

@@ -187,4 +187,4 @@ def test_the_actor_lost_the_limiter_paces_alone_at_its_share() -> None:
     assert not limiter.shared and limiter.rate == 2.0  # a quarter of 8/s
     before = clock()
     limiter.acquire()
-    assert clock() - before == pytest.approx(0.5)
+    assert clock() - before == pytest.approx(0.5, rel=0.1)  # its share, less the headroom
