@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,12 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("AITA_SPEND_LEDGER", str(tmp_path / "spend.jsonl"))
     monkeypatch.chdir(tmp_path)
     get_config.cache_clear()
+    # A command run in-process with -q leaves the library's log at ERROR: no later test's
+    # warning would reach caplog.
+    logging.getLogger("aita").setLevel(logging.NOTSET)
     yield tmp_path
     get_config.cache_clear()
+    logging.getLogger("aita").setLevel(logging.NOTSET)
 
 
 @pytest.fixture
