@@ -65,7 +65,7 @@ def run(
     latencies = (
         list(sim.stats.seconds_in_server)
         if sim is not None
-        else [r.execution_time for r in result.task_results if r.success]
+        else [r.call_time for r in result.task_results if r.success]
     )
     limit = getattr(executor.concurrency, "limit", None)
     return {

@@ -8,7 +8,8 @@ vLLM, llama.cpp's server with ``--parallel N`` and Ollama serve N requests at on
 rest: too few calls in flight leave slots idle, too many only wait in the server's queue (each
 answer takes longer, and nothing finishes sooner). No header says N. As TCP Vegas does for a
 congestion window (and Netflix's concurrency-limits for services), this estimates it from
-latency alone: the shortest latency seen is the unloaded one, and in a window of about
+latency alone: the shortest median of a window is the unloaded latency (one short answer is
+not: a model's answers differ in length), and in a window of about
 ``limit`` answers, ``limit * (1 - unloaded / median latency)`` of the calls were queued. More
 than ``BETA`` of them queued: the limit steps down (straight to what the latencies say fits,
 plus one, when far over); fewer than ``ALPHA`` in two windows running, while the limit was in
@@ -133,7 +134,7 @@ class ConcurrencyLimit:
             self._limit = max(self.minimum, math.floor(self._limit * 0.75))
             return
         typical = statistics.median(samples)
-        self._unloaded = min(self._unloaded, min(samples))
+        self._unloaded = min(self._unloaded, typical)  # a window's, not one short answer's
         if self._cut is not None:  # judged on the second window after it: the first holds
             before, undo, judge = self._cut  # calls that started before it
             self._cut = (before, undo, True) if not judge else None

@@ -663,8 +663,10 @@ class ParallelLLMExecutor:
             response: LLMResponse | None = None
             failure: BaseException | None = None
             life.trace.sending(step.trace, step.attempt, step.params, since, waited)
+            queued = 0.0  # "auto" workers: the wait for a slot is a wait, not the call's time
             try:
                 with self.concurrency.slot():  # "auto" workers: waits while the server is full
+                    queued = time.perf_counter() - started
                     answer: object = self.llm_client.complete(step.messages, **step.params)
                 if not isinstance(answer, LLMResponse):
                     raise InvalidResponse(
@@ -673,9 +675,9 @@ class ParallelLLMExecutor:
                 response = answer
             except Exception as raised:
                 failure = raised
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started - queued
             after = self._settle_attempt(
-                run, step, response, failure, seconds, waited, probe, sent_at
+                run, step, response, failure, seconds, waited + queued, probe, sent_at
             )
             if isinstance(after, TaskResult):
                 return after

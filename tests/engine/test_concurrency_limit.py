@@ -57,6 +57,23 @@ def test_a_server_slower_for_everyone_is_not_mistaken_for_a_queue() -> None:
     assert all(4 <= n <= 5 for n in seen[-20:]), seen
 
 
+def test_answers_of_different_lengths_are_not_mistaken_for_a_queue() -> None:
+    """A real model's answers differ in length: one short answer among the others is not the
+    unloaded latency, or every window would look queued and the limit would fall to one."""
+    limit = ConcurrencyLimit(clock=FakeClock())
+    seen, answered = [], 0
+    for _ in range(60):
+        calls = limit.limit
+        for _ in range(calls):
+            assert limit.acquire()
+        for _ in range(calls):
+            answered += 1
+            service = 0.02 if answered % 5 == 0 else 0.2  # one in five answers at once
+            limit.release(service * max(1.0, calls / 4))
+        seen.append(limit.limit)
+    assert all(4 <= n <= 5 for n in seen[-20:]), seen
+
+
 def test_a_timeout_shrinks_the_limit() -> None:
     limit = ConcurrencyLimit(8, clock=FakeClock())
     with pytest.raises(ProviderTimeout), limit.slot():
