@@ -13,7 +13,7 @@ from pathlib import Path
 from aita.cli._options import assignment_of, check_output_file
 from aita.cli._parsers import Commands, add_command, add_verbosity
 from aita.cli._summary import EXIT_FAILED, EXIT_OK, info
-from aita.cli._types import positive_int
+from aita.cli._types import port_number, positive_int
 from aita.files import write_text_atomic
 from aita.pipelines import overrides
 from aita.pipelines.assignment import Assignment, ResultPaths
@@ -73,7 +73,11 @@ def register(commands: Commands) -> None:
     )
     _where(review)
     review.add_argument(
-        "--port", type=_port, default=0, metavar="N", help="port to listen on (default: a free one)"
+        "--port",
+        type=port_number,
+        default=0,
+        metavar="N",
+        help="port to listen on (default: a free one)",
     )
     review.set_defaults(handler=_review)
 
@@ -204,16 +208,6 @@ def _export(args: argparse.Namespace) -> int:
     if done.absent:
         info("in the roster with no submission: " + ", ".join(map(printable, done.absent)))
     return code
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text}")
-    return value
 
 
 def _review(args: argparse.Namespace) -> int:
