@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
+from aita.errors import InvalidResponse
+
 # Content is plain text or OpenAI-style parts: {"type": "text", ...} / {"type": "image_url", ...}.
 MessageContent = str | list[dict[str, Any]]
 
@@ -121,3 +123,11 @@ class LLMClient(Protocol):
     def complete(self, messages: list[LLMMessage], **params: Any) -> LLMResponse:
         """One chat completion. Raises a ``ProviderError`` subclass on failure."""
         ...
+
+
+def checked_response(answer: object) -> LLMResponse:
+    """What a client returned, if it is an ``LLMResponse``; a custom client that returns
+    anything else has failed that attempt (``InvalidResponse``), not the run."""
+    if not isinstance(answer, LLMResponse):
+        raise InvalidResponse(f"the client returned {type(answer).__name__}, not an LLMResponse")
+    return answer

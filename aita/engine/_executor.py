@@ -24,7 +24,7 @@ from typing import Any, Final, Literal
 from aita.config import get_config
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._cache import ResponseCache
-from aita.engine._client import LLMClient, LLMResponse
+from aita.engine._client import LLMClient, LLMResponse, checked_response
 from aita.engine._concurrency import AUTO_MAX_WORKERS, NO_CONCURRENCY_LIMIT, ConcurrencyLimit
 from aita.engine._graph import TaskGraph
 from aita.engine._journal import Checkpoint, CheckpointJournal, CheckpointManager, JournalIndex
@@ -50,7 +50,6 @@ from aita.engine._stream import StreamScheduler
 from aita.engine._tasks import BatchableLLMTask, LLMTask
 from aita.engine._telemetry import Telemetry
 from aita.errors import (
-    InvalidResponse,
     ProviderNeverReached,
     ProviderOutage,
     RateLimited,
@@ -668,11 +667,7 @@ class ParallelLLMExecutor:
                 with self.concurrency.slot():  # "auto" workers: waits while the server is full
                     queued = time.perf_counter() - started
                     answer: object = self.llm_client.complete(step.messages, **step.params)
-                if not isinstance(answer, LLMResponse):
-                    raise InvalidResponse(
-                        f"the client returned {type(answer).__name__}, not an LLMResponse"
-                    )
-                response = answer
+                response = checked_response(answer)
             except Exception as raised:
                 failure = raised
             seconds = time.perf_counter() - started - queued

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aita.engine._client import LLMResponse
+from aita.engine._client import LLMResponse, checked_response
 from aita.engine._http import ChatHTTP, connections_for
 from aita.engine._lifecycle import Prepared
 from aita.engine._limiter import RateLimiter
 from aita.engine._results import TaskResult
 from aita.engine._scheduler import NOT_YET, Job
-from aita.errors import InvalidResponse, ProviderNeverReached, ProviderOutage, RunFailed
+from aita.errors import ProviderNeverReached, ProviderOutage, RunFailed
 
 if TYPE_CHECKING:
     from aita.engine._executor import ParallelLLMExecutor, _Run
@@ -211,12 +211,9 @@ class LoopDriver:
             failure: BaseException | None = None
             life.trace.sending(step.trace, step.attempt, step.params, since, waited)
             try:
-                answer: object = await self.client.acomplete(step.messages, **step.params)
-                if not isinstance(answer, LLMResponse):
-                    raise InvalidResponse(
-                        f"the client returned {type(answer).__name__}, not an LLMResponse"
-                    )
-                response = answer
+                response = checked_response(
+                    await self.client.acomplete(step.messages, **step.params)
+                )
             except Exception as raised:
                 failure = raised
             seconds = time.perf_counter() - started
