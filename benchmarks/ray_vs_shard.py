@@ -38,7 +38,7 @@ from tests.support.ray_cluster import start_ray_cluster  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "ray_vs_shard.json"
 SERVER_RATE = 20.0
 LATENCY = 0.05
-KEY = "sk-bench-0123456789abcdef0123456789"
+KEY = "bench-not-a-key"  # the simulator takes any key
 
 
 def run_mode(
