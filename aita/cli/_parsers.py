@@ -128,3 +128,19 @@ def assignment_options() -> argparse.ArgumentParser:
     )
     common.add_argument("--force", action="store_true", help="redo and overwrite every result")
     return common
+
+
+def results_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that read an assignment's results and call no model (report,
+    override, review, export)."""
+    parser.add_argument("--assignment", required=True, help="assignment folder name (or path)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="where assignments live (default: AITA_DATA_DIR, ./data)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the dry run's simulated results (results/dry-run/); without it, the real "
+        "results, or the dry run's when there are no real grades yet",
+    )
+    add_verbosity(parser, default=argparse.SUPPRESS)

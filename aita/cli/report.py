@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from aita.cli._options import assignment_of
-from aita.cli._parsers import Commands, add_command, add_verbosity
+from aita.cli._parsers import Commands, add_command, results_options
 from aita.cli._summary import EXIT_OK, info
 from aita.pipelines import overrides
 from aita.pipelines.assignment import ResultPaths
@@ -31,17 +30,7 @@ def register(commands: Commands) -> None:
             "aita report --assignment midterm --dry-run   # the simulated results",
         ],
     )
-    report.add_argument("--assignment", required=True, help="assignment folder name (or path)")
-    report.add_argument(
-        "--data-dir", type=Path, help="where assignments live (default: AITA_DATA_DIR, ./data)"
-    )
-    report.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="report the dry run's simulated results (results/dry-run/); without it, the real "
-        "results, or the dry run's when there are no real grades yet",
-    )
-    add_verbosity(report, default=argparse.SUPPRESS)
+    results_options(report)
     report.set_defaults(handler=_report)
 
 

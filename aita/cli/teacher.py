@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from aita.cli._options import assignment_of, check_output_file
-from aita.cli._parsers import Commands, add_command, add_verbosity
+from aita.cli._parsers import Commands, add_command, results_options
 from aita.cli._summary import EXIT_FAILED, EXIT_OK, info
 from aita.cli._types import port_number, positive_int
 from aita.files import write_text_atomic
@@ -41,7 +41,7 @@ def register(commands: Commands) -> None:
             "aita override --assignment midterm --student bob --question 9 --regrade",
         ],
     )
-    _where(override)
+    results_options(override)
     override.add_argument("--student", required=True, help="the student's folder name")
     override.add_argument("--question", required=True, metavar="ID", help="the question id")
     override.add_argument("--points", type=float, metavar="P", help="the points to give")
@@ -71,7 +71,7 @@ def register(commands: Commands) -> None:
             "aita review --assignment midterm --port 8765 --dry-run",
         ],
     )
-    _where(review)
+    results_options(review)
     review.add_argument(
         "--port",
         type=port_number,
@@ -95,7 +95,7 @@ def register(commands: Commands) -> None:
             "aita export --assignment midterm --format moodle --roster class.csv",
         ],
     )
-    _where(export_command)
+    results_options(export_command)
     export_command.add_argument("--format", required=True, choices=FORMATS, help="the platform")
     export_command.add_argument("--roster", type=Path, metavar="FILE", help="the roster CSV")
     export_command.add_argument(
@@ -106,20 +106,6 @@ def register(commands: Commands) -> None:
         help="where to write (default: results/export-FORMAT.csv)",
     )
     export_command.set_defaults(handler=_export)
-
-
-def _where(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--assignment", required=True, help="assignment folder name (or path)")
-    parser.add_argument(
-        "--data-dir", type=Path, help="where assignments live (default: AITA_DATA_DIR, ./data)"
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="the dry run's simulated results (results/dry-run/); without it, the real "
-        "results, or the dry run's when there are no real grades yet",
-    )
-    add_verbosity(parser, default=argparse.SUPPRESS)
 
 
 def results_of(args: argparse.Namespace, assignment: Assignment) -> ResultPaths:
