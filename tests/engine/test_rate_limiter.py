@@ -15,6 +15,9 @@ from tests.support.doubles import FakeClock, max_starts_in_window
 
 #: how much closer than one interval the limiter lets a start follow the last (``JITTER``)
 JITTER = 0.0005
+#: how late a start still counts as on time (``LATE``), and a wake counts as a stall (``STALL``)
+LATE = 0.002
+STALL = 0.01
 
 
 def test_no_one_second_window_holds_more_than_rate_starts() -> None:
@@ -381,8 +384,9 @@ def test_the_first_second_after_an_idle_one_is_spaced_wider() -> None:
 
 
 def test_a_caller_that_wakes_late_does_not_start_with_the_next_one() -> None:
-    """A stall makes reserved slots pass: the callers behind it start one interval apart from
-    the real starts, as a strict server (a sliding window, nginx without burst) requires."""
+    """A stall makes reserved slots pass, and may hold the request started just before it
+    until it ends: the callers behind it start one interval apart from the stall's end, as a
+    strict server (a sliding window, nginx without burst) requires."""
     clock = FakeClock()
 
     def sleep(seconds: float) -> None:
@@ -391,13 +395,63 @@ def test_a_caller_that_wakes_late_does_not_start_with_the_next_one() -> None:
             clock.now += 0.4  # the process stalled: this caller wakes 0.4 s late
 
     limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
-    limiter.acquire()  # t = 0
-    limiter.acquire()  # slot 0.1, wakes at 0.5
-    assert clock.now == pytest.approx(0.5)
-    waited = limiter.acquire()  # slot 0.2 has passed: it still waits one interval after 0.5
-    assert clock.now == waited + 0.5 == pytest.approx(0.6 - JITTER)  # less a sleep's overrun
-    limiter.acquire()  # counted from 0.6, not from its early start
+    limiter.acquire()  # t = 0: its request may leave only at 0.5, when the stall ends
+    limiter.acquire()  # slot 0.1, wakes at 0.5, and keeps an interval from then
+    assert clock.now == pytest.approx(0.6 - JITTER)  # less a sleep's overrun
+    limiter.acquire()  # slot 0.2 has passed: it still waits one interval
     assert clock.now == pytest.approx(0.7 - JITTER)
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.8 - JITTER)
+
+
+def test_a_caller_late_by_less_than_a_stall_starts_at_once() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            clock.now += STALL / 2  # a slow wake, not a stall
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.1 + STALL / 2)
+
+
+def test_sleeps_that_overrun_unevenly_do_not_slow_the_rate() -> None:
+    """Each overrun is small, but a start that follows a later one must wait again (and overrun
+    again): counted at their real times, the overruns would add up start after start."""
+    clock = FakeClock()
+    overruns = itertools.cycle([0.0, 0.001, 0.0015])
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        clock.now += next(overruns)
+
+    limiter = RateLimiter(20, clock=clock, sleep=sleep, headroom=0)
+    starts = []
+    for _ in range(1000):
+        limiter.acquire()
+        starts.append(clock.now)
+    assert clock.now <= 999 / 20 + 0.01
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 1 / 20 - JITTER - LATE  # never closer than an overrun allows
+
+
+def test_the_sent_rate_is_measured_from_the_real_starts() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep, headroom=0)
+    assert limiter.sent_rate(2.0) is None  # nothing sent yet
+    for _ in range(30):
+        limiter.acquire()
+    assert limiter.sent_rate(2.0) == pytest.approx(10)
+    clock.now += 0.5  # a spell without starts: the rate while sending is what counts
+    assert limiter.sent_rate(2.0) == pytest.approx(10)
+    unlimited = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        unlimited.acquire()
+        clock.now += 0.25
+    assert unlimited.sent_rate(2.0) == pytest.approx(2 / 1.0)  # two gaps over half the window
 
 
 def test_a_small_overrun_of_a_sleep_does_not_push_the_schedule() -> None:
