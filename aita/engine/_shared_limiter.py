@@ -277,19 +277,25 @@ class RedisRateLimiter(RateLimiter):
             try:
                 delay, pause_seen, slot = self._reserve(tokens)
                 if delay <= 0:
-                    return waited
+                    return waited + self._started()
                 self._sleep(delay)
                 waited += delay
                 # A pause imposed (by anyone) while we slept moves our slot behind it, if the
                 # slot fell inside it; a slot after the pause stands.
                 paused = float(self._redis.hget(self._key, "paused") or 0)
                 if paused <= pause_seen or slot >= paused:
-                    return waited
+                    return waited + self._started()
             except RedisError as error:
                 self._fall_back(error)
             except (_Untrusted, ValueError) as error:
                 self._distrust(error)
         return waited + super().acquire(tokens)
+
+    def _started(self) -> float:
+        """Note this process's start (its own sent rate, for ``AdaptiveRate``); waits nothing."""
+        with self._lock:
+            self._starts.append(self._clock())
+        return 0.0
 
     def correct(self, tokens: int) -> None:
         if not (self._token_rate and tokens):

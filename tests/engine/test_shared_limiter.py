@@ -223,6 +223,19 @@ def test_different_names_are_different_limits(redis_server: RedisServer) -> None
 
 
 @real_server
+def test_each_instance_measures_what_it_sent_itself(redis_server: RedisServer) -> None:
+    """Adaptive control compares what the provider accepted of this process's requests with
+    what this process sent, not with the rate all of them share."""
+    clock, (one, two) = on_fake_clock(redis_server, 20)
+    for _ in range(20):
+        one.acquire()
+        two.acquire()
+        two.acquire()
+    assert one.sent_rate(5.0) == pytest.approx(20 / 3, rel=0.1)
+    assert two.sent_rate(5.0) == pytest.approx(2 * 20 / 3, rel=0.1)
+
+
+@real_server
 def test_executor_and_adaptive_rate_run_on_the_shared_limiter(
     redis_server: RedisServer, simulator: SimulatorFactory
 ) -> None:
