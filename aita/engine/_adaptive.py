@@ -18,10 +18,9 @@ is busy). This reads what the provider says and does, and adjusts the limiter:
   Before a second of answers there is nothing to measure: the rate steps down by ``SAFETY``
   and learns nothing;
 - ``x-ratelimit-limit-requests`` is a hint of the limit: read as requests per minute (OpenAI's
-  convention), it is used at a 429 only if it is plausible, that is below the rate refused (or
-  the limit learned before) but above a quarter of it, and not below what the provider was
-  accepting: so a second refusal at the edge, just after a first, does not learn a lower limit
-  than the one the provider states. A server that sends its
+  convention), it is used at a 429 only if it is plausible, that is below the rate refused but
+  above a quarter of it, and not below what the provider was accepting (a key's limit may be
+  shared with other clients: once refused below it, the header says nothing of this one's share). A server that sends its
   limit per second (``20``, read as 0.33/s), per day, 0, a tiny value or garbage is not
   believed, and never slows a client it is not refusing;
 - the rate the provider accepted when it refused is the learned limit: after
@@ -164,7 +163,7 @@ class AdaptiveRate:
             if self._held(now, window) <= (1 - self.EDGE) * window:  # what was sent is known
                 sent = self.limiter.sent_rate(window)
         hint = self._hint
-        believable = hint is not None and 0.25 * current < hint <= max(current, self._cap())
+        believable = hint is not None and 0.25 * current < hint <= current
         learned = None
         if hint is not None and believable and (accepted is None or hint >= self.SAFETY * accepted):
             learned = hint  # the provider said where its limit is, and it fits
@@ -178,9 +177,6 @@ class AdaptiveRate:
         if learned is not None and self.configured is not None:
             self.provider_cap = learned
         self._set(max(0.1, rate))
-
-    def _cap(self) -> float:
-        return self.provider_cap or 0.0
 
     def _held(self, now: float, window: float) -> float:
         """Seconds of the last ``window`` during which a 429's pause held every start."""
