@@ -20,9 +20,9 @@ is busy). This reads what the provider says and does, and adjusts the limiter:
 - ``x-ratelimit-limit-requests`` is a hint of the limit: read as requests per minute (OpenAI's
   convention), it is used at a 429 only if it is plausible, that is below the rate refused but
   above a quarter of it, and not below what the provider was accepting (a key's limit may be
-  shared with other clients: once refused below it, the header says nothing of this one's share). A server that sends its
-  limit per second (``20``, read as 0.33/s), per day, 0, a tiny value or garbage is not
-  believed, and never slows a client it is not refusing;
+  shared with other clients: once refused below it, the header says nothing of this one's
+  share). A server that sends its limit per second (``20``, read as 0.33/s), per day, 0, a
+  tiny value or garbage is not believed, and never slows a client it is not refusing;
 - the rate the provider accepted when it refused is the learned limit: after
   ``RECOVERY_SECONDS`` without a 429 the rate climbs back by ``INCREASE`` of the configured rate
   up to ``SAFETY`` of the learned limit, then probes above it in steps that start at ``PROBE``

@@ -248,7 +248,7 @@ def test_an_instance_that_stalled_past_its_slot_takes_the_next_free_one(
 def test_each_instance_measures_what_it_sent_itself(redis_server: RedisServer) -> None:
     """Adaptive control compares what the provider accepted of this process's requests with
     what this process sent, not with the rate all of them share."""
-    clock, (one, two) = on_fake_clock(redis_server, 20)
+    _, (one, two) = on_fake_clock(redis_server, 20)
     for _ in range(20):
         one.acquire()
         two.acquire()
