@@ -112,8 +112,8 @@ class RateLimiter:
         waited = 0.0
         while True:
             slot, delay = self.reserve(tokens)
-            if delay <= 0:
-                return waited + self._after_last_start(slot)
+            if delay <= 0:  # its slot is now: it cannot be late for it
+                return waited + self._after_last_start()
             self._sleep(delay)
             waited += delay
             # A pause imposed while we slept moves our slot behind it, if it fell inside the
@@ -133,16 +133,18 @@ class RateLimiter:
         """0, counting this start, once one interval (less ``JITTER``) has passed since the last
         real start, else the seconds until then: a caller that woke late never starts in a
         burst with the next. ``slot``: the one this caller waited for (from ``reserve``); if
-        it woke ``STALL`` or more after it, the start before it may have been held as long."""
+        it woke ``STALL`` or more after it (or after the spacing allowed it, if later), the
+        process stalled, and the start before it may have been held as long."""
         with self._lock:
             now = self._clock()
             if not self._interval:
                 self._last_start = now
                 self._starts.append(now)
                 return 0.0
-            if slot is not None and self._last_start < slot <= now - STALL:
-                self._last_start = now  # the stall may have held the last start until now
             earliest = self._last_start + self._interval - min(JITTER, self._interval / 4)
+            if slot is not None and max(slot, earliest) <= now - STALL:  # woke late: a stall,
+                self._last_start = now  # which may have held the last start until now
+                earliest = now + self._interval - min(JITTER, self._interval / 4)
             if now >= earliest:
                 late = min(LATE, self._interval / 4)
                 self._last_start = max(now - late, self._last_start + self._interval)
