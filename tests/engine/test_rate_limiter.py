@@ -465,6 +465,9 @@ def test_at_a_high_rate_the_allowances_are_a_share_of_the_interval() -> None:
     limiter = RateLimiter(1000, clock=clock, sleep=clock.sleep, headroom=0)
     assert limiter.start_delay() == 0  # counted a quarter interval early (LATE is longer)
     assert limiter.start_delay() == pytest.approx(0.001 - 0.00025 - 0.00025)  # less JITTER's
+    slot, _ = limiter.reserve()
+    clock.now = 0.02  # a stall: an interval from now, less a quarter of it
+    assert limiter.start_delay(slot) == pytest.approx(0.001 - 0.00025)
 
 
 def test_a_rate_set_after_unlimited_starts_is_spaced_from_the_last_of_them() -> None:
@@ -473,7 +476,7 @@ def test_a_rate_set_after_unlimited_starts_is_spaced_from_the_last_of_them() -> 
     limiter.acquire()
     clock.now = 0.05
     limiter.set_rate(10)
-    assert limiter.start_delay() == pytest.approx(1.02 / 10 - 0.05 - JITTER)
+    assert limiter.acquire() == pytest.approx(1.02 / 10 - 0.05 - JITTER)
 
 
 def test_a_caller_late_by_less_than_a_stall_starts_at_once() -> None:
@@ -516,18 +519,23 @@ def test_the_sent_rate_counts_a_start_exactly_a_window_ago_and_needs_two_instant
     limiter.acquire()
     limiter.acquire()
     assert limiter.sent_rate(2.0) is None  # two starts at one instant: no rate
-    for now in (1.8, 1.9, 2.0):
+    for now in (1.7, 1.8, 1.9, 2.0):
         clock.now = now
         limiter.acquire()
-    assert limiter.sent_rate(2.0) == pytest.approx(4 / 2.0)  # the two at 0 count
+    assert limiter.sent_rate(2.0) == pytest.approx(5 / 2.0)  # the two at 0 count
     clock.now = 2.0 + 1e-9
-    assert limiter.sent_rate(1.0) == pytest.approx(2 / 0.5)  # 1.8 to 2.0: half a window
+    assert limiter.sent_rate(1.0) == pytest.approx(3 / 0.5)  # 1.7 to 2.0: half a window
+    clock.now = 20.0
+    limiter.acquire()
+    clock.now = 20.5
+    limiter.acquire()
+    assert limiter.sent_rate(1.0) == pytest.approx(1 / 0.5)  # two starts are enough
     limiter.acquire()  # a second start at the last instant
-    assert limiter.sent_rate(1.0) == pytest.approx(3 / 0.5)
-    clock.now = 10.0
+    assert limiter.sent_rate(1.0) == pytest.approx(2 / 0.5)
+    clock.now = 30.0
     for _ in range(3):
         limiter.acquire()  # three at one instant, then a later one
-    clock.now = 10.5
+    clock.now = 30.5
     limiter.acquire()
     assert limiter.sent_rate(1.0) == pytest.approx(3 / 0.5)
 
