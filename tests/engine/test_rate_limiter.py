@@ -336,7 +336,7 @@ def test_reserving_and_waiting_starts_calls_when_acquire_would(
                 clocks[1].now += delay
                 if not loop.stands(slot):
                     continue
-            while (start_delay := loop.start_delay()) > 0:
+            while (start_delay := loop.start_delay(slot)) > 0:
                 clocks[1].now += start_delay
             break
         assert clocks[1].now == pytest.approx(clocks[0].now)
