@@ -286,9 +286,10 @@ class Lifecycle:
         response.model = _model_name(response.model, self.redact)
         response.content = self.redact(response.content) if response.content else ""
         step.run.record(response)
+        simulated = step.run.simulated  # (the response's, read once)
         self.trace.answered(step.trace, response, step.run.last_cost)
-        self.progress.answered(step.run.last_cost is not None, response.simulated)
-        if self.ledger is not None and not response.simulated:
+        self.progress.answered(step.run.last_cost is not None, simulated)
+        if self.ledger is not None and not simulated:
             self.ledger.record(
                 batch=self.name,
                 model=response.model or step.model,
@@ -304,7 +305,7 @@ class Lifecycle:
                 )
             log.warning("task %s: the answer was cut off at the token limit", step.task.task_id)
         value = parse(step.task, response)
-        if self.cache is not None and not response.simulated:
+        if self.cache is not None and not simulated:
             self.cache.put(step.key, response, self.server)
         return value
 
