@@ -48,7 +48,7 @@ from pydantic import ValidationError
 
 from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMMessage, LLMResponse
-from aita.engine._journal import Checkpoint, CheckpointJournal, JournalIndex, record_of
+from aita.engine._journal import Checkpoint, CheckpointJournal, JournalIndex
 from aita.engine._keys import request_key
 from aita.engine._ledger import SpendLedger
 from aita.engine._openai import ENDPOINT, MAX_MODEL_CHARS, provider_text
@@ -356,7 +356,7 @@ class Lifecycle:
         if self.journal is None or result.source == "journal":
             return
         try:
-            self.journal.append(record_of(result))
+            self.journal.append_result(result)
         except OSError as error:
             raise RunFailed(
                 f"{self.journal.path}: cannot write ({error.strerror or error}); the tasks "

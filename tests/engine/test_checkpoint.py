@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aita.engine import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
+from aita.engine import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord, TaskResult
+from aita.engine._journal import line_of, record_of
 from aita.errors import CheckpointError
 
 
@@ -585,3 +586,51 @@ def test_a_torn_last_line_too_long_for_any_record_is_cut_before_appending(
     with manager.start_journal(loaded) as journal:
         journal.append(TaskRecord("t1", succeeded=True, raw_response="after"))
     assert set(manager.load(path).records) == {"t0", "t1"}
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    results=st.lists(
+        st.builds(
+            TaskResult,
+            task_id=st.text(min_size=1, max_size=30),
+            outcome=st.sampled_from(["done", "flagged", "failed", "skipped", "cancelled"]),
+            source=st.sampled_from(["call", "cache"]),
+            result=st.none() | st.integers() | st.lists(json_text, max_size=3) | st.just(object()),
+            raw_response=st.none() | json_text,
+            error=st.none() | json_text,
+            error_type=st.none() | st.sampled_from(["RateLimited", "BadRequest"]),
+            retry_count=st.integers(0, 50),
+            execution_time=st.floats(0, 1000),
+            tokens=st.integers(0, 10**6),
+            prompt_tokens=st.integers(0, 10**6),
+            completion_tokens=st.integers(0, 10**6),
+            cost=st.floats(0, 100),
+            model=st.none() | st.text(string.printable, max_size=20),
+            combined=st.booleans(),
+            simulated=st.booleans(),
+            finish_reason=st.none() | st.sampled_from(["stop", "length"]),
+            request_key=st.none() | st.text(string.hexdigits, min_size=1, max_size=64),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_a_results_journal_line_is_its_records_line(
+    tmp_path: Path, results: list[TaskResult]
+) -> None:
+    # A finished task is written with append_result (its line built at once), a record with
+    # append: both must write the same bytes, so a journal reads back alike either way.
+    by_result, by_record = tmp_path / "result.jsonl", tmp_path / "record.jsonl"
+    by_result.write_bytes(b"")
+    by_record.write_bytes(b"")
+    with CheckpointJournal(by_result) as fast, CheckpointJournal(by_record) as slow:
+        for result in results:
+            assert line_of(result) == record_of(result).to_json()
+            fast.append_result(result)
+            slow.append(record_of(result))
+    assert by_result.read_bytes() == by_record.read_bytes()
+    by_result.unlink()
+    by_record.unlink()
