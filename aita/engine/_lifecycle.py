@@ -164,8 +164,9 @@ class Lifecycle:
     def prepare(self, task: LLMTask) -> Prepared | TaskResult:
         """The task's request and key; its failed result if it cannot build one (a bug in the
         task or a parameter no request can carry: no retry)."""
-        run = TaskRun(task.task_id, self.prices, self.discount)
-        trace = self.trace.task_start(task.task_id)
+        task_id = task.task_id
+        run = TaskRun(task_id, self.prices, self.discount)
+        trace = self.trace.task_start(task_id)
         try:
             messages = task.build_messages()
             params = task.request_params()
@@ -223,9 +224,10 @@ class Lifecycle:
         result, standing = (
             (None, "new") if self.lookup is None else self.lookup.answer_for(task, key)
         )
+        task_id = task.task_id
         with self._lock:
-            first_time = task.task_id not in self._looked_up
-            self._looked_up.add(task.task_id)
+            first_time = task_id not in self._looked_up
+            self._looked_up.add(task_id)
         if first_time:
             self.progress.stood(standing)
         return result

@@ -153,10 +153,14 @@ class BatchScheduler(WorkQueue):
         self._waiting_on: dict[int, int] = {}
         self._cancelled = False
         ready = []
+        requires = graph.requires
         for i, result in enumerate(results):
             if result is not None:
                 continue
-            unmet = sum(not _succeeded(results[d]) for d in graph.requires.get(i, ()))
+            if i not in requires:  # no dependencies (most tasks): ready now
+                ready.append(i)
+                continue
+            unmet = sum(not _succeeded(results[d]) for d in requires[i])
             if unmet:
                 self._waiting_on[i] = unmet
             else:
