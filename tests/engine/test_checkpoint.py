@@ -589,7 +589,7 @@ def test_a_torn_last_line_too_long_for_any_record_is_cut_before_appending(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     results=st.lists(
