@@ -1,6 +1,7 @@
 """The checkpoint journal: an append-only JSON-lines file per batch, and the only code that
-reads or writes its records (a result becomes a record in ``record_of``; a record becomes a
-result again in ``Checkpoint.answer_for``).
+reads or writes its records (a result becomes a record in ``record_of``, or its line at once in
+``line_of``, as a live run writes it; a record becomes a result again in
+``Checkpoint.answer_for``).
 
 File: ``checkpoints/<name>_<YYYYmmdd_HHMMSS>.checkpoint.json``. The first line is a header
 (format version, name, creation time); a run line (``{"run": ..., "tasks": N}``) starts each
