@@ -76,7 +76,7 @@ def dumps(value: Any, *, indent: bool = False) -> bytes:
 
 
 def json_line(value: Any) -> bytes:
-    return dumps(value) + b"\n"
+    return orjson.dumps(value, default=_default, option=_OPTIONS | orjson.OPT_APPEND_NEWLINE)
 
 
 def private_folder(folder: Path) -> None:

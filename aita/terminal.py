@@ -44,6 +44,9 @@ def printable(text: object) -> str:
     """``text`` (from a provider, a model, a file or a file name) fit for one terminal line:
     escape sequences removed, line breaks and tabs made spaces, other control characters
     dropped. Everything the CLI prints that came from outside goes through here."""
-    cleaned = _ESCAPE_SEQUENCE.sub("", str(text))
+    line = str(text)
+    if line.isprintable():  # no control, escape, line break or format character: as it is
+        return line
+    cleaned = _ESCAPE_SEQUENCE.sub("", line)
     cleaned = _LINE_BREAKS.sub(" ", cleaned)
     return _CONTROLS.sub("", cleaned)

@@ -27,9 +27,10 @@ class TaskGraph:
         index_of: dict[str, int] = {}
         duplicates: list[str] = []
         for i, task in enumerate(tasks):
-            if task.task_id in index_of:
-                duplicates.append(task.task_id)
-            index_of[task.task_id] = i
+            task_id = task.task_id
+            if task_id in index_of:
+                duplicates.append(task_id)
+            index_of[task_id] = i
         if duplicates:
             raise TaskGraphError(f"duplicate task ids: {_some(sorted(set(duplicates)))}")
         requires: dict[int, tuple[int, ...]] = {}

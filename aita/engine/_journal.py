@@ -1,6 +1,7 @@
 """The checkpoint journal: an append-only JSON-lines file per batch, and the only code that
-reads or writes its records (a result becomes a record in ``record_of``; a record becomes a
-result again in ``Checkpoint.answer_for``).
+reads or writes its records (a result becomes a record in ``record_of``, or its line at once in
+``line_of``, as a live run writes it; a record becomes a result again in
+``Checkpoint.answer_for``).
 
 File: ``checkpoints/<name>_<YYYYmmdd_HHMMSS>.checkpoint.json``. The first line is a header
 (format version, name, creation time); a run line (``{"run": ..., "tasks": N}``) starts each
@@ -240,7 +241,13 @@ class CheckpointJournal:
     def append(self, record: TaskRecord) -> None:
         """Write one finished task. After ``close`` this drops the record: a worker abandoned at
         Ctrl-C may finish late, and its task simply runs again on resume."""
-        line = json_line(record.to_json())
+        self._write(json_line(record.to_json()))
+
+    def append_result(self, result: TaskResult) -> None:
+        """``append(record_of(result))``, without the record in between (once per task)."""
+        self._write(json_line(line_of(result)))
+
+    def _write(self, line: bytes) -> None:
         with self._lock:
             if self._fd < 0:
                 return
@@ -583,6 +590,41 @@ def record_of(result: TaskResult) -> TaskRecord:
         finish_reason=result.finish_reason,
         used_fallback=result.used_fallback,
     )
+
+
+def line_of(result: TaskResult) -> dict[str, Any]:
+    """``record_of(result).to_json()``, built at once: the journal line of a finished task
+    (a test holds the two equal)."""
+    succeeded = result.success and not result.used_fallback
+    if succeeded and result.combined:
+        return record_of(result).to_json()  # its value, if it can be kept (rare: no hurry)
+    data = {
+        "task_id": result.task_id,
+        "key": result.request_key,
+        "ok": succeeded,
+        "raw": result.raw_response,
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.tokens,
+            "cost": result.cost,
+        },
+        "model": result.model,
+        "error": None,
+        "error_type": None,
+        "retries": result.retry_count,
+        "time": round(result.execution_time, 4),
+    }
+    if not succeeded:
+        data["error"] = result.error
+        data["error_type"] = result.error_type
+    if result.simulated:
+        data["sim"] = True
+    if result.finish_reason is not None:
+        data["finish"] = result.finish_reason
+    if result.used_fallback:
+        data["fallback"] = True
+    return data
 
 
 def reuse(record: TaskRecord, task: LLMTask) -> TaskResult | None:

@@ -45,7 +45,11 @@ def request_key(
         "key_version": KEY_VERSION,
         "model": params.get("model") or model,
         "messages": [message.to_openai() for message in messages],
-        "params": {k: v for k, v in params.items() if k != "model"},
+        "params": (
+            params
+            if type(params) is dict and "model" not in params
+            else {k: v for k, v in params.items() if k != "model"}
+        ),
         "version": version,
     }
     content = orjson.dumps(request, option=orjson.OPT_SORT_KEYS, default=_unknown)

@@ -52,6 +52,8 @@ class SpendLedger:
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()
         self._fd = -1
+        #: (a second since the epoch, its local time as entries give it): formatted once a second
+        self._second: tuple[int, str] = (-1, "")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -69,9 +71,14 @@ class SpendLedger:
         """Append one paid (or cached) call; a failure to write warns, never fails the call."""
         # The fields of a SpendEntry, in its order, without a model per call (the values are
         # aita's own: counts clamped here, costs bounded by ``Usage``).
+        now = int(time.time())
+        second, stamp = self._second
+        if second != now:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+            self._second = (now, stamp)
         line = json_line(
             {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "time": stamp,
                 "batch": batch,
                 "operation": operation_of(batch),
                 "model": model,

@@ -48,7 +48,7 @@ from pydantic import ValidationError
 
 from aita.engine._cache import ResponseCache
 from aita.engine._client import LLMMessage, LLMResponse
-from aita.engine._journal import Checkpoint, CheckpointJournal, JournalIndex, record_of
+from aita.engine._journal import Checkpoint, CheckpointJournal, JournalIndex
 from aita.engine._keys import request_key
 from aita.engine._ledger import SpendLedger
 from aita.engine._openai import ENDPOINT, MAX_MODEL_CHARS, provider_text
@@ -164,8 +164,9 @@ class Lifecycle:
     def prepare(self, task: LLMTask) -> Prepared | TaskResult:
         """The task's request and key; its failed result if it cannot build one (a bug in the
         task or a parameter no request can carry: no retry)."""
-        run = TaskRun(task.task_id, self.prices, self.discount)
-        trace = self.trace.task_start(task.task_id)
+        task_id = task.task_id
+        run = TaskRun(task_id, self.prices, self.discount)
+        trace = self.trace.task_start(task_id)
         try:
             messages = task.build_messages()
             params = task.request_params()
@@ -223,9 +224,10 @@ class Lifecycle:
         result, standing = (
             (None, "new") if self.lookup is None else self.lookup.answer_for(task, key)
         )
+        task_id = task.task_id
         with self._lock:
-            first_time = task.task_id not in self._looked_up
-            self._looked_up.add(task.task_id)
+            first_time = task_id not in self._looked_up
+            self._looked_up.add(task_id)
         if first_time:
             self.progress.stood(standing)
         return result
@@ -286,9 +288,10 @@ class Lifecycle:
         response.model = _model_name(response.model, self.redact)
         response.content = self.redact(response.content) if response.content else ""
         step.run.record(response)
+        simulated = step.run.simulated  # (the response's, read once)
         self.trace.answered(step.trace, response, step.run.last_cost)
-        self.progress.answered(step.run.last_cost is not None, response.simulated)
-        if self.ledger is not None and not response.simulated:
+        self.progress.answered(step.run.last_cost is not None, simulated)
+        if self.ledger is not None and not simulated:
             self.ledger.record(
                 batch=self.name,
                 model=response.model or step.model,
@@ -304,7 +307,7 @@ class Lifecycle:
                 )
             log.warning("task %s: the answer was cut off at the token limit", step.task.task_id)
         value = parse(step.task, response)
-        if self.cache is not None and not response.simulated:
+        if self.cache is not None and not simulated:
             self.cache.put(step.key, response, self.server)
         return value
 
@@ -355,7 +358,7 @@ class Lifecycle:
         if self.journal is None or result.source == "journal":
             return
         try:
-            self.journal.append(record_of(result))
+            self.journal.append_result(result)
         except OSError as error:
             raise RunFailed(
                 f"{self.journal.path}: cannot write ({error.strerror or error}); the tasks "

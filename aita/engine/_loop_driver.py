@@ -108,7 +108,7 @@ class LoopDriver:
         scheduler = self.run_.scheduler
         while len(self._workers) <= self.limit():
             job = scheduler.poll_job()
-            if job == NOT_YET:
+            if job is NOT_YET:  # (identity: a Job's generated __eq__ is slower)
                 if self._waiting:
                     return
                 self._waiting = True

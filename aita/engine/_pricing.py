@@ -46,10 +46,21 @@ def cost_of(
     table = prices if prices is not None else PRICES_PER_MILLION
     price = table.get(model)
     if price is None and "/" not in model:
-        price = next((p for name, p in table.items() if name.endswith(f"/{model}")), None)
+        price = _listed_under_a_provider(table, model)
     if price is None:
         return _genai_price(model, usage.prompt_tokens, usage.completion_tokens)
     return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000
+
+
+def _listed_under_a_provider(
+    table: Mapping[str, tuple[float, float]], model: str
+) -> tuple[float, float] | None:
+    """The price of the first ``provider/model`` in the table (a loop: a call per task)."""
+    suffix = "/" + model
+    for name, price in table.items():
+        if name.endswith(suffix):
+            return price
+    return None
 
 
 def estimate_cost(

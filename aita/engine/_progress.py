@@ -2,7 +2,8 @@
 
 The bar shows done/total, elapsed < remaining, and ok/failed/retries/cost; tqdm draws it at most
 five times a second, so a fast batch does not spend its time drawing, and the counts are set
-with every task, so the ones drawn always match the number done beside them.
+with every task, so the ones drawn always match the number done beside them (a hidden bar's
+only when it closes).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class BatchProgress:
             else:
                 self.failed += 1
             self.cost += result.cost
-            self._show_counts(refresh=False)  # set, not drawn: the next draw shows it with n
+            if not self._bar.disable:  # set, not drawn: the next draw shows it with n
+                self._show_counts(refresh=False)
             self._bar.update(1)
 
     def close(self) -> None:

@@ -468,10 +468,12 @@ class MetricsTally:
         self._rng = random.Random(0)
 
     def add(self, result: TaskResult) -> None:
+        outcome = result.outcome  # (``success`` and ``used_fallback``, read once per result)
+        success = outcome == "done" or outcome == "flagged"
         self.results += 1
-        self.completed += result.success
-        self.failed += not result.success
-        self.fallback += result.used_fallback
+        self.completed += success
+        self.failed += not success
+        self.fallback += outcome == "flagged" and result.error is not None
         if result.source == "journal":
             self.from_journal += 1
             return  # answered before: it cost nothing and took no time now
@@ -486,8 +488,10 @@ class MetricsTally:
             )
         t = result.execution_time
         self._time_sum += t
-        self._time_min = min(self._time_min, t)
-        self._time_max = max(self._time_max, t)
+        if t < self._time_min:
+            self._time_min = t
+        if t > self._time_max:
+            self._time_max = t
         if len(self._times) < self.SAMPLE:
             self._times.append(t)
         elif (slot := self._rng.randrange(self._fresh)) < self.SAMPLE:

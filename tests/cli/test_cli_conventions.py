@@ -291,6 +291,18 @@ def test_printable_strips_control_characters(raw: str, shown: str) -> None:
     assert printable(raw) == shown
 
 
+def test_printable_text_is_never_changed_so_its_fast_path_changes_nothing() -> None:
+    # printable() returns str.isprintable() text as it is: every character its patterns would
+    # remove or replace must therefore be one isprintable() refuses. Checked over all of Unicode.
+    from aita import terminal
+
+    shown = "".join(c for c in map(chr, range(0x110000)) if c.isprintable())
+    patterns = (terminal._ESCAPE_SEQUENCE, terminal._LINE_BREAKS, terminal._CONTROLS)
+    assert len(shown) > 100_000
+    assert [p.search(shown) for p in patterns] == [None, None, None]
+    assert printable(shown) == shown
+
+
 def test_provider_error_text_is_printed_without_control_characters(
     capsys: pytest.CaptureFixture[str],
     simulator: SimulatorFactory,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aita.engine import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord
+from aita.engine import Checkpoint, CheckpointJournal, CheckpointManager, TaskRecord, TaskResult
 from aita.errors import CheckpointError
 
 
@@ -585,3 +585,87 @@ def test_a_torn_last_line_too_long_for_any_record_is_cut_before_appending(
     with manager.start_journal(loaded) as journal:
         journal.append(TaskRecord("t1", succeeded=True, raw_response="after"))
     assert set(manager.load(path).records) == {"t0", "t1"}
+
+
+def kept_of(result: TaskResult) -> TaskRecord:
+    """What the journal keeps of a result: a fallback or a failure is no success (a resume
+    tries it again, and keeps its error); a combined call's member keeps its value if JSON can."""
+    succeeded = result.success and not result.used_fallback
+    value = None
+    if succeeded and result.combined:
+        try:
+            json.dumps(result.result)
+            value = result.result
+        except TypeError:
+            succeeded = False
+    return TaskRecord(
+        task_id=result.task_id,
+        succeeded=succeeded,
+        raw_response=result.raw_response,
+        value=value,
+        usage={
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.tokens,
+            "cost": result.cost,
+        },
+        model=result.model,
+        error=None if succeeded else result.error,
+        error_type=None if succeeded else result.error_type,
+        retry_count=result.retry_count,
+        execution_time=result.execution_time,
+        key=result.request_key,
+        simulated=result.simulated,
+        finish_reason=result.finish_reason,
+        used_fallback=result.used_fallback,
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    results=st.lists(
+        st.builds(
+            TaskResult,
+            task_id=st.text(min_size=1, max_size=30),
+            outcome=st.sampled_from(["done", "flagged", "failed", "skipped", "cancelled"]),
+            source=st.sampled_from(["call", "cache"]),
+            result=st.none()
+            | st.integers(-(10**6), 10**6)
+            | st.lists(json_text, max_size=3)
+            | st.just(object()),
+            raw_response=st.none() | json_text,
+            error=st.none() | json_text,
+            error_type=st.none() | st.sampled_from(["RateLimited", "BadRequest"]),
+            retry_count=st.integers(0, 50),
+            execution_time=st.floats(0, 1000),
+            tokens=st.integers(0, 10**6),
+            prompt_tokens=st.integers(0, 10**6),
+            completion_tokens=st.integers(0, 10**6),
+            cost=st.floats(0, 100),
+            model=st.none() | st.text(string.printable, max_size=20),
+            combined=st.booleans(),
+            simulated=st.booleans(),
+            finish_reason=st.none() | st.sampled_from(["stop", "length"]),
+            request_key=st.none() | st.text(string.hexdigits, min_size=1, max_size=64),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_a_finished_tasks_journal_line_is_the_record_it_keeps(
+    tmp_path: Path, results: list[TaskResult]
+) -> None:
+    # A finished task is written from its result at once (append_result): the same bytes as
+    # its record (append), so a journal reads back alike either way.
+    by_result, by_record = tmp_path / "result.jsonl", tmp_path / "record.jsonl"
+    by_result.write_bytes(b"")
+    by_record.write_bytes(b"")
+    with CheckpointJournal(by_result) as fast, CheckpointJournal(by_record) as slow:
+        for result in results:
+            fast.append_result(result)
+            slow.append(kept_of(result))
+    assert by_result.read_bytes() == by_record.read_bytes()
+    by_result.unlink()
+    by_record.unlink()
