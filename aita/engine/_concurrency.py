@@ -45,7 +45,10 @@ class ConcurrencyLimit:
     #: queued calls above which the limit shrinks
     BETA = 0.5
     #: answers per window at least (a window is ``max(limit, MIN_WINDOW)`` answers)
-    MIN_WINDOW = 3
+    MIN_WINDOW = 5
+    #: the share of a slot's worth of throughput that the calls added since a lower limit must
+    #: bring for a longer latency to count as shared slots, not a queue
+    GAIN = 0.15
 
     def __init__(
         self,
@@ -74,6 +77,11 @@ class ConcurrencyLimit:
         #: after a step down for a queue: the median and the limit before it, and whether the
         #: next window judges it
         self._cut: tuple[float, int, bool] | None = None
+        #: the latency at each limit that was in use (over the windows of its last stay, the
+        #: last counting half), and the window that last measured it
+        self._seen: dict[int, tuple[float, int]] = {}
+        self._windows = 0
+        self._steady = True  # the window began with the limit it ends with
 
     @property
     def limit(self) -> int:
@@ -105,7 +113,8 @@ class ConcurrencyLimit:
             self._dropped = self._dropped or dropped
             if latency is not None and latency > 0:
                 self._window.append(latency)
-            if self._dropped or len(self._window) >= max(self._limit, self.MIN_WINDOW):
+            least = 3 if self._slow_start else self.MIN_WINDOW  # a quick start, then surer
+            if self._dropped or len(self._window) >= max(self._limit, least):
                 self._update()
             self._cond.notify_all()
 
@@ -125,7 +134,13 @@ class ConcurrencyLimit:
             self.release(self._clock() - started, dropped=dropped)
 
     def _update(self) -> None:
+        before = self._limit
+        self._judge()
+        self._steady = self._limit == before
+
+    def _judge(self) -> None:
         samples, self._window = self._window, []
+        self._windows += 1
         busiest, self._busiest = self._busiest, self._in_flight
         dropped, self._dropped = self._dropped, False
         if dropped or not samples:
@@ -134,6 +149,8 @@ class ConcurrencyLimit:
             self._limit = max(self.minimum, math.floor(self._limit * 0.75))
             return
         typical = statistics.median(samples)
+        if typical < 0.8 * self._unloaded:  # a faster server: what it did before says nothing
+            self._seen.clear()
         self._unloaded = min(self._unloaded, typical)  # a window's, not one short answer's
         if self._cut is not None:  # judged on the second window after it: the first holds
             before, undo, judge = self._cut  # calls that started before it
@@ -141,17 +158,31 @@ class ConcurrencyLimit:
             if judge and typical > before * (1 + self._limit / undo) / 2:  # fewer in flight,
                 self._unloaded = typical  # no shorter: the server is slower for everyone; this
                 self._limit = undo  # is its unloaded latency now, and the cut is undone
+                self._seen.clear()
                 return
+        if not self._steady:  # its calls started under another limit: what the step
+            return  # changed shows in the next window
         unloaded = self._unloaded
         queued = self._limit * (1.0 - unloaded / typical) if typical > 0 else 0.0
         limit = self._limit
-        if queued > self.BETA:
-            self._slow_start = False
+        lower = max((n for n in self._seen if n < limit), default=None)
+        shared = busiest >= limit and lower is not None and self._paid_off(limit, typical, lower)
+        if busiest >= limit and self._steady:  # all its calls started under this limit
+            known, when = self._seen.get(limit, (typical, 0))
+            stayed = when == self._windows - 1  # an earlier stay's is another server's, maybe
+            self._seen[limit] = ((known + typical) / 2 if stayed else typical, self._windows)
+        if queued > self.BETA and not shared:
+            overshot, self._slow_start = self._slow_start, False
             self._calm = 0
-            fits = math.floor(limit * unloaded / typical) + 1  # what the latencies say
-            limit = max(self.minimum, min(limit - 1, max(fits, limit // 2)))
+            # what the latencies say fits: the calls answered in the latency of the nearest
+            # lower limit (slots decoded together answer later, queue or not), or unloaded
+            base = unloaded if lower is None else min(max(self._seen[lower][0], unloaded), typical)
+            fits = math.floor(limit * base / typical) + 1
+            # (the slow start's last doubling went as far over as the latencies say)
+            limit = max(self.minimum, min(limit - 1, fits if overshot else max(fits, limit // 2)))
             self._cut = (typical, self._limit, False)  # a queue: latency drops as much
-        elif queued < self.ALPHA and busiest >= limit:
+        elif (queued < self.ALPHA or shared or lower is None) and busiest >= limit:
+            # (nothing queued, or the added calls paid off, or nothing to tell: probe above)
             self._calm += 1
             if self._slow_start:
                 limit *= 2
@@ -161,6 +192,16 @@ class ConcurrencyLimit:
         else:
             self._calm = 0
         self._limit = max(self.minimum, min(self.maximum, limit))
+
+    def _paid_off(self, limit: int, typical: float, lower: int) -> bool:
+        """Whether the calls added since limit ``lower`` raised throughput (calls in flight
+        over their latency, Little's law) by at least ``GAIN`` of what as many free slots
+        would have: a server that decodes its slots together (llama.cpp's continuous batching
+        on CPU) answers each call later when more share it, which is no queue."""
+        if typical <= 0:
+            return False
+        gain = (limit / typical) / (lower / self._seen[lower][0])
+        return gain - 1.0 >= self.GAIN * (limit / lower - 1.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(limit={self._limit}, in_flight={self._in_flight})"
