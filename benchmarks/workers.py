@@ -87,6 +87,8 @@ def scenario(
     sim: ProviderSimulator | None = None,
     **params: Any,
 ) -> dict[str, Any]:
+    if sim is None:  # a real server's first answers are slow (loading, caches): not counted
+        run(base_url, 4, 2, **params)
     unloaded = run(base_url, max(4, tasks // 20), 1, sim, **params)["median_latency"]
     rows = []
     for workers in [*fixed, "auto"]:
