@@ -10,13 +10,19 @@ is busy). This reads what the provider says and does, and adjusts the limiter:
   was accepting over the last two seconds, since that is where its limit is, but never below
   one ordinary cut (``DECREASE``) of the rate refused; if it accepted nearly all of that rate
   (``EDGE``), the refusal came at the limit's edge (a strict server, requests that arrived a
-  little closer than they were sent) and the rate refused is the learned limit. Before a second of
-  answers there is nothing to measure: the rate steps down by ``SAFETY`` and learns nothing;
+  little closer than they were sent) and the rate refused is the learned limit. Nearly all is
+  measured against what this process really sent (the limiter's starts), when no pause held it
+  back: a stalled process, the first second's wider spacing, or a process that sends a third of
+  a limit shared with two others, accepts less than the rate set without being above the
+  limit, and learning that as the limit cut the rate by up to ``DECREASE`` at each such refusal.
+  Before a second of answers there is nothing to measure: the rate steps down by ``SAFETY``
+  and learns nothing;
 - ``x-ratelimit-limit-requests`` is a hint of the limit: read as requests per minute (OpenAI's
   convention), it is used at a 429 only if it is plausible, that is below the rate refused but
-  above a quarter of it, and not below what the provider was accepting. A server that sends its
-  limit per second (``20``, read as 0.33/s), per day, 0, a tiny value or garbage is not
-  believed, and never slows a client it is not refusing;
+  above a quarter of it, and not below what the provider was accepting (a key's limit may be
+  shared with other clients: once refused below it, the header says nothing of this one's
+  share). A server that sends its limit per second (``20``, read as 0.33/s), per day, 0, a
+  tiny value or garbage is not believed, and never slows a client it is not refusing;
 - the rate the provider accepted when it refused is the learned limit: after
   ``RECOVERY_SECONDS`` without a 429 the rate climbs back by ``INCREASE`` of the configured rate
   up to ``SAFETY`` of the learned limit, then probes above it in steps that start at ``PROBE``
@@ -83,6 +89,7 @@ class AdaptiveRate:
         self._peak = 0.0  # the observed rate when an unlimited client was first refused
         self._last_change = float("-inf")
         self._probes = 0  # steps taken above the learned limit since the last 429
+        self._pauses: deque[tuple[float, float]] = deque(maxlen=64)  # (from, to) held by 429s
 
     @property
     def target(self) -> float | None:
@@ -134,6 +141,9 @@ class AdaptiveRate:
             rate = self.limiter.rate
         if error.retry_after is None and rate:  # a refusal that says nothing of when
             wait = min(wait, max(self.MIN_PAUSE, 1.0 / rate))
+        if wait > 0:
+            with self._lock:
+                self._pauses.append((now, now + wait))
         self.limiter.pause(wait)
 
     def _cut(self, now: float) -> None:
@@ -146,15 +156,18 @@ class AdaptiveRate:
         self._last_cut = now
         self._probes = 0
         first = self._first_answer
-        accepted = None
+        accepted = sent = None
         if first is not None and now - first >= self.WINDOW:  # over two seconds when there are
-            accepted = self._observed_rate(now, min(2 * self.WINDOW, now - first))  # two
+            window = min(2 * self.WINDOW, now - first)  # two
+            accepted = self._observed_rate(now, window)
+            if self._held(now, window) <= (1 - self.EDGE) * window:  # what was sent is known
+                sent = self.limiter.sent_rate(window)
         hint = self._hint
         believable = hint is not None and 0.25 * current < hint <= current
         learned = None
         if hint is not None and believable and (accepted is None or hint >= self.SAFETY * accepted):
             learned = hint  # the provider said where its limit is, and it fits
-        elif accepted is not None and accepted >= self.EDGE * current:
+        elif accepted is not None and accepted >= self.EDGE * min(current, sent or current):
             learned = current  # it took nearly all: at its limit, refused at the edge
         elif accepted is not None:  # above it: the limit is what the provider accepted
             learned = max(self.DECREASE * current, accepted)
@@ -164,6 +177,11 @@ class AdaptiveRate:
         if learned is not None and self.configured is not None:
             self.provider_cap = learned
         self._set(max(0.1, rate))
+
+    def _held(self, now: float, window: float) -> float:
+        """Seconds of the last ``window`` during which a 429's pause held every start."""
+        since = now - window
+        return sum(max(0.0, min(end, now) - max(start, since)) for start, end in self._pauses)
 
     def _set(self, rate: float | None) -> None:
         self.limiter.set_rate(rate)

@@ -314,7 +314,7 @@ class ParallelLLMExecutor:
         ``BatchInterrupted`` after saving what finished.
 
         ``on_task_complete`` sees every task's result as it ends, those answered from the
-        checkpoint (``from_checkpoint``) included. ``fail_fast`` cancels every task not yet
+        checkpoint (``source == "journal"``) included. ``fail_fast`` cancels every task not yet
         started once one fails; ``timeout`` (seconds) does the same when the batch runs longer.
         Running calls finish either way. Whatever a task raises is its failed result; a journal
         that cannot be written, or a provider that never answered, raises ``RunFailed`` within

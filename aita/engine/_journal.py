@@ -38,7 +38,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, ValidationError
 
 from aita.engine._client import Usage
-from aita.engine._results import TaskResult, restored
+from aita.engine._results import TaskResult, reused_from_journal
 from aita.engine._tasks import LLMTask
 from aita.errors import CheckpointError
 from aita.files import dumps, json_line, private_folder, safe_filename
@@ -489,7 +489,7 @@ def _standing(
         return None, "new"
     if record.key != key:
         return None, "changed"
-    result = restore(record, task)
+    result = reuse(record, task)
     return (result, "reused") if result is not None else (None, "rerun")
 
 
@@ -556,12 +556,12 @@ def record_of(result: TaskResult) -> TaskRecord:
     """
     succeeded = result.success and not result.used_fallback
     value = None
-    if succeeded and result.batched:
+    if succeeded and result.combined:
         try:
             dumps(result.result)
             value = result.result
         except TypeError:
-            succeeded = False  # cannot be restored: run it again on resume
+            succeeded = False  # cannot be reused: run it again on resume
     return TaskRecord(
         task_id=result.task_id,
         succeeded=succeeded,
@@ -585,7 +585,7 @@ def record_of(result: TaskResult) -> TaskRecord:
     )
 
 
-def restore(record: TaskRecord, task: LLMTask) -> TaskResult | None:
+def reuse(record: TaskRecord, task: LLMTask) -> TaskResult | None:
     """The result of a task that succeeded before, its answer re-parsed by the task's own
     ``parse_response``; None if it did not succeed or no longer parses (it runs again)."""
     if not record.succeeded:
@@ -602,7 +602,7 @@ def restore(record: TaskRecord, task: LLMTask) -> TaskResult | None:
                 "task %s: checkpointed answer no longer parses (%s); rerunning", task.task_id, error
             )
             return None
-    return restored(
+    return reused_from_journal(
         task.task_id,
         value,
         raw_response=record.raw_response,

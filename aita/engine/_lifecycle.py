@@ -352,7 +352,7 @@ class Lifecycle:
         self.trace.task_end(result)
         with self._lock:
             self._looked_up.discard(result.task_id)
-        if self.journal is None or result.from_checkpoint:
+        if self.journal is None or result.source == "journal":
             return
         try:
             self.journal.append(record_of(result))

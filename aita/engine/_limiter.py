@@ -15,10 +15,14 @@ slot fell inside the pause takes a new one when it wakes (a slot after the pause
 pause leaves no gap).
 
 Strict servers (at most N requests in any sliding second, or nginx's ``limit_req`` without a
-burst) refuse what arrives closer than the spacing, so two things keep the starts as they reach
+burst) refuse what arrives closer than the spacing, so three things keep the starts as they reach
 the server apart, not just as they were reserved. A caller that wakes late (the process stalled)
 would start together with the callers whose slots passed meanwhile: it starts no sooner than
-one interval after the last start that really happened (less ``JITTER``). And ``headroom``
+one interval after the last start that really happened (less ``JITTER``); a start a little late
+(``LATE``, a sleep's overrun) is counted at its time on that chain, so overruns never add up to
+a rate below the set one. A stall also holds the request that started just before it, which
+then leaves together with the first start after it: a caller that wakes ``STALL`` after its slot
+counts the last start as leaving only now. And ``headroom``
 (``HEADROOM`` = 2% by default) leaves 20 ms in every second for the time between a start and
 the request's arrival, which varies by a few milliseconds from one request to the next; three
 times as much in the first second after an idle one, when each request opens a connection.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 Clock = Callable[[], float]
@@ -38,6 +43,12 @@ HEADROOM = 0.02
 #: how much closer than one interval a start may follow the previous real start, in seconds
 #: (a sleep that overruns a little; more is a stall, whose backlog must not leave at once)
 JITTER = 0.0005
+#: how late after the spacing allows it a start still counts as on time, in seconds: a sleep's
+#: overrun is not carried on to every later start (the real spacing may shrink by as much)
+LATE = 0.002
+#: how late after its slot a caller wakes before it counts as a stall, in seconds (the request
+#: started last may have been held as long; see the module)
+STALL = 0.01
 
 
 class RateLimiter:
@@ -56,6 +67,7 @@ class RateLimiter:
         "_paused_until",
         "_ramp_until",
         "_sleep",
+        "_starts",
         "_token_rate",
         "_tokens_free_at",
         "rate",
@@ -92,6 +104,7 @@ class RateLimiter:
         self._next_slot = float("-inf")
         self._tokens_free_at = float("-inf")
         self._paused_until = float("-inf")
+        self._starts: deque[float] = deque(maxlen=1024)  # real starts, to measure the sent rate
 
     def acquire(self, tokens: int = 0) -> float:
         """Wait for the right to start one request of about ``tokens`` tokens (counted only with
@@ -99,34 +112,55 @@ class RateLimiter:
         waited = 0.0
         while True:
             slot, delay = self.reserve(tokens)
-            if delay <= 0:
+            if delay <= 0:  # its slot is now: it cannot be late for it
                 return waited + self._after_last_start()
             self._sleep(delay)
             waited += delay
             # A pause imposed while we slept moves our slot behind it, if it fell inside the
             # pause; a slot after the pause still stands (no gap for a short pause).
             if self.stands(slot):
-                return waited + self._after_last_start()
+                return waited + self._after_last_start(slot)
 
-    def _after_last_start(self) -> float:
+    def _after_last_start(self, slot: float | None = None) -> float:
         """Wait until ``start_delay`` lets this start go; returns the seconds waited."""
         waited = 0.0
-        while (delay := self.start_delay()) > 0:
+        while (delay := self.start_delay(slot)) > 0:
             self._sleep(delay)
             waited += delay
         return waited
 
-    def start_delay(self) -> float:
+    def start_delay(self, slot: float | None = None) -> float:
         """0, counting this start, once one interval (less ``JITTER``) has passed since the last
         real start, else the seconds until then: a caller that woke late never starts in a
-        burst with the next."""
+        burst with the next. ``slot``: the one this caller waited for (from ``reserve``); if
+        it woke ``STALL`` or more after it (or after the spacing allowed it, if later), the
+        process stalled, and the start before it may have been held as long."""
         with self._lock:
             now = self._clock()
+            if not self._interval:
+                self._last_start = now
+                self._starts.append(now)
+                return 0.0
             earliest = self._last_start + self._interval - min(JITTER, self._interval / 4)
-            if now >= earliest or not self._interval:
-                self._last_start = max(now, self._last_start + self._interval)
+            if slot is not None and max(slot, earliest) <= now - STALL:  # woke late: a stall,
+                self._last_start = now  # which may have held the last start until now
+                earliest = now + self._interval - min(JITTER, self._interval / 4)
+            if now >= earliest:
+                late = min(LATE, self._interval / 4)
+                self._last_start = max(now - late, self._last_start + self._interval)
+                self._starts.append(now)
                 return 0.0
             return earliest - now
+
+    def sent_rate(self, window: float) -> float | None:
+        """Starts per second over the last ``window`` seconds, between the first and the last
+        of them (None: fewer than two); what ``AdaptiveRate`` compares the accepted rate with."""
+        with self._lock:
+            now = self._clock()
+            recent = [t for t in self._starts if now - t <= window]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return None
+        return (len(recent) - 1) / max(recent[-1] - recent[0], window / 2)
 
     def reserve(self, tokens: int = 0) -> tuple[float, float]:
         """``acquire`` for a caller that waits its own way (an event loop): takes the next slot

@@ -239,7 +239,7 @@ class LoopDriver:
                 waited += delay
                 if not limiter.stands(slot):
                     continue  # a pause moved it: take the next slot
-            while (delay := limiter.start_delay()) > 0:  # a late wake never bursts
+            while (delay := limiter.start_delay(slot)) > 0:  # a late wake never bursts
                 if await self._sleep(delay):
                     return waited
                 waited += delay

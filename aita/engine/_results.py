@@ -3,8 +3,8 @@
 ``TaskRun`` follows one task through its attempts (tokens, cost and call time add up over every
 attempt, live or in Batch API rounds: a response that failed to parse was still paid for) and
 makes its result; ``not_run`` makes the result of a task that never ran (skipped, cancelled);
-``share_of`` the result of one member of a combined call; ``restored`` the result of a task
-reused from the journal.
+``share_of`` the result of one member of a combined call; ``reused_from_journal`` the result
+of a task answered by an earlier run, taken from its journal.
 ``batch_metrics`` sums a finished batch.
 """
 
@@ -162,7 +162,8 @@ def _outcome(
 class ExecutionMetrics:
     """Counts are tasks unless named otherwise; times in seconds; cost in USD.
 
-    Tokens and cost cover the calls made in this run (resumed tasks cost nothing again).
+    Tokens and cost cover the calls made in this run (tasks reused from the journal cost
+    nothing again).
     """
 
     total_tasks: int = 0
@@ -383,7 +384,7 @@ def share_of(
     )
 
 
-def restored(
+def reused_from_journal(
     task_id: str,
     value: Any,
     *,
@@ -453,7 +454,7 @@ class MetricsTally:
         self.completed = 0
         self.failed = 0
         self.retried = 0
-        self.resumed = 0
+        self.from_journal = 0
         self.fallback = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -471,8 +472,8 @@ class MetricsTally:
         self.completed += result.success
         self.failed += not result.success
         self.fallback += result.used_fallback
-        if result.from_checkpoint:
-            self.resumed += 1
+        if result.source == "journal":
+            self.from_journal += 1
             return  # answered before: it cost nothing and took no time now
         self._fresh += 1
         self.retried += result.retry_count > 0
@@ -500,7 +501,7 @@ class MetricsTally:
             failed_tasks=self.failed,
             retried_tasks=self.retried,
             total_retries=counts.retries,
-            resumed_tasks=self.resumed,
+            resumed_tasks=self.from_journal,
             changed_tasks=counts.changed,
             new_tasks=counts.new,
             rerun_tasks=counts.rerun,

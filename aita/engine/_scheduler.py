@@ -139,7 +139,8 @@ class BatchScheduler(WorkQueue):
         fail_fast: bool = False,
         max_batch_size: int | None = None,
     ) -> None:
-        """``results`` holds the tasks already done (resumed); the rest are scheduled."""
+        """``results`` holds the tasks already done (reused from the journal); the rest are
+        scheduled."""
         super().__init__(outlet, max_batch_size)
         self.tasks = tasks
         self.graph = graph

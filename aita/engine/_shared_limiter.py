@@ -11,7 +11,10 @@ together: no one-second window sees more than ``rate`` starts, and ``rate`` is s
 - Each ``acquire`` runs one Lua script (EVALSHA, loaded again if Redis lost it) that reserves the
   next slot ``1/rate`` after the previous one, and its tokens in the token budget, atomically,
   on Redis's own clock (``TIME``), so machines with skewed clocks agree. The caller sleeps until
-  its slot once; only if a pause arrived meanwhile does it reserve again.
+  its slot once; only if a pause arrived meanwhile does it reserve again, or if it woke
+  ``STALL`` after its slot: the process stalled, and its request would reach the provider
+  together with the slots of the others that came meanwhile (a strict server refuses that); the
+  slot passes unused, and the next one is used however late.
 - ``pause`` (a 429's retry-after) and ``set_rate`` (what ``AdaptiveRate`` learns) are stored
   there too, so every process waits and paces alike. The script returns the shared rate with
   each slot, so reading it back costs no extra round trip. A raise within ``raise_hold`` of
@@ -45,7 +48,7 @@ from redis.retry import Retry
 from aita.engine._adaptive import AdaptiveRate
 from aita.engine._client import LLMClient
 from aita.engine._keys import client_model
-from aita.engine._limiter import HEADROOM, Clock, RateLimiter, Sleep
+from aita.engine._limiter import HEADROOM, STALL, Clock, RateLimiter, Sleep
 from aita.engine._retry import MAX_RETRY_AFTER
 from aita.errors import ConfigError
 
@@ -273,23 +276,38 @@ class RedisRateLimiter(RateLimiter):
 
     def acquire(self, tokens: int = 0) -> float:
         waited = 0.0
+        stalled = False
         while not self._local:
             try:
                 delay, pause_seen, slot = self._reserve(tokens)
                 if delay <= 0:
-                    return waited
+                    return waited + self._started()
+                due = self._clock() + delay
                 self._sleep(delay)
                 waited += delay
+                late = self._clock() - due
                 # A pause imposed (by anyone) while we slept moves our slot behind it, if the
                 # slot fell inside it; a slot after the pause stands.
                 paused = float(self._redis.hget(self._key, "paused") or 0)
-                if paused <= pause_seen or slot >= paused:
-                    return waited
+                if paused > pause_seen and slot < paused:
+                    continue
+                if late < STALL or stalled:
+                    return waited + self._started()
+                # This process stalled past its slot: sent now, the request would reach the
+                # provider together with the next processes' (once; a slow machine still sends).
+                stalled = True
+                self.correct(-tokens)  # the slot passes unused: so do its tokens
             except RedisError as error:
                 self._fall_back(error)
             except (_Untrusted, ValueError) as error:
                 self._distrust(error)
         return waited + super().acquire(tokens)
+
+    def _started(self) -> float:
+        """Note this process's start (its own sent rate, for ``AdaptiveRate``); waits nothing."""
+        with self._lock:
+            self._starts.append(self._clock())
+        return 0.0
 
     def correct(self, tokens: int) -> None:
         if not (self._token_rate and tokens):

@@ -143,6 +143,61 @@ def test_an_isolated_refusal_is_recovered_from_within_five_seconds() -> None:
     assert limiter.rate == 20
 
 
+def test_a_refusal_of_nearly_all_that_was_sent_is_at_the_edge_however_little_that_was() -> None:
+    """A process that sent less than its rate (it stalled, or it sends a third of a limit
+    shared with two others) and was refused one request of many is at the limit's edge: it
+    must not learn what it sent as the limit (a cut of up to 30%)."""
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    for _ in range(40):  # 14/s sent, all accepted
+        clock.now += 1 / 14
+        limiter.acquire()
+        control.on_response({})
+    control.on_rate_limited(RateLimited("slow", status_code=429), 0.05)
+    assert limiter.rate == pytest.approx(20 * AdaptiveRate.SAFETY)
+    assert control.provider_cap == pytest.approx(20)
+
+
+def test_long_pauses_in_the_window_leave_the_judgement_to_the_rate_set() -> None:
+    """A server that asks for long pauses (a sliding window far over its limit) accepts all
+    that is sent, because little is: the rate it accepted is what it allows."""
+    clock = FakeClock()
+    limiter = RateLimiter(30, clock=clock, sleep=clock.sleep, headroom=0)
+    control = AdaptiveRate(limiter, 30, clock=clock)
+    for _ in range(3):  # 15 at 30/s, then a refusal asking for the rest of the second
+        for _ in range(15):
+            limiter.acquire()
+            clock.now += 0.001
+            control.on_response({})
+        refused = RateLimited("slow", status_code=429, retry_after=0.5)
+        control.on_rate_limited(refused, 0.5)
+        clock.now += 0.5
+    assert limiter.rate is not None and limiter.rate <= 0.7 * 30
+
+
+def test_below_the_stated_limit_a_second_refusal_learns_from_what_was_accepted() -> None:
+    """A key's limit may be shared with other clients: refused again below the limit it
+    states, a process learns its share from what the provider accepted of it."""
+    clock = FakeClock()
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    control = AdaptiveRate(limiter, 20, clock=clock)
+    headers = {"x-ratelimit-limit-requests": "1200"}  # per minute: 20/s, for the whole key
+    for _ in range(40):  # a third of what it sends is accepted: two other clients use the rest
+        for _ in range(3):
+            limiter.acquire()
+        control.on_response(headers)
+    refused = RateLimited("slow", status_code=429, headers=headers)
+    control.on_rate_limited(refused, 0.05)
+    assert limiter.rate == pytest.approx(20 * AdaptiveRate.SAFETY)  # as stated, the first time
+    for _ in range(6):
+        for _ in range(3):
+            limiter.acquire()
+        control.on_response(headers)
+    control.on_rate_limited(refused, 0.05)
+    assert limiter.rate is not None and limiter.rate <= 0.7 * 20
+
+
 def test_far_above_the_limit_the_rate_learned_is_what_the_provider_accepted() -> None:
     clock = FakeClock()
     limiter = RateLimiter(40, clock=clock, sleep=clock.sleep)

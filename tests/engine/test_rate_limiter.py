@@ -15,6 +15,9 @@ from tests.support.doubles import FakeClock, max_starts_in_window
 
 #: how much closer than one interval the limiter lets a start follow the last (``JITTER``)
 JITTER = 0.0005
+#: how late a start still counts as on time (``LATE``), and a wake counts as a stall (``STALL``)
+LATE = 0.002
+STALL = 0.01
 
 
 def test_no_one_second_window_holds_more_than_rate_starts() -> None:
@@ -333,7 +336,7 @@ def test_reserving_and_waiting_starts_calls_when_acquire_would(
                 clocks[1].now += delay
                 if not loop.stands(slot):
                     continue
-            while (start_delay := loop.start_delay()) > 0:
+            while (start_delay := loop.start_delay(slot)) > 0:
                 clocks[1].now += start_delay
             break
         assert clocks[1].now == pytest.approx(clocks[0].now)
@@ -381,8 +384,9 @@ def test_the_first_second_after_an_idle_one_is_spaced_wider() -> None:
 
 
 def test_a_caller_that_wakes_late_does_not_start_with_the_next_one() -> None:
-    """A stall makes reserved slots pass: the callers behind it start one interval apart from
-    the real starts, as a strict server (a sliding window, nginx without burst) requires."""
+    """A stall makes reserved slots pass, and may hold the request started just before it
+    until it ends: the callers behind it start one interval apart from the stall's end, as a
+    strict server (a sliding window, nginx without burst) requires."""
     clock = FakeClock()
 
     def sleep(seconds: float) -> None:
@@ -391,13 +395,185 @@ def test_a_caller_that_wakes_late_does_not_start_with_the_next_one() -> None:
             clock.now += 0.4  # the process stalled: this caller wakes 0.4 s late
 
     limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
-    limiter.acquire()  # t = 0
-    limiter.acquire()  # slot 0.1, wakes at 0.5
-    assert clock.now == pytest.approx(0.5)
-    waited = limiter.acquire()  # slot 0.2 has passed: it still waits one interval after 0.5
-    assert clock.now == waited + 0.5 == pytest.approx(0.6 - JITTER)  # less a sleep's overrun
-    limiter.acquire()  # counted from 0.6, not from its early start
+    limiter.acquire()  # t = 0: its request may leave only at 0.5, when the stall ends
+    limiter.acquire()  # slot 0.1, wakes at 0.5, and keeps an interval from then
+    assert clock.now == pytest.approx(0.6 - JITTER)  # less a sleep's overrun
+    limiter.acquire()  # slot 0.2 has passed: it still waits one interval
     assert clock.now == pytest.approx(0.7 - JITTER)
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.8 - JITTER)
+
+
+def test_a_stall_is_told_from_when_the_caller_was_due_not_from_its_slot() -> None:
+    """Behind a stall the real starts lag the reserved slots: a caller is late only after the
+    time the spacing of the real starts gave it, and then it keeps an interval, too."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep, headroom=0)
+    first, second, third = (limiter.reserve()[0] for _ in range(3))  # 0, 0.1, 0.2
+    assert limiter.start_delay(first) == 0
+    clock.now = 0.15  # the second wakes 50 ms late: the first's request may leave only now
+    assert limiter.start_delay(second) == pytest.approx(0.1 - JITTER)
+    clock.now += 0.1 - JITTER
+    assert limiter.start_delay(second) == 0  # at 0.25, after the stall
+    clock.now = 0.3  # the third: its slot has passed, but it is due only at 0.35
+    assert limiter.start_delay(third) == pytest.approx(0.05 - JITTER)
+    clock.now += 0.05 - JITTER + 0.05  # and wakes 50 ms after that: a stall again
+    assert limiter.start_delay(third) == pytest.approx(0.1 - JITTER)
+
+
+def test_a_caller_that_overran_its_wait_for_the_spacing_is_not_stalled() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep, headroom=0)
+    first, second = (limiter.reserve()[0] for _ in range(2))  # 0 and 0.1
+    clock.now = 0.003
+    assert limiter.start_delay(first) == 0  # a little late: the spacing counts from 0.001
+    clock.now = 0.1
+    assert limiter.start_delay(second) == pytest.approx(JITTER)  # due at 0.1005
+    clock.now = 0.1005 + STALL * 0.95  # its slot is STALL ago, but it was due only at 0.1005
+    assert limiter.start_delay(second) == 0
+
+
+def test_a_stall_exactly_stall_late_counts() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2, clock=clock, sleep=clock.sleep, headroom=0)
+    first, second = (limiter.reserve()[0] for _ in range(2))  # 0 and 0.5
+    assert limiter.start_delay(first) == 0
+    clock.now = 0.51  # 0.51 - STALL is 0.5 exactly
+    assert limiter.start_delay(second) == pytest.approx(0.5 - JITTER)
+
+
+def test_acquire_reports_every_wait_a_stall_added() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            clock.now += 0.003  # a little late: the next one is due 0.5 ms after its slot
+        if len(clock.sleeps) == 3:
+            clock.now += 0.05  # and waiting for that, the process stalls
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
+    limiter.acquire()  # t = 0
+    limiter.acquire()  # slot 0.1, starts at 0.103
+    waited = limiter.acquire()  # slot 0.2, due at 0.2005, wakes at 0.2505: an interval more
+    assert waited == pytest.approx(0.097 + JITTER + (0.1 - JITTER))
+    assert clock.now == pytest.approx(0.2505 + 0.1 - JITTER)
+
+
+def test_at_a_high_rate_the_allowances_are_a_share_of_the_interval() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1000, clock=clock, sleep=clock.sleep, headroom=0)
+    assert limiter.start_delay() == 0  # counted a quarter interval early (LATE is longer)
+    assert limiter.start_delay() == pytest.approx(0.001 - 0.00025 - 0.00025)  # less JITTER's
+    slot, _ = limiter.reserve()
+    clock.now = 0.02  # a stall: an interval from now, less a quarter of it
+    assert limiter.start_delay(slot) == pytest.approx(0.001 - 0.00025)
+
+
+def test_a_rate_set_after_unlimited_starts_is_spaced_from_the_last_of_them() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    clock.now = 0.05
+    limiter.set_rate(10)
+    assert limiter.acquire() == pytest.approx(1.02 / 10 - 0.05 - JITTER)
+
+
+def test_a_caller_late_by_less_than_a_stall_starts_at_once() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            clock.now += STALL / 2  # a slow wake, not a stall
+
+    limiter = RateLimiter(10, clock=clock, sleep=sleep, headroom=0)
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(0.1 + STALL / 2)
+
+
+def test_sleeps_that_overrun_unevenly_do_not_slow_the_rate() -> None:
+    """Each overrun is small, but a start that follows a later one must wait again (and overrun
+    again): counted at their real times, the overruns would add up start after start."""
+    clock = FakeClock()
+    overruns = itertools.cycle([0.0, 0.001, 0.0015])
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        clock.now += next(overruns)
+
+    limiter = RateLimiter(20, clock=clock, sleep=sleep, headroom=0)
+    starts = []
+    for _ in range(1000):
+        limiter.acquire()
+        starts.append(clock.now)
+    assert clock.now <= 999 / 20 + 0.01
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 1 / 20 - JITTER - LATE  # never closer than an overrun allows
+
+
+def test_the_sent_rate_counts_a_start_exactly_a_window_ago_and_needs_two_instants() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.acquire()
+    assert limiter.sent_rate(2.0) is None  # two starts at one instant: no rate
+    for now in (1.7, 1.8, 1.9, 2.0):
+        clock.now = now
+        limiter.acquire()
+    assert limiter.sent_rate(2.0) == pytest.approx(5 / 2.0)  # the two at 0 count
+    clock.now = 2.0 + 1e-9
+    assert limiter.sent_rate(1.0) == pytest.approx(3 / 0.5)  # 1.7 to 2.0: half a window
+    clock.now = 20.0
+    limiter.acquire()
+    clock.now = 20.5
+    limiter.acquire()
+    assert limiter.sent_rate(1.0) == pytest.approx(1 / 0.5)  # two starts are enough
+    limiter.acquire()  # a second start at the last instant
+    assert limiter.sent_rate(1.0) == pytest.approx(2 / 0.5)
+    clock.now = 30.0
+    for _ in range(3):
+        limiter.acquire()  # three at one instant, then a later one
+    clock.now = 30.5
+    limiter.acquire()
+    assert limiter.sent_rate(1.0) == pytest.approx(3 / 0.5)
+
+
+def test_the_wider_spacing_starts_after_exactly_one_idle_second_and_lasts_one() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(12, clock=clock, sleep=clock.sleep, headroom=0.5)  # 0.125 s apart
+    starts = []
+    for _ in range(6):
+        limiter.acquire()
+        starts.append(clock.now)
+    # twice the headroom in the first second: 0.25 apart while the slot is before 1.0
+    assert starts == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.125])
+    clock.now = 1.25 + 1.0  # exactly one second after the next free slot: fresh again
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(2.25 + 0.25)
+    limiter.set_rate(6)
+    clock.now = 10.0
+    limiter.acquire()  # fresh: twice the headroom, 2 * 0.25 on
+    limiter.acquire()
+    assert clock.now == pytest.approx(10.5)
+
+
+def test_the_sent_rate_is_measured_from_the_real_starts() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep, headroom=0)
+    assert limiter.sent_rate(2.0) is None  # nothing sent yet
+    for _ in range(30):
+        limiter.acquire()
+    assert limiter.sent_rate(2.0) == pytest.approx(10)
+    clock.now += 0.5  # a spell without starts: the rate while sending is what counts
+    assert limiter.sent_rate(2.0) == pytest.approx(10)
+    unlimited = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        unlimited.acquire()
+        clock.now += 0.25
+    assert unlimited.sent_rate(2.0) == pytest.approx(2 / 1.0)  # two gaps over half the window
 
 
 def test_a_small_overrun_of_a_sleep_does_not_push_the_schedule() -> None:

@@ -223,6 +223,41 @@ def test_different_names_are_different_limits(redis_server: RedisServer) -> None
 
 
 @real_server
+def test_an_instance_that_stalled_past_its_slot_takes_the_next_free_one(
+    redis_server: RedisServer,
+) -> None:
+    """Sent late, its request would arrive with the other instances' next ones: it leaves its
+    slot unused and takes the next free one."""
+    clock = FakeClock()
+
+    def stalling(seconds: float) -> None:
+        clock.sleep(seconds)
+        clock.now += 0.3  # this instance's process stalls at every wake
+
+    on_time = shared(redis_server, 10, clock=clock, sleep=clock.sleep)
+    late = shared(redis_server, 10, clock=clock, sleep=stalling)
+    on_time.acquire()  # t = 0
+    late.acquire()  # slot 0.1, wakes at 0.4: starts in the next free slot, 0.4 (no wait)
+    assert clock.now == pytest.approx(0.4)
+    on_time.acquire()  # not at once (slot 0.2 was never used): after the late start
+    assert clock.now == pytest.approx(0.5)
+    assert late.sent_rate(5.0) is None  # one start of its own: no rate yet
+
+
+@real_server
+def test_each_instance_measures_what_it_sent_itself(redis_server: RedisServer) -> None:
+    """Adaptive control compares what the provider accepted of this process's requests with
+    what this process sent, not with the rate all of them share."""
+    _, (one, two) = on_fake_clock(redis_server, 20)
+    for _ in range(20):
+        one.acquire()
+        two.acquire()
+        two.acquire()
+    assert one.sent_rate(5.0) == pytest.approx(20 / 3, rel=0.1)
+    assert two.sent_rate(5.0) == pytest.approx(2 * 20 / 3, rel=0.1)
+
+
+@real_server
 def test_executor_and_adaptive_rate_run_on_the_shared_limiter(
     redis_server: RedisServer, simulator: SimulatorFactory
 ) -> None:
