@@ -8,19 +8,28 @@ vLLM, llama.cpp's server with ``--parallel N`` and Ollama serve N requests at on
 rest: too few calls in flight leave slots idle, too many only wait in the server's queue (each
 answer takes longer, and nothing finishes sooner). No header says N. As TCP Vegas does for a
 congestion window (and Netflix's concurrency-limits for services), this estimates it from
-latency alone: the shortest median of a window is the unloaded latency (one short answer is
-not: a model's answers differ in length), and in a window of about
-``limit`` answers, ``limit * (1 - unloaded / median latency)`` of the calls were queued. More
-than ``BETA`` of them queued: the limit steps down (straight to what the latencies say fits,
-plus one, when far over); fewer than ``ALPHA`` in two windows running, while the limit was in
-use: it steps up (doubling until the first sign of a queue, as TCP's slow start). So the limit
-sits at the slots, a third of the time one above (probing for more), where throughput has
-stopped rising and latency has not started to climb, and follows the server as its load
-changes: a faster server shows a shorter latency at once, and when a step down for a queue
-leaves the latency where it was, the server became slower for everyone: the step is undone and
-its latency now is the unloaded one (another client's load is not mistaken for a queue of
-ours). A failed call (timeout, refused connection) counts as a sign of overload: the limit
-shrinks by a quarter.
+latency: the shortest mean of a window is the unloaded latency (one short answer is not: a
+model's answers differ in length; the mean, not the median, because with one call over the
+slots only one call in ``limit`` waits), and in a window of about ``limit`` answers, ``limit *
+(1 - unloaded / mean latency)`` of the calls were queued. A window counts only calls that
+started under the limit it judges. More than ``BETA`` of them queued: the limit steps down
+(straight to what the latencies say fits, plus one, when far over); fewer than ``ALPHA`` in two
+windows running, while the limit was in use: it steps up (doubling until the first sign of a
+queue, as TCP's slow start).
+
+Latency alone mistakes slots that share a processor for a queue: llama.cpp's continuous
+batching on a CPU decodes its slots together, so two calls each take about 1.5 times as long
+as one, and Vegas would hold the limit under the slots. So a longer latency is a queue only if
+the calls added since the nearest lower limit measured did not pay off: throughput (calls in
+flight over their latency, Little's law) rose by less than ``GAIN`` of what as many free slots
+would have added (a real queue adds nothing). So the limit sits at the slots, a third of the
+time one above (probing for more), where throughput has stopped rising, and follows the server
+as its load changes: a faster server shows a shorter latency at once, and when a step down for
+a queue leaves the latency where it was, the server became slower for everyone: the step is
+undone and its latency now is the unloaded one (another client's load is not mistaken for a
+queue of ours); with nothing measured below (the server changed), one window one below tells.
+A failed call (timeout, refused connection) counts as a sign of overload: the limit shrinks by
+a quarter.
 
 The clock is injectable: the unit tests run on a fake one.
 """
@@ -45,7 +54,10 @@ class ConcurrencyLimit:
     #: queued calls above which the limit shrinks
     BETA = 0.5
     #: answers per window at least (a window is ``max(limit, MIN_WINDOW)`` answers)
-    MIN_WINDOW = 3
+    MIN_WINDOW = 5
+    #: the share of a slot's worth of throughput that the calls added since a lower limit must
+    #: bring for a longer latency to count as shared slots, not a queue
+    GAIN = 0.15
 
     def __init__(
         self,
@@ -71,9 +83,15 @@ class ConcurrencyLimit:
         self._unloaded = math.inf  # the shortest latency seen (since the server last slowed)
         self._slow_start = True
         self._calm = 0  # windows running with (almost) nothing queued
-        #: after a step down for a queue: the median and the limit before it, and whether the
-        #: next window judges it
-        self._cut: tuple[float, int, bool] | None = None
+        #: after a step down for a queue: the median and the limit before it (the next window
+        #: judges it)
+        self._cut: tuple[float, int] | None = None
+        #: the latency at each limit that was in use (over the windows of its last stay, the
+        #: last counting half), and the window that last measured it
+        self._seen: dict[int, tuple[float, int]] = {}
+        self._windows = 0
+        self._stale = 0  # calls in flight that started under the limit before this one
+        self._probe_from: int | None = None  # the limit to go back to after one window below
 
     @property
     def limit(self) -> int:
@@ -103,9 +121,12 @@ class ConcurrencyLimit:
         with self._cond:
             self._in_flight -= 1
             self._dropped = self._dropped or dropped
-            if latency is not None and latency > 0:
+            if self._stale > 0:  # it started under another limit: its latency says nothing
+                self._stale -= 1  # of this one (the first to end after a change, mostly)
+            elif latency is not None and latency > 0:
                 self._window.append(latency)
-            if self._dropped or len(self._window) >= max(self._limit, self.MIN_WINDOW):
+            least = 3 if self._slow_start else self.MIN_WINDOW  # a quick start, then surer
+            if self._dropped or len(self._window) >= max(self._limit, least):
                 self._update()
             self._cond.notify_all()
 
@@ -125,7 +146,14 @@ class ConcurrencyLimit:
             self.release(self._clock() - started, dropped=dropped)
 
     def _update(self) -> None:
+        before = self._limit
+        self._judge()
+        if self._limit != before:
+            self._stale = self._in_flight
+
+    def _judge(self) -> None:
         samples, self._window = self._window, []
+        self._windows += 1
         busiest, self._busiest = self._busiest, self._in_flight
         dropped, self._dropped = self._dropped, False
         if dropped or not samples:
@@ -133,34 +161,65 @@ class ConcurrencyLimit:
             self._calm = 0
             self._limit = max(self.minimum, math.floor(self._limit * 0.75))
             return
-        typical = statistics.median(samples)
+        typical = statistics.fmean(samples)
+        if typical < 0.8 * self._unloaded:  # a faster server: what it did before says nothing
+            self._seen.clear()
         self._unloaded = min(self._unloaded, typical)  # a window's, not one short answer's
-        if self._cut is not None:  # judged on the second window after it: the first holds
-            before, undo, judge = self._cut  # calls that started before it
-            self._cut = (before, undo, True) if not judge else None
-            if judge and typical > before * (1 + self._limit / undo) / 2:  # fewer in flight,
+        if self._cut is not None:  # judged on the window after it
+            before, undo = self._cut
+            self._cut = None
+            if typical > before * (1 + self._limit / undo) / 2:  # fewer in flight,
                 self._unloaded = typical  # no shorter: the server is slower for everyone; this
                 self._limit = undo  # is its unloaded latency now, and the cut is undone
+                self._seen.clear()
                 return
         unloaded = self._unloaded
         queued = self._limit * (1.0 - unloaded / typical) if typical > 0 else 0.0
         limit = self._limit
-        if queued > self.BETA:
-            self._slow_start = False
+        lower = max((n for n in self._seen if n < limit), default=None)
+        shared = busiest >= limit and lower is not None and self._paid_off(limit, typical, lower)
+        if busiest >= limit:
+            known, when = self._seen.get(limit, (typical, 0))
+            stayed = when == self._windows - 1  # an earlier stay's is another server's, maybe
+            self._seen[limit] = ((known + typical) / 2 if stayed else typical, self._windows)
+        if self._probe_from is not None:  # one below measured: back, to judge by it
+            limit, self._probe_from = self._probe_from, None
+        elif lower is None and not self._slow_start and limit > self.minimum and busiest >= limit:
+            self._probe_from = limit  # nothing below to tell a queue from slots by (the server
+            limit -= 1  # changed): measure one below
+        elif queued > self.BETA and not shared:
+            overshot, self._slow_start = self._slow_start, False
             self._calm = 0
-            fits = math.floor(limit * unloaded / typical) + 1  # what the latencies say
-            limit = max(self.minimum, min(limit - 1, max(fits, limit // 2)))
-            self._cut = (typical, self._limit, False)  # a queue: latency drops as much
-        elif queued < self.ALPHA and busiest >= limit:
+            # what the latencies say fits: the calls answered in the latency of the nearest
+            # lower limit (slots decoded together answer later, queue or not), or unloaded
+            base = unloaded if lower is None else min(max(self._seen[lower][0], unloaded), typical)
+            fits = math.floor(limit * base / typical) + 1
+            # (the slow start's last doubling went as far over as the latencies say)
+            limit = max(self.minimum, min(limit - 1, fits if overshot else max(fits, limit // 2)))
+            self._cut = (typical, self._limit)  # a queue: latency drops as much
+        elif (queued < self.ALPHA or shared or lower is None) and busiest >= limit:
+            # (nothing queued, or the added calls paid off, or nothing to tell: probe above)
             self._calm += 1
-            if self._slow_start:
+            if self._slow_start and queued < self.ALPHA:
                 limit *= 2
+            elif self._slow_start:  # latency rose: from now on one step at a time
+                self._slow_start = False
             elif self._calm >= 2:
                 self._calm = 0
                 limit += 1
         else:
             self._calm = 0
         self._limit = max(self.minimum, min(self.maximum, limit))
+
+    def _paid_off(self, limit: int, typical: float, lower: int) -> bool:
+        """Whether the calls added since limit ``lower`` raised throughput (calls in flight
+        over their latency, Little's law) by at least ``GAIN`` of what as many free slots
+        would have: a server that decodes its slots together (llama.cpp's continuous batching
+        on CPU) answers each call later when more share it, which is no queue."""
+        if typical <= 0:
+            return False
+        gain = (limit / typical) / (lower / self._seen[lower][0])
+        return gain - 1.0 >= self.GAIN * (limit / lower - 1.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(limit={self._limit}, in_flight={self._in_flight})"

