@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 import orjson
@@ -95,6 +95,14 @@ OVERDUE_SHARE = 0.1
 T = TypeVar("T")
 
 
+class Clock(Protocol):
+    """What the job reads time from and sleeps with: the ``time`` module, or a test's fake."""
+
+    def monotonic(self) -> float: ...
+    def time(self) -> float: ...
+    def sleep(self, seconds: float, /) -> None: ...
+
+
 def run_via_batch_api(
     client: OpenAICompatibleClient,
     tasks: Iterable[LLMTask],
@@ -113,6 +121,7 @@ def run_via_batch_api(
     completion_window: str = "24h",
     outage_budget: float | None = None,
     telemetry: Telemetry | None = None,
+    clock: Clock = time,
 ) -> BatchResult:
     """Run ``tasks`` through the provider's Batch API; ``task_results`` in input order.
 
@@ -130,6 +139,7 @@ def run_via_batch_api(
     collects them. Ctrl-C raises ``BatchInterrupted`` the same way. Checkpointing is always
     on: it is what makes a batch job resumable. ``telemetry``: as ``ParallelLLMExecutor``'s,
     a span per batch and per task (no attempt spans: the provider answers items in bulk).
+    ``clock``: where polling reads the time and sleeps (tests pass a fake one).
     """
     task_list = list(tasks)
     settings = ExecutorSettings.resolve(
@@ -150,6 +160,7 @@ def run_via_batch_api(
         poll_interval=poll_interval,
         limits=(max(1, max_requests_per_file), max(1, max_bytes_per_file)),
         completion_window=completion_window,
+        clock=clock,
     )
     job.life.trace = (telemetry or Telemetry()).batch(name, len(task_list), client, None)
     with job.life.trace:
@@ -248,6 +259,7 @@ class _BatchJob:
         poll_interval: float | None,
         limits: tuple[int, int],
         completion_window: str,
+        clock: Clock = time,
     ) -> None:
         sdk = getattr(client, "sdk", None)  # the client's own SDK instance and connections
         if not isinstance(sdk, openai.OpenAI):
@@ -260,6 +272,7 @@ class _BatchJob:
         self.model = client_model(client)
         # The SDK retries these control calls itself: they are not attempts of a task.
         self.sdk = sdk.with_options(max_retries=4)
+        self.poll_sdk = sdk.with_options(max_retries=0)
         self.name = name
         self.settings = settings
         self.prices = prices
@@ -267,6 +280,7 @@ class _BatchJob:
         self.poll_interval = poll_interval
         self.max_requests, self.max_bytes = limits
         self.completion_window = completion_window
+        self.clock = clock
         manager = CheckpointManager(settings.checkpoint_dir)
         self.manager = manager
         stem = manager.safe_name(name)
@@ -456,7 +470,7 @@ class _BatchJob:
         finally:
             requests.unlink(missing_ok=True)
         upload = _Uploaded(
-            input_file_id=uploaded.id, keys=keys, requests=len(chunk), uploaded_at=time.time()
+            input_file_id=uploaded.id, keys=keys, requests=len(chunk), uploaded_at=self.clock.time()
         )
         state.uploads.append(upload)
         self._save(state)
@@ -528,9 +542,9 @@ class _BatchJob:
             while waiting:
                 statuses: list[str] = []
                 for batch in list(waiting.values()):
-                    try:
+                    try:  # not retried by the SDK: the next poll is the retry
                         info = self._call(
-                            partial(self.sdk.batches.retrieve, batch.id), "poll a batch"
+                            partial(self.poll_sdk.batches.retrieve, batch.id), "poll a batch"
                         )
                     except ModelNotFound:  # gone at the provider: its items go again
                         log.warning("batch %s is gone at the provider; submitting again", batch.id)
@@ -538,16 +552,14 @@ class _BatchJob:
                         waiting.pop(batch.id)
                         continue
                     except (ProviderUnavailable, RateLimited) as error:
-                        unreachable_since = unreachable_since or time.monotonic()
-                        if time.monotonic() - unreachable_since > self.settings.outage_budget:
-                            raise ProviderOutage(
-                                f"the provider was unreachable for over "
-                                f"{self.settings.outage_budget:g}s while polling ({error}); the "
-                                f"batches keep running: run again to collect them"
-                            ) from None
+                        now = self.clock.monotonic()
+                        if unreachable_since is None:
+                            unreachable_since = now
+                        if now - unreachable_since > self.settings.outage_budget:
+                            raise self._outage(error, list(waiting)) from None
                         continue
                     unreachable_since = None
-                    _check_not_overdue(info, time.time())
+                    _check_not_overdue(info, self.clock.time())
                     counts = info.request_counts
                     progress[batch.id] = (counts.completed + counts.failed) if counts else 0
                     statuses.append(info.status)
@@ -561,11 +573,18 @@ class _BatchJob:
                 bar.n = min(int(bar.total or 0), sum(progress.values()))
                 bar.set_postfix_str(_tally(statuses), refresh=True)
                 if waiting:
-                    time.sleep(delay)
+                    self.clock.sleep(delay)
                     if self.poll_interval is None:
                         delay = min(POLL_MAX, delay * 1.5)
         finally:
             bar.close()
+
+    def _outage(self, error: ProviderError, running: list[str]) -> ProviderOutage:
+        return ProviderOutage(
+            f"cannot poll the Batch API at {self.base_url}: no answer for over "
+            f"{self.settings.outage_budget:g}s ({error}); the batch(es) {', '.join(running)} keep "
+            "running at the provider: run again to collect them"
+        )
 
     def _collect(
         self,

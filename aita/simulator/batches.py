@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -50,6 +51,10 @@ class BatchSimulation:
     #: OpenAI's limits per input file
     max_requests: int = 50_000
     max_file_bytes: int = 200 * 1024 * 1024
+    #: what ``processing_seconds`` are measured on (a test's fake clock makes them instant)
+    clock: Callable[[], float] = time.monotonic
+    #: lines added to every output file: what a client must skip (blank, not JSON, not an item)
+    output_noise: bytes = b""
 
 
 @dataclass
@@ -259,14 +264,14 @@ class BatchService:
                 completion_window=str(request.get("completion_window") or "24h"),
                 metadata=request.get("metadata"),
                 created_at=int(now),
-                started=time.monotonic(),
+                started=self.simulation.clock(),
                 requests=requests,
                 window_seconds=self.simulation.window_seconds,
             )
             if errors:
                 batch.status, batch.errors, batch.ended_at = "failed", errors, int(now)
             self._batches[batch.id] = batch
-            return batch.to_json(time.monotonic(), self.simulation.processing_seconds)
+            return batch.to_json(self.simulation.clock(), self.simulation.processing_seconds)
 
     def _validate(self, data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The file's requests, or why the batch fails validation (as OpenAI reports it)."""
@@ -323,9 +328,10 @@ class BatchService:
             batch = self._batch(batch_id)
             if batch.status == "in_progress":
                 seconds = self.simulation.processing_seconds
-                share = min(1.0, (time.monotonic() - batch.started) / seconds) if seconds else 1.0
+                now = self.simulation.clock()
+                share = min(1.0, (now - batch.started) / seconds) if seconds else 1.0
                 self._finish(batch, int(len(batch.requests) * share), "cancelled")
-                data = batch.to_json(time.monotonic(), seconds)
+                data = batch.to_json(now, seconds)
                 data["status"] = "cancelling"  # as a provider answers the cancel itself
                 return data
             return self._advance(batch)
@@ -340,7 +346,7 @@ class BatchService:
     def _advance(self, batch: _Batch) -> dict[str, Any]:
         """The batch as it stands now; its items are answered once its time is up. Under the
         lock."""
-        now, seconds = time.monotonic(), self.simulation.processing_seconds
+        now, seconds = self.simulation.clock(), self.simulation.processing_seconds
         if batch.status == "in_progress" and now - batch.started >= seconds:
             self._finish(batch, len(batch.requests), "completed")
         return batch.to_json(now, seconds)
@@ -368,6 +374,7 @@ class BatchService:
         self.stats.failed_items += len(errors) - expired
         self.stats.expired_items += expired
         if outputs:
+            outputs.append(self.simulation.output_noise)
             batch.output_file_id = self._new_file(
                 f"{batch.id}_output.jsonl", "batch_output", b"".join(outputs)
             ).id

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +28,7 @@ from aita.engine import LLMMessage as Message
 from aita.errors import ConfigError
 from aita.simulator import ProviderSimulator
 from aita.simulator.batches import EXPIRED_MESSAGE, BatchSimulation
-from tests.support.doubles import TEST_KEY, SimulatorFactory, client_for, interrupt_when
+from tests.support.doubles import TEST_KEY, FakeClock, SimulatorFactory, client_for, interrupt_when
 
 MODEL = "openai/gpt-4o-mini"
 
@@ -35,15 +37,47 @@ def tasks(n: int, prefix: str = "task") -> list[SimpleLLMTask]:
     return [SimpleLLMTask(f"t{i:04d}", f"{prefix} {i}") for i in range(n)]
 
 
-def provider(simulator: SimulatorFactory, **batches: Any) -> ProviderSimulator:
-    """A simulator standing in for a real provider (no cost reported: the price table's)."""
-    sim = simulator(announce=False, report_cost=False)
-    sim.batch_api.simulation = BatchSimulation(**{"processing_seconds": 0.2, **batches})
+class PollClock(FakeClock):
+    """The clock a job polls by and its simulator's batches run on: sleeping moves both, so
+    polling never really waits. ``at[n]`` runs at the n-th sleep (from 1), as a user or the
+    provider would act at that moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[int, Callable[[], object]] = {}
+
+    def sleep(self, seconds: float, /) -> None:
+        super().sleep(seconds)
+        action = self.at.get(len(self.sleeps))
+        if action is not None:
+            action()
+
+
+#: each simulator's clock, by its base URL: what ``run`` polls it by
+CLOCKS: dict[str, PollClock] = {}
+
+
+def provider(
+    simulator: SimulatorFactory, announce: bool = False, report_cost: bool = False, **batches: Any
+) -> ProviderSimulator:
+    """A simulator standing in for a real provider (no cost reported: the price table's), its
+    batches taking 2 s on a fake clock."""
+    sim = simulator(announce=announce, report_cost=report_cost)
+    clock = CLOCKS[sim.base_url] = PollClock()
+    sim.batch_api.simulation = BatchSimulation(
+        **{"processing_seconds": 2.0, "clock": clock, **batches}
+    )
     return sim
 
 
+def clock_of(sim: ProviderSimulator) -> PollClock:
+    return CLOCKS[sim.base_url]
+
+
 def run(client: OpenAICompatibleClient, task_list: list[Any], **options: Any) -> Any:
-    options = {"checkpoint_name": "job", "poll_interval": 0.05, **options}
+    """``run_via_batch_api`` as tests call it: polled every 0.5 s on the simulator's clock."""
+    clock = CLOCKS.get(client.base_url, time)
+    options = {"checkpoint_name": "job", "poll_interval": 0.5, "clock": clock, **options}
     return run_via_batch_api(client, task_list, **options)
 
 
@@ -73,8 +107,7 @@ def test_the_cost_is_half_the_price_of_the_same_calls_one_by_one(
 
 
 def test_a_cost_the_provider_reports_is_taken_as_it_is(simulator: SimulatorFactory) -> None:
-    sim = simulator(announce=False, report_cost=True)  # reports the batch price itself
-    sim.batch_api.simulation = BatchSimulation(processing_seconds=0.1)
+    sim = provider(simulator, report_cost=True)  # reports the batch price itself
     result = run(client_for(sim, model=MODEL), tasks(5))
     own = sum(
         (r.prompt_tokens * 0.30 + r.completion_tokens * 2.50) / 1e6 / 2 for r in result.task_results
@@ -85,8 +118,8 @@ def test_a_cost_the_provider_reports_is_taken_as_it_is(simulator: SimulatorFacto
 def test_simulated_items_cost_nothing_whatever_their_usage_says(
     simulator: SimulatorFactory, tmp_path: Path
 ) -> None:
-    sim = simulator()  # as `aita simulate`: it reports a cost, and says it is simulated
-    sim.batch_api.simulation = BatchSimulation(processing_seconds=0.1)
+    # as `aita simulate`: it reports a cost, and says it is simulated
+    sim = provider(simulator, announce=True, report_cost=True)
     result = run(client_for(sim, model=MODEL), tasks(5))
     assert all(r.success and r.simulated and r.cost == 0.0 for r in result.task_results)
     assert result.metrics.total_cost == 0.0 and result.metrics.simulated_requests == 5

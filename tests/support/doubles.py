@@ -60,16 +60,24 @@ PNG_1PX = base64.b64decode(
 
 
 class FakeClock:
-    """A clock that only moves when someone sleeps."""
+    """A clock that only moves when someone sleeps; ``time()`` is the wall clock it started at
+    plus the seconds slept (the ``time`` module's three functions, for code that takes one)."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self.sleeps: list[float] = []
+        self.epoch = time.time()
 
     def __call__(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.epoch + self.now
+
+    def sleep(self, seconds: float, /) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
 
