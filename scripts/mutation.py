@@ -80,14 +80,12 @@ MODULES = (
     Module(
         "batch_api",
         "aita/engine/_batch_api.py",
-        # Without the two Ctrl-C tests: mutmut's runner takes their SIGINT as its own.
+        # Its tests poll on a fake clock (Ctrl-C is raised in the process, no SIGINT).
         (
             "tests/engine/test_batch_api.py",
-            "--deselect",
-            "tests/engine/test_batch_api.py::"
-            "test_interrupted_while_polling_a_run_again_collects_the_same_batch",
-            "--deselect",
-            "tests/engine/test_batch_api.py::test_cancel_stops_the_batches_a_run_left_running",
+            "tests/engine/test_batch_api_polling.py",
+            "tests/engine/test_batch_api_state.py",
+            "tests/engine/test_batch_overdue.py",
         ),
     ),
     Module("exam", "aita/pipelines/exam.py", ("tests/pipelines/test_pipelines.py",)),

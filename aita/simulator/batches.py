@@ -44,6 +44,8 @@ class BatchSimulation:
 
     processing_seconds: float = 1.0
     failure_rate: float = 0.0
+    #: the HTTP status of a failed item (503: the provider is down, retried without limit)
+    failure_status: int = 500
     expiry_rate: float = 0.0
     #: the completion window the batches report (``expires_at``); a batch whose
     #: ``processing_seconds`` is longer stays ``in_progress`` past it: a provider that is stuck
@@ -401,7 +403,8 @@ class BatchService:
 
     def _failed_line(self, item: dict[str, Any], message: str = "simulated error") -> bytes:
         body = _error(message, "server_error")
-        return _line(item, {"status_code": 500, "request_id": _request_id(), "body": body}, None)
+        status = self.simulation.failure_status
+        return _line(item, {"status_code": status, "request_id": _request_id(), "body": body}, None)
 
 
 class _Refused(Exception):

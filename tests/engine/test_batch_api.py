@@ -3,32 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
-import openai
 import pytest
 from pydantic import BaseModel
 
+from aita.engine import LLMMessage as Message
 from aita.engine import (
-    BatchInterrupted,
     LLMTask,
     OpenAICompatibleClient,
     ParallelLLMExecutor,
     SimpleLLMTask,
     SpendLedger,
     Usage,
-    cancel_batch_api,
     cost_of,
     run_via_batch_api,
 )
-from aita.engine import LLMMessage as Message
-from aita.errors import ConfigError
+from aita.engine._batch_api import _check_not_overdue, _item_error, _late, _tally
+from aita.errors import (
+    BatchOverdue,
+    ConfigError,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+)
 from aita.simulator import ProviderSimulator
 from aita.simulator.batches import EXPIRED_MESSAGE, BatchSimulation
-from tests.support.doubles import TEST_KEY, FakeClock, SimulatorFactory, client_for, interrupt_when
+from tests.support.doubles import FakeClock, SimulatorFactory, client_for
 
 MODEL = "openai/gpt-4o-mini"
 
@@ -208,92 +214,6 @@ def test_a_changed_task_is_not_answered_by_the_batch_that_asked_the_old_question
     assert [r.result for r in result.task_results] == [f"[sim] edited {i}" for i in range(5)]
 
 
-def test_interrupted_while_polling_a_run_again_collects_the_same_batch(
-    simulator: SimulatorFactory,
-) -> None:
-    sim = provider(simulator, processing_seconds=1.0)
-    client = client_for(sim, model=MODEL)
-    stats = sim.batch_api.stats
-    watcher = interrupt_when(lambda: stats.batches_created == 1 and stats.retrievals >= 2)
-    with pytest.raises(BatchInterrupted, match="keep running at the provider"):
-        run(client, tasks(30))
-    watcher.join()
-    assert stats.uploads == 1
-    result = run(client, tasks(30))
-    assert [r.result for r in result.task_results] == [f"[sim] task {i}" for i in range(30)]
-    assert (stats.uploads, stats.batches_created) == (1, 1)  # polled, not submitted again
-
-
-def test_a_batch_created_but_not_recorded_before_a_kill_is_found_and_adopted(
-    simulator: SimulatorFactory, tmp_path: Path
-) -> None:
-    sim = provider(simulator)
-    client = client_for(sim, model=MODEL)
-    # What a run killed between "batch created" and "state written" leaves: an upload on record.
-    lines = "".join(
-        json.dumps(
-            {
-                "custom_id": task.task_id,
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {"model": MODEL, "messages": [{"role": "user", "content": task.prompt}]},
-            }
-        )
-        + "\n"
-        for task in tasks(6)
-    )
-    sdk = openai.OpenAI(api_key=TEST_KEY, base_url=sim.base_url)
-    upload = sdk.files.create(file=("in.jsonl", lines.encode()), purpose="batch")
-    sdk.batches.create(
-        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
-    folder = tmp_path / "checkpoints"
-    (folder / "job.batch-api").mkdir(parents=True)
-    keys = [
-        [t.task_id, _key_of(client, t)] for t in tasks(6)
-    ]  # what the run had recorded before uploading
-    (folder / "job.batch-api" / "k.keys.jsonl").write_text(
-        "".join(json.dumps(k) + "\n" for k in keys)
-    )
-    state = {
-        "aita_batch_api": 1,
-        "name": "job",
-        "base_url": sim.base_url,
-        "batches": [],
-        "uploads": [
-            {"input_file_id": upload.id, "keys": "k.keys.jsonl", "requests": 6, "uploaded_at": 0}
-        ],
-    }
-    (folder / "job.batch-api.json").write_text(json.dumps(state))
-    result = run(client, tasks(6))
-    assert result.success_rate == 100.0
-    assert sim.batch_api.stats.batches_created == 1  # adopted, not created again
-    assert sim.batch_api.stats.uploads == 1
-
-
-def _key_of(client: OpenAICompatibleClient, task: SimpleLLMTask) -> str:
-    from aita.engine import request_key
-
-    return request_key(client.model, task.build_messages(), task.request_params(), task.version)
-
-
-def test_cancel_stops_the_batches_a_run_left_running(simulator: SimulatorFactory) -> None:
-    sim = provider(simulator, processing_seconds=30.0)
-    client = client_for(sim, model=MODEL)
-    stats = sim.batch_api.stats
-    watcher = interrupt_when(lambda: stats.batches_created == 1)
-    with pytest.raises(BatchInterrupted):
-        run(client, tasks(10))
-    watcher.join()
-    assert len(cancel_batch_api(client, "job")) == 1
-    assert stats.cancels == 1
-    sim.batch_api.simulation.processing_seconds = 0.1
-    result = run(client, tasks(10))  # collects the cancelled batch, submits what it left
-    assert result.success_rate == 100.0
-    assert stats.batches_created == 2
-    assert cancel_batch_api(client, "job") == []
-
-
 def test_a_server_without_a_batch_api_is_a_clear_error(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
     client = OpenAICompatibleClient(api_key="k", model=MODEL, base_url=f"{sim.base_url}/none")
@@ -318,3 +238,84 @@ def test_an_item_error_is_the_providers_error_as_a_live_call_would_have_it(
     for result in expired:
         assert result.error == f"provider unavailable: batch_expired: {EXPIRED_MESSAGE}"
         assert (result.error_type, result.retry_count) == ("ProviderUnavailable", 0)
+
+
+def test_lines_of_an_output_file_that_are_no_answer_to_a_pending_task_are_skipped(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    duplicate = {
+        "custom_id": "t0000",
+        "response": {"status_code": 200, "body": {"choices": [{"message": {"content": "[dup]"}}]}},
+    }
+    noise = b"\n   \nnot json\n[1, 2]\n" + json.dumps({"custom_id": 5}).encode() + b"\n"
+    sim = provider(simulator, output_noise=noise + json.dumps(duplicate).encode() + b"\n")
+    with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
+        result = run(client_for(sim, model=MODEL), tasks(3))
+    assert [r.result for r in result.task_results] == [f"[sim] task {i}" for i in range(3)]
+    assert caplog.text.count("skipped a line that is not JSON") == 1
+
+
+def test_an_empty_answer_is_asked_again_and_fails_as_a_live_call_would(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator)
+    sim.config.responder = lambda request: ""
+    result = run(client_for(sim, model=MODEL), tasks(2), max_rounds=2)
+    assert [r.error_type for r in result.task_results] == ["EmptyResponse"] * 2
+    assert [r.retry_count for r in result.task_results] == [1, 1]
+    assert sim.batch_api.stats.batches_created == 2
+
+
+def info(status: str = "in_progress", created: Any = 0, expires: Any = 1000) -> Any:
+    return SimpleNamespace(id="batch_1", status=status, created_at=created, expires_at=expires)
+
+
+def test_a_batch_is_overdue_a_tenth_of_its_window_past_its_end() -> None:
+    _check_not_overdue(info(), 1100)  # 100 s late: a tenth of 1000 s, not more
+    with pytest.raises(
+        BatchOverdue,
+        match=r"^batch overdue: batch batch_1 is still in_progress 101 s past its completion "
+        r"window: the provider is not finishing it\. It is kept: run again later to collect it, "
+        r"or cancel it \(aita batch cancel\)$",
+    ):
+        _check_not_overdue(info(), 1101)
+    with pytest.raises(BatchOverdue, match="still validating 1 s past"):
+        _check_not_overdue(info("validating", created=None), 1000.4)
+    with pytest.raises(BatchOverdue, match="1 s past"):
+        _check_not_overdue(info(created=2000), 1000.6)  # a window that makes no sense: none
+    for finished in ("completed", "failed", "expired", "cancelled"):
+        _check_not_overdue(info(finished), 10**9)
+    _check_not_overdue(info(expires=None), 10**9)
+
+
+def test_lateness_is_said_in_seconds_below_an_hour_and_in_hours_from_there() -> None:
+    assert [_late(s) for s in (0.2, 59.6, 3599.4, 3600, 9000)] == [
+        "1 s",
+        "60 s",
+        "3599 s",
+        "1.0 h",
+        "2.5 h",
+    ]
+
+
+def test_the_progress_bar_tallies_statuses_by_name() -> None:
+    assert _tally(["in_progress", "completed", "in_progress"]) == "completed=1 in_progress=2"
+    assert _tally([]) == ""
+
+
+def test_an_items_error_reads_as_the_providers_answer_would() -> None:
+    def error_of(item: dict[str, Any], status: Any = None, body: Any = None) -> ProviderError:
+        return _item_error(item, status, body, lambda text: text.replace("sk-1", "[redacted]"))
+
+    limited = error_of({}, 429, {"error": {"message": "slow down sk-1"}})
+    assert isinstance(limited, RateLimited)
+    assert str(limited) == "rate limited (HTTP 429): slow down [redacted]"
+    assert str(error_of({}, 500, {"message": "flat"})) == "provider unavailable (HTTP 500): flat"
+    assert str(error_of({}, 502, {"error": "text"})) == "provider unavailable (HTTP 502): HTTP 502"
+    assert str(error_of({}, 500, {"error": {"message": 3}})).endswith(": HTTP 500")
+    assert str(error_of({}, 503, "body")).endswith(": HTTP 503")
+    expired = error_of({"error": {"code": "batch_expired", "message": "too late"}})
+    assert type(expired) is ProviderUnavailable
+    assert str(expired) == "provider unavailable: batch_expired: too late"
+    assert str(error_of({"error": "what"}, 200)) == "provider unavailable: unknown: not answered"
+    assert str(error_of({"error": {}}, "200")) == "provider unavailable: unknown: not answered"

@@ -35,7 +35,9 @@ def test_polling_starts_at_a_second_and_slows_by_half_up_to_a_minute(
     result = run(client_for(sim, model=MODEL), tasks(2), poll_interval=None)
     assert result.success_rate == 100.0
     growing = [1, 1.5, 2.25, 3.375, 5.0625, 7.59375, 11.390625, 17.0859375, 25.62890625]
-    assert clock_of(sim).sleeps == pytest.approx([*growing, 38.443359375, 57.6650390625, 60, 60, 60])
+    assert clock_of(sim).sleeps == pytest.approx(
+        [*growing, 38.443359375, 57.6650390625, 60, 60, 60]
+    )
 
 
 def test_the_progress_bar_counts_the_requests_the_provider_has_done(
