@@ -701,8 +701,9 @@ class _BatchJob:
         write_json_atomic(self.state_path, state.model_dump())
 
     def _cancel(self, state: _State | None) -> list[str]:
-        """Cancel the open batches of ``state`` (those created from its uploads included; best
-        effort) and forget the state; the ids cancelled."""
+        """Cancel the open batches of ``state`` (those created from its uploads included); the
+        ids cancelled. A batch the provider refuses to cancel is skipped; a provider that is
+        down raises (``ProviderUnavailable``), the state kept for a later try."""
         if state is None:
             return []
         ids = [b.id for b in state.open_batches]
@@ -715,7 +716,9 @@ class _BatchJob:
         for batch_id in ids:
             try:
                 self._call(partial(self.sdk.batches.cancel, batch_id), "cancel a batch")
-            except ProviderError as error:
+            except (ProviderUnavailable, RateLimited):
+                raise  # the provider is down: nothing else would be cancelled either
+            except ProviderError as error:  # this one refused (finished, unknown): the others
                 log.warning("could not cancel batch %s: %s", batch_id, error)
                 continue
             cancelled.append(batch_id)

@@ -276,7 +276,8 @@ class ProviderSimulator:
 
     def start_outage(self, seconds: float, kind: str = "reset") -> None:
         """Be down for ``seconds``: every request's connection is reset (``"reset"``) or
-        answered 503 (``"503"``) or 429 (``"429"``, a gateway that refuses everything)."""
+        answered 503 (``"503"``) or 429 (``"429"``, a gateway that refuses everything, asking
+        to wait 10 ms)."""
         if kind not in {"reset", "503", "429"}:
             raise ValueError(f"unknown outage kind {kind!r}")
         with self._lock:
@@ -396,7 +397,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif outage == "503":
             self._send(503, _error("service unavailable", "server_error"))
         elif outage == "429":
-            self._send(429, _error("too many requests", "rate_limit_exceeded"))
+            self._send(
+                429, _error("too many requests", "rate_limit_exceeded"), {"retry-after-ms": "10"}
+            )
         return outage is not None
 
     def do_GET(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 from aita.engine import (
     LLMMessage,
     OpenAICompatibleClient,
+    RateLimited,
     RunFailed,
     SimpleLLMTask,
     TaskGraphError,
@@ -433,3 +434,17 @@ def test_a_provider_gone_before_the_upload_fails_the_run_resumably(
     message = str(raised.value)
     assert message.startswith(f"upload a batch file: cannot reach {sim.base_url}: ")
     assert message.endswith("; what was submitted is collected by the next run")
+
+
+def test_cancel_while_the_provider_is_down_raises_and_keeps_the_batches_on_record(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    batch = create(sim, upload(sim, tasks(2)))
+    leave_state(sim, client, tasks(2), batches=[batch.id])
+    sim.start_outage(3600, kind="429")
+    with pytest.raises(RateLimited):
+        cancel_batch_api(client, "job")
+    sim.start_outage(0)
+    assert cancel_batch_api(client, "job") == [batch.id]
