@@ -424,8 +424,10 @@ def test_tasks_with_dependencies_or_repeated_ids_are_refused_before_any_call(
 
 
 def test_a_provider_gone_before_the_upload_fails_the_run_resumably(
-    simulator: SimulatorFactory,
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The SDK's own retries of the upload, without their seconds of backoff.
+    monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.001)
     sim = provider(simulator)
     client = client_for(sim, model=MODEL)
     sim.start_outage(3600, kind="reset")
