@@ -173,24 +173,9 @@ def cancel_batch_api(
     """Cancel the batches that runs of ``checkpoint_name`` submitted and did not collect; their
     ids. The next run collects what the provider answered before it stopped (that was paid
     for) and submits the rest again."""
-    settings = ExecutorSettings.resolve(
-        enable_checkpointing=True,
-        checkpoint_dir=checkpoint_dir,
-        show_progress=False,
-        spend_ledger=None,
-        redis_url=None,
-    )
-    job = _BatchJob(
-        client,
-        checkpoint_name,
-        settings,
-        prices=None,
-        max_rounds=1,
-        poll_interval=None,
-        limits=(MAX_REQUESTS_PER_FILE, MAX_BYTES_PER_FILE),
-        completion_window="24h",
-    )
-    return job.cancel_open()
+    folder = ExecutorSettings.resolve(checkpoint_dir=checkpoint_dir).checkpoint_dir
+    remote = _Remote(client, checkpoint_name, folder)
+    return remote._cancel(remote._load_state())
 
 
 # -- the state file -----------------------------------------------------------------------------
@@ -247,7 +232,97 @@ class _Pending:
         return self.step.key
 
 
-class _BatchJob:
+class _Remote:
+    """A checkpoint's batches at the provider: the state file that records them, and the
+    control calls on them (all cancelling needs)."""
+
+    def __init__(self, client: OpenAICompatibleClient, name: str, checkpoint_dir: Path) -> None:
+        sdk = getattr(client, "sdk", None)  # the client's own SDK instance and connections
+        if not isinstance(sdk, openai.OpenAI):
+            raise ConfigError(
+                f"the Batch API needs an OpenAI-compatible client (create_openrouter_client), "
+                f"not {type(client).__name__}"
+            )
+        self.client = client
+        self.base_url = str(getattr(client, "base_url", ""))
+        # The SDK retries these control calls itself: they are not attempts of a task.
+        self.sdk = sdk.with_options(max_retries=4)
+        self.name = name
+        self.manager = CheckpointManager(checkpoint_dir)
+        stem = self.manager.safe_name(name)
+        self.state_path = checkpoint_dir / f"{stem}.batch-api.json"
+        self.folder = checkpoint_dir / f"{stem}.batch-api"
+        self.redact: Callable[[str], str] = client.redact
+
+    def _load_state(self) -> _State | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            state = _State.model_validate_json(self.state_path.read_bytes())
+        except (OSError, ValidationError) as error:
+            log.warning("%s is unreadable (%s); starting without it", self.state_path, error)
+            return None
+        if state.base_url != self.base_url:
+            log.warning(
+                "%s holds batches of %s, not %s; starting without them",
+                self.state_path,
+                state.base_url,
+                self.base_url,
+            )
+            return None
+        return state
+
+    def _save(self, state: _State) -> None:
+        write_json_atomic(self.state_path, state.model_dump())
+
+    def _find_batch_of(self, input_file_id: str, since: float) -> str | None:
+        page = self._call(lambda: self.sdk.batches.list(limit=100), "list batches")
+        for batch in page:  # newest first; the SDK fetches further pages as needed
+            if batch.input_file_id == input_file_id:
+                return batch.id
+            if batch.created_at < since - 300:
+                break
+        return None
+
+    def _cancel(self, state: _State | None) -> list[str]:
+        """Cancel the open batches of ``state`` (those created from its uploads included); the
+        ids cancelled. A batch the provider refuses to cancel is skipped; a provider that is
+        down raises (``ProviderUnavailable``), the state kept for a later try."""
+        if state is None:
+            return []
+        ids = [b.id for b in state.open_batches]
+        ids += [
+            found
+            for upload in state.uploads
+            if (found := self._find_batch_of(upload.input_file_id, upload.uploaded_at))
+        ]
+        cancelled = []
+        for batch_id in ids:
+            try:
+                self._call(partial(self.sdk.batches.cancel, batch_id), "cancel a batch")
+            except (ProviderUnavailable, RateLimited):
+                raise  # the provider is down: nothing else would be cancelled either
+            except ProviderError as error:  # this one refused (finished, unknown): the others
+                log.warning("could not cancel batch %s: %s", batch_id, error)
+                continue
+            cancelled.append(batch_id)
+        return cancelled
+
+    def _timeout(self) -> float:
+        timeout = getattr(self.client, "timeout", None)
+        return float(timeout) if isinstance(timeout, int | float) else 120.0
+
+    def _call(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return call()
+        except openai.APIError as error:
+            raise self._translated(error, what) from None
+
+    def _translated(self, error: openai.APIError, what: str) -> ProviderError:
+        return translate_error(error, self.base_url, self._timeout(), self.redact, what)
+
+
+class _BatchJob(_Remote):
     def __init__(
         self,
         client: OpenAICompatibleClient,
@@ -261,38 +336,21 @@ class _BatchJob:
         completion_window: str,
         clock: Clock = time,
     ) -> None:
-        sdk = getattr(client, "sdk", None)  # the client's own SDK instance and connections
-        if not isinstance(sdk, openai.OpenAI):
-            raise ConfigError(
-                f"the Batch API needs an OpenAI-compatible client (create_openrouter_client), "
-                f"not {type(client).__name__}"
-            )
-        self.client = client
-        self.base_url = str(getattr(client, "base_url", ""))
+        super().__init__(client, name, settings.checkpoint_dir)
         self.model = client_model(client)
-        # The SDK retries these control calls itself: they are not attempts of a task.
-        self.sdk = sdk.with_options(max_retries=4)
-        self.poll_sdk = sdk.with_options(max_retries=0)
-        self.name = name
+        self.poll_sdk = self.sdk.with_options(max_retries=0)
         self.settings = settings
-        self.prices = prices
         self.max_rounds = max_rounds
         self.poll_interval = poll_interval
         self.max_requests, self.max_bytes = limits
         self.completion_window = completion_window
         self.clock = clock
-        manager = CheckpointManager(settings.checkpoint_dir)
-        self.manager = manager
-        stem = manager.safe_name(name)
-        self.state_path = settings.checkpoint_dir / f"{stem}.batch-api.json"
-        self.folder = settings.checkpoint_dir / f"{stem}.batch-api"
         self.ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
         self.progress = BatchProgress(None, 0, show=False)  # the counters; the bar is polling's
         self.counts = self.progress.counts
         self.pending: dict[str, _Pending] = {}
         self.results: list[TaskResult | None] = []
         self.started = time.perf_counter()
-        self.redact: Callable[[str], str] = client.redact
         self.life = Lifecycle(
             name=name,
             model=self.model,
@@ -393,9 +451,6 @@ class _BatchJob:
         self.state_path.unlink(missing_ok=True)
         if self.folder.is_dir():
             self.folder.rmdir()
-
-    def cancel_open(self) -> list[str]:
-        return self._cancel(self._load_state())
 
     def _look_back(self, tasks: list[LLMTask], checkpoint: Checkpoint) -> None:
         """Answer what the journal holds; every other task gets its request line, ready."""
@@ -513,15 +568,6 @@ class _BatchJob:
             else:
                 state.uploads.remove(upload)
                 self._save(state)
-
-    def _find_batch_of(self, input_file_id: str, since: float) -> str | None:
-        page = self._call(lambda: self.sdk.batches.list(limit=100), "list batches")
-        for batch in page:  # newest first; the SDK fetches further pages as needed
-            if batch.input_file_id == input_file_id:
-                return batch.id
-            if batch.created_at < since - 300:
-                break
-        return None
 
     # -- waiting and collecting ----------------------------------------------------------------
 
@@ -676,66 +722,6 @@ class _BatchJob:
     def _end(self, index: int, result: TaskResult) -> None:
         self.results[index] = result
         self.life.finish(result)
-
-    # -- the state file and the provider -------------------------------------------------------
-
-    def _load_state(self) -> _State | None:
-        if not self.state_path.exists():
-            return None
-        try:
-            state = _State.model_validate_json(self.state_path.read_bytes())
-        except (OSError, ValidationError) as error:
-            log.warning("%s is unreadable (%s); starting without it", self.state_path, error)
-            return None
-        if state.base_url != self.base_url:
-            log.warning(
-                "%s holds batches of %s, not %s; starting without them",
-                self.state_path,
-                state.base_url,
-                self.base_url,
-            )
-            return None
-        return state
-
-    def _save(self, state: _State) -> None:
-        write_json_atomic(self.state_path, state.model_dump())
-
-    def _cancel(self, state: _State | None) -> list[str]:
-        """Cancel the open batches of ``state`` (those created from its uploads included); the
-        ids cancelled. A batch the provider refuses to cancel is skipped; a provider that is
-        down raises (``ProviderUnavailable``), the state kept for a later try."""
-        if state is None:
-            return []
-        ids = [b.id for b in state.open_batches]
-        ids += [
-            found
-            for upload in state.uploads
-            if (found := self._find_batch_of(upload.input_file_id, upload.uploaded_at))
-        ]
-        cancelled = []
-        for batch_id in ids:
-            try:
-                self._call(partial(self.sdk.batches.cancel, batch_id), "cancel a batch")
-            except (ProviderUnavailable, RateLimited):
-                raise  # the provider is down: nothing else would be cancelled either
-            except ProviderError as error:  # this one refused (finished, unknown): the others
-                log.warning("could not cancel batch %s: %s", batch_id, error)
-                continue
-            cancelled.append(batch_id)
-        return cancelled
-
-    def _timeout(self) -> float:
-        timeout = getattr(self.client, "timeout", None)
-        return float(timeout) if isinstance(timeout, int | float) else 120.0
-
-    def _call(self, call: Callable[[], T], what: str) -> T:
-        try:
-            return call()
-        except openai.APIError as error:
-            raise self._translated(error, what) from None
-
-    def _translated(self, error: openai.APIError, what: str) -> ProviderError:
-        return translate_error(error, self.base_url, self._timeout(), self.redact, what)
 
 
 def _check_independent(tasks: list[LLMTask]) -> None:

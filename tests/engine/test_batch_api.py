@@ -289,11 +289,12 @@ def test_a_batch_is_overdue_a_tenth_of_its_window_past_its_end() -> None:
 
 
 def test_lateness_is_said_in_seconds_below_an_hour_and_in_hours_from_there() -> None:
-    assert [_late(s) for s in (0.2, 59.6, 3599.4, 3600, 9000)] == [
+    assert [_late(s) for s in (0.2, 59.6, 3599.4, 3600, 3780, 9000)] == [
         "1 s",
         "60 s",
         "3599 s",
         "1.0 h",
+        "1.1 h",
         "2.5 h",
     ]
 

@@ -71,22 +71,23 @@ def test_an_outage_longer_than_the_budget_stops_polling_and_the_next_run_collect
     clock.at[1] = lambda: sim.start_outage(3600, kind="503")
     client = client_for(sim, model=MODEL)
     with pytest.raises(ProviderOutage) as raised:
-        run(client, tasks(5), outage_budget=2)
+        run(client, tasks(5), outage_budget=2, max_requests_per_file=3)
     # Down from the poll at 0.5 s; at 2.5 s it has been 2 s, at 3 s it is over 2 s.
     assert clock.sleeps == [0.5] * 6
     assert str(raised.value) == (
         f"provider outage: cannot poll the Batch API at {sim.base_url}: no answer for over 2s "
         "(provider unavailable (HTTP 503): poll a batch: service unavailable); the batch(es) "
-        "batch_sim000002 keep running at the provider: run again to collect them"
+        "batch_sim000002, batch_sim000004 keep running at the provider: run again to collect "
+        "them"
     )
     state = Path("checkpoints/job.batch-api.json")
-    assert "batch_sim000002" in state.read_text()  # kept, for the next run
+    assert "batch_sim000004" in state.read_text()  # kept, for the next run
 
     sim.start_outage(0)
     result = run(client, tasks(5))
     assert [r.result for r in result.task_results] == answers(5)
     stats = sim.batch_api.stats
-    assert (stats.uploads, stats.batches_created) == (1, 1)  # collected, not submitted again
+    assert (stats.uploads, stats.batches_created) == (2, 2)  # collected, not submitted again
     assert not state.exists()
 
 
@@ -206,3 +207,13 @@ def test_a_run_that_does_not_resume_cancels_what_an_earlier_run_left(
     stats = sim.batch_api.stats
     assert (stats.cancels, stats.batches_created, stats.uploaded_requests) == (1, 2, 8)
     assert not Path("checkpoints/job.batch-api.json").exists()
+
+
+def test_cancel_looks_in_the_checkpoint_folder_it_is_given(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator)
+    clock_of(sim).at[1] = interrupt
+    client = client_for(sim, model=MODEL)
+    with pytest.raises(BatchInterrupted):
+        run(client, tasks(2), checkpoint_dir="elsewhere")
+    assert cancel_batch_api(client, "job") == []
+    assert cancel_batch_api(client, "job", checkpoint_dir="elsewhere") == ["batch_sim000002"]
