@@ -37,6 +37,8 @@ from aita.simulator.batches import EXPIRED_MESSAGE, BatchSimulation
 from tests.support.doubles import FakeClock, SimulatorFactory, client_for
 
 MODEL = "openai/gpt-4o-mini"
+#: Every test here takes well under a second; one that hangs fails fast.
+pytestmark = pytest.mark.timeout(10)
 
 
 def tasks(n: int, prefix: str = "task") -> list[SimpleLLMTask]:
@@ -54,6 +56,8 @@ class PollClock(FakeClock):
 
     def sleep(self, seconds: float, /) -> None:
         super().sleep(seconds)
+        if len(self.sleeps) > 1000:  # no test polls this long: a loop that never ends
+            raise RuntimeError("slept 1000 times")
         action = self.at.get(len(self.sleeps))
         if action is not None:
             action()

@@ -13,6 +13,8 @@ from aita.engine import BatchInterrupted, ProviderOutage, cancel_batch_api
 from tests.engine.test_batch_api import MODEL, clock_of, provider, run, tasks
 from tests.support.doubles import SimulatorFactory, client_for
 
+pytestmark = pytest.mark.timeout(10)
+
 
 def answers(n: int, prefix: str = "task") -> list[str]:
     return [f"[sim] {prefix} {i}" for i in range(n)]

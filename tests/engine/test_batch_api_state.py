@@ -26,6 +26,8 @@ from aita.simulator import ProviderSimulator
 from tests.engine.test_batch_api import MODEL, clock_of, provider, run, tasks
 from tests.support.doubles import TEST_KEY, SimulatorFactory, client_for
 
+pytestmark = pytest.mark.timeout(10)
+
 CHECKPOINTS = Path("checkpoints")
 STATE = CHECKPOINTS / "job.batch-api.json"
 FOLDER = CHECKPOINTS / "job.batch-api"
