@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,15 @@ def key_of(client: OpenAICompatibleClient, task: SimpleLLMTask) -> str:
     return request_key(client.model, task.build_messages(), task.request_params(), task.version)
 
 
+SDKS: weakref.WeakKeyDictionary[ProviderSimulator, openai.OpenAI] = weakref.WeakKeyDictionary()
+
+
 def sdk_of(sim: ProviderSimulator) -> openai.OpenAI:
-    return openai.OpenAI(api_key=TEST_KEY, base_url=sim.base_url, max_retries=0)
+    """The SDK on the simulator, as another program would call it (one per simulator: making
+    one costs a TLS context)."""
+    if sim not in SDKS:
+        SDKS[sim] = openai.OpenAI(api_key=TEST_KEY, base_url=sim.base_url, max_retries=0)
+    return SDKS[sim]
 
 
 def upload(sim: ProviderSimulator, task_list: list[SimpleLLMTask], url: str | None = None) -> str:
