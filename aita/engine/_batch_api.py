@@ -172,7 +172,8 @@ def cancel_batch_api(
 ) -> list[str]:
     """Cancel the batches that runs of ``checkpoint_name`` submitted and did not collect; their
     ids. The next run collects what the provider answered before it stopped (that was paid
-    for) and submits the rest again."""
+    for) and submits the rest again. A provider that is down raises ``ProviderUnavailable``
+    (or ``RateLimited``) and nothing is forgotten: cancel again later."""
     folder = ExecutorSettings.resolve(checkpoint_dir=checkpoint_dir).checkpoint_dir
     remote = _Remote(client, checkpoint_name, folder)
     return remote._cancel(remote._load_state())
