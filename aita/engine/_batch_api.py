@@ -282,7 +282,7 @@ class _Remote:
             if batch.input_file_id == input_file_id:
                 return batch.id
             if batch.created_at < since - 300:
-                break
+                return None
         return None
 
     def _cancel(self, state: _State | None) -> list[str]:
@@ -505,7 +505,7 @@ class _BatchJob(_Remote):
 
     def _submit_one(self, state: _State, chunk: list[_Pending]) -> _Submitted:
         private_folder(self.folder)
-        stem = f"{time.strftime('%Y%m%d_%H%M%S')}_{len(state.batches) + len(state.uploads):05d}"
+        stem = f"{time.strftime('%Y%m%d_%H%M%S')}_{len(state.batches):05d}"  # no upload pending
         keys = f"{stem}.keys.jsonl"
         write_bytes_atomic(
             self.folder / keys, b"".join(json_line([p.task.task_id, p.key]) for p in chunk)
@@ -524,7 +524,7 @@ class _BatchJob(_Remote):
                 "(AITA_BASE_URL=https://api.openai.com/v1)"
             ) from None
         finally:
-            requests.unlink(missing_ok=True)
+            requests.unlink()
         upload = _Uploaded(
             input_file_id=uploaded.id, keys=keys, requests=len(chunk), uploaded_at=self.clock.time()
         )
@@ -564,11 +564,15 @@ class _BatchJob(_Remote):
             existing = self._find_batch_of(upload.input_file_id, upload.uploaded_at)
             if existing is not None:
                 self._record(state, upload, existing)
-            elif self._covered_by(upload):
-                self._create(state, upload)
-            else:
-                state.uploads.remove(upload)
-                self._save(state)
+                continue
+            if self._covered_by(upload):
+                try:
+                    self._create(state, upload)
+                    continue
+                except BadRequest as refused:  # the file is gone at the provider
+                    log.warning("%s: %s; submitting again", upload.input_file_id, refused)
+            state.uploads.remove(upload)
+            self._save(state)
 
     # -- waiting and collecting ----------------------------------------------------------------
 

@@ -221,8 +221,12 @@ def test_a_changed_task_is_not_answered_by_the_batch_that_asked_the_old_question
 def test_a_server_without_a_batch_api_is_a_clear_error(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
     client = OpenAICompatibleClient(api_key="k", model=MODEL, base_url=f"{sim.base_url}/none")
-    with pytest.raises(ConfigError, match="has no Batch API"):
+    with pytest.raises(ConfigError) as raised:
         run(client, tasks(2))
+    assert str(raised.value) == (
+        f"{sim.base_url}/none has no Batch API (model not found (HTTP 404): upload a batch file: "
+        "unknown endpoint /v1/none/files); OpenAI has one (AITA_BASE_URL=https://api.openai.com/v1)"
+    )
 
 
 def test_an_item_error_is_the_providers_error_as_a_live_call_would_have_it(

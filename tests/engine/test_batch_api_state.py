@@ -16,6 +16,7 @@ import pytest
 from aita.engine import (
     LLMMessage,
     OpenAICompatibleClient,
+    ProviderTimeout,
     RateLimited,
     RunFailed,
     SimpleLLMTask,
@@ -25,7 +26,7 @@ from aita.engine import (
 )
 from aita.simulator import ProviderSimulator
 from tests.engine.test_batch_api import MODEL, clock_of, provider, run, tasks
-from tests.support.doubles import TEST_KEY, SimulatorFactory, client_for
+from tests.support.doubles import TEST_KEY, SimulatorFactory, client_for, silent_server
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -341,7 +342,10 @@ def test_cancel_stops_the_open_batches_and_those_made_from_recorded_uploads(
         cancelled = cancel_batch_api(client, "job", checkpoint_dir=CHECKPOINTS)
     assert cancelled == [recorded.id, unrecorded.id]
     assert sim.batch_api.stats.cancels == 3
-    assert "could not cancel batch batch_unknown: " in caplog.text
+    assert (
+        "could not cancel batch batch_unknown: model not found (HTTP 404): cancel a batch: "
+        "No batch found with id 'batch_unknown'"
+    ) in caplog.text
 
 
 def test_cancel_without_a_state_file_cancels_nothing(simulator: SimulatorFactory) -> None:
@@ -456,7 +460,40 @@ def test_cancel_while_the_provider_is_down_raises_and_keeps_the_batches_on_recor
     batch = create(sim, upload(sim, tasks(2)))
     leave_state(sim, client, tasks(2), batches=[batch.id])
     sim.start_outage(3600, kind="429")
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimited, match=r"\(HTTP 429\): cancel a batch: too many requests$"):
+        cancel_batch_api(client, "job")
+    leave_state(sim, client, tasks(2), batches=[batch.id], uploads=[("file-x", 0.0)])
+    with pytest.raises(RateLimited, match=r"\(HTTP 429\): list batches: too many requests$"):
         cancel_batch_api(client, "job")
     sim.start_outage(0)
     assert cancel_batch_api(client, "job") == [batch.id]
+
+
+def test_an_upload_whose_file_is_gone_at_the_provider_is_submitted_again(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    leave_state(sim, client, tasks(2), uploads=[("file-gone", 0.0)])
+    with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
+        result = run(client, tasks(2))
+    assert [r.result for r in result.task_results] == answers(2)
+    assert (
+        "file-gone: model not found (HTTP 404): create a batch: No such File object: file-gone; "
+        "submitting again"
+    ) in caplog.text
+    assert sim.batch_api.stats.batches_created == 1
+    assert not STATE.exists()
+
+
+def test_a_control_call_that_times_out_says_which_and_after_how_long(
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.001)
+    sim = provider(simulator)
+    with silent_server() as url:
+        client = OpenAICompatibleClient(api_key=TEST_KEY, model=MODEL, base_url=url, timeout=0.2)
+        leave_state(sim, client, tasks(1), batches=["batch_1"], base_url=url)
+        with pytest.raises(ProviderTimeout) as raised:
+            cancel_batch_api(client, "job")
+    assert str(raised.value) == f"timed out: cancel a batch: no response within 0.2s from {url}"

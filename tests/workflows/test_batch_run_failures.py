@@ -21,7 +21,7 @@ import pytest
 from aita.cli import main
 from aita.simulator import ProviderSimulator
 from aita.simulator.batches import BatchSimulation
-from tests.support.doubles import TEST_KEY, SimulatorFactory
+from tests.support.doubles import TEST_KEY, SimulatorFactory, silent_server
 
 #: How long a user may wait to hear that nothing answers.
 FAIL_FAST = 15.0
@@ -317,35 +317,14 @@ def test_cancel_while_the_provider_is_down_exits_1_saying_so(
 
 
 @pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A server that takes every connection and never answers: its base URL."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.05)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-    stop.set()
-    thread.join(5)
-    for connection in accepted:
-        connection.close()
-    listener.close()
+def silent() -> Iterator[str]:
+    with silent_server() as url:
+        yield url
 
 
 @pytest.mark.slow
 def test_a_provider_that_takes_connections_and_never_answers_stops_the_run_saying_so(
-    silent_server: str,
+    silent: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -353,7 +332,7 @@ def test_a_provider_that_takes_connections_and_never_answers_stops_the_run_sayin
     """Nothing has ever answered: a timed-out call is no slow answer but a server that is not
     serving. The run stops after the first contact's budget, not after every task has spent its
     20 retries at the per-call timeout."""
-    monkeypatch.setenv("AITA_BASE_URL", silent_server)
+    monkeypatch.setenv("AITA_BASE_URL", silent)
     monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
     monkeypatch.setenv("AITA_REQUEST_TIMEOUT", "0.5")
     monkeypatch.setenv("AITA_MAX_RETRIES", "20")
@@ -363,5 +342,5 @@ def test_a_provider_that_takes_connections_and_never_answers_stops_the_run_sayin
     # 5 s for the question whether it is a simulator, the first timeout, 10 s of first contact
     assert time.monotonic() - started < FAIL_FAST + 10
     err = capsys.readouterr().err
-    assert f"aita: cannot reach {silent_server}: timed out after 0.5s" in err.splitlines()
+    assert f"aita: cannot reach {silent}: timed out after 0.5s" in err.splitlines()
     assert "outage" not in err
