@@ -245,7 +245,7 @@ class _Remote:
                 f"not {type(client).__name__}"
             )
         self.client = client
-        self.base_url = str(getattr(client, "base_url", ""))
+        self.base_url = client.base_url
         # The SDK retries these control calls itself: they are not attempts of a task.
         self.sdk = sdk.with_options(max_retries=4)
         self.name = name
@@ -310,8 +310,7 @@ class _Remote:
         return cancelled
 
     def _timeout(self) -> float:
-        timeout = getattr(self.client, "timeout", None)
-        return float(timeout) if isinstance(timeout, int | float) else 120.0
+        return self.client.timeout
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         try:
@@ -373,10 +372,11 @@ class _BatchJob(_Remote):
     ) -> BatchResult:
         _check_independent(tasks)
         self.results = [None] * len(tasks)
-        state = self._load_state() if resume else None
+        state = self._load_state()
         if not resume:  # what earlier runs left running is not wanted: no need to pay for it
-            self._cancel(self._load_state())
+            self._cancel(state)
             self.state_path.unlink(missing_ok=True)
+            state = None
         state = state or _State(name=self.name, base_url=self.base_url)
         checkpoint = self.manager.open_for_batch(self.name, resume)
         journal = self.manager.start_journal(checkpoint, self.settings.checkpoint_interval)
@@ -421,7 +421,7 @@ class _BatchJob(_Remote):
         rounds = 0
         while True:
             covered = {task_id for b in carried for task_id in self._covered_by(b)}
-            todo = [p for p in self._to_submit() if p.task.task_id not in covered]
+            todo = [p for p in self.pending.values() if p.task.task_id not in covered]
             if rounds >= self.max_rounds:
                 todo = []
             if not todo and not carried:
@@ -440,12 +440,13 @@ class _BatchJob(_Remote):
 
     def _forget_collected(self, state: _State) -> None:
         """Collected batches live on in the journal: their keys files go (with those of
-        uploads a killed run never finished), and the state file once nothing is open."""
+        uploads a killed run never finished: none is pending now), and the state file once
+        nothing is open."""
         state.batches = state.open_batches
-        needed = {b.keys for b in state.batches} | {u.keys for u in state.uploads}
-        for path in self.folder.glob("*.jsonl") if self.folder.is_dir() else []:
+        needed = {b.keys for b in state.batches}
+        for path in self.folder.glob("*.jsonl"):
             if path.name not in needed:
-                path.unlink(missing_ok=True)
+                path.unlink()
         if needed:
             self._save(state)
             return
@@ -475,21 +476,12 @@ class _BatchJob(_Remote):
             else:
                 self.pending[task.task_id] = _Pending(index, step, line)
 
-    def _to_submit(self) -> list[_Pending]:
-        """Every task still pending: one the lifecycle gave up on has ended already."""
-        return list(self.pending.values())
-
     # -- submitting ----------------------------------------------------------------------------
 
     def _submit(self, state: _State, pending: list[_Pending]) -> list[_Submitted]:
         """Write, upload and create batches of at most ``max_requests`` lines and ``max_bytes``;
         each is in the state file before the next starts."""
-        submitted = []
-        for chunk in self._chunks(pending):
-            for p in chunk:
-                p.error = None
-            submitted.append(self._submit_one(state, chunk))
-        return submitted
+        return [self._submit_one(state, chunk) for chunk in self._chunks(pending)]
 
     def _chunks(self, pending: list[_Pending]) -> Iterator[list[_Pending]]:
         chunk: list[_Pending] = []
@@ -580,8 +572,9 @@ class _BatchJob(_Remote):
         """Poll until every batch has finished, collecting each as it does."""
         waiting = {b.id: b for b in batches}
         progress: dict[str, int] = {}
+        total = sum(b.requests for b in batches)
         bar = tqdm(
-            total=sum(b.requests for b in batches),
+            total=total,
             desc=f"⏳ Batch API: {len(batches)} batch(es)",
             unit="request",
             disable=not self.settings.show_progress,
@@ -621,7 +614,7 @@ class _BatchJob(_Remote):
                         self._collect(state, batch, why, info.output_file_id, info.error_file_id)
                         progress[batch.id] = batch.requests
                         waiting.pop(batch.id)
-                bar.n = min(int(bar.total or 0), sum(progress.values()))
+                bar.n = min(total, sum(progress.values()))  # counts are the provider's
                 bar.set_postfix_str(_tally(statuses), refresh=True)
                 if waiting:
                     self.clock.sleep(delay)

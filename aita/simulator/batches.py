@@ -55,8 +55,10 @@ class BatchSimulation:
     max_file_bytes: int = 200 * 1024 * 1024
     #: what ``processing_seconds`` are measured on (a test's fake clock makes them instant)
     clock: Callable[[], float] = time.monotonic
-    #: lines added to every output file: what a client must skip (blank, not JSON, not an item)
-    output_noise: bytes = b""
+    #: the lines of each output file as the provider writes them (tests: a provider's odd lines)
+    output_lines: Callable[[list[bytes]], list[bytes]] | None = None
+    #: every file's content answered 500 (results that cannot be downloaded for now)
+    unreadable_files: bool = False
 
 
 @dataclass
@@ -118,12 +120,14 @@ class _Batch:
     ended_at: int | None = None
     window_seconds: int = 24 * 3600
 
-    def to_json(self, now: float, seconds: float) -> dict[str, Any]:
+    def to_json(self, now: float, seconds: float, failure_rate: float = 0.0) -> dict[str, Any]:
         total = len(self.requests)
         completed, failed = self.completed, self.failed
-        if self.status == "in_progress":  # counts grow as time passes
+        if self.status == "in_progress":  # counts grow as time passes, failures among them
             share = min(1.0, (now - self.started) / seconds) if seconds > 0 else 1.0
-            completed = int(total * share)
+            done = int(total * share)
+            failed = int(done * failure_rate)
+            completed = done - failed
         stamps = {
             "completed": "completed_at",
             "expired": "expired_at",
@@ -199,6 +203,8 @@ class BatchService:
             case "GET", ["files", file_id]:
                 return 200, self._file(file_id).to_json()
             case "GET", ["files", file_id, "content"]:
+                if self.simulation.unreadable_files:
+                    raise _Refused(500, "the file cannot be read now", "server_error")
                 return 200, self._file(file_id).data
             case "POST", ["batches"]:
                 return 200, self._create(_json_body(body))
@@ -351,7 +357,7 @@ class BatchService:
         now, seconds = self.simulation.clock(), self.simulation.processing_seconds
         if batch.status == "in_progress" and now - batch.started >= seconds:
             self._finish(batch, len(batch.requests), "completed")
-        return batch.to_json(now, seconds)
+        return batch.to_json(now, seconds, self.simulation.failure_rate)
 
     def _finish(self, batch: _Batch, done: int, status: str) -> None:
         """Answer the first ``done`` items (the rest never ran), write the output and error
@@ -375,8 +381,9 @@ class BatchService:
         batch.ended_at = int(time.time())
         self.stats.failed_items += len(errors) - expired
         self.stats.expired_items += expired
+        if outputs and self.simulation.output_lines is not None:
+            outputs = self.simulation.output_lines(outputs)
         if outputs:
-            outputs.append(self.simulation.output_noise)
             batch.output_file_id = self._new_file(
                 f"{batch.id}_output.jsonl", "batch_output", b"".join(outputs)
             ).id

@@ -255,12 +255,69 @@ def test_lines_of_an_output_file_that_are_no_answer_to_a_pending_task_are_skippe
         "custom_id": "t0000",
         "response": {"status_code": 200, "body": {"choices": [{"message": {"content": "[dup]"}}]}},
     }
-    noise = b"\n   \nnot json\n[1, 2]\n" + json.dumps({"custom_id": 5}).encode() + b"\n"
-    sim = provider(simulator, output_noise=noise + json.dumps(duplicate).encode() + b"\n")
+    noise = [b"\n", b"   \n", b"not json\n", b"[1, 2]\n", b'{"custom_id": 5}\n']
+    noise.append(json.dumps(duplicate).encode() + b"\n")
+    sim = provider(simulator, output_lines=lambda lines: lines + noise)
     with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
         result = run(client_for(sim, model=MODEL), tasks(3))
     assert [r.result for r in result.task_results] == [f"[sim] task {i}" for i in range(3)]
     assert caplog.text.count("skipped a line that is not JSON") == 1
+
+
+def mangled(change: Callable[[dict[str, Any]], object]) -> Callable[[list[bytes]], list[bytes]]:
+    """Output lines whose items ``change`` has changed, as an odd provider writes them."""
+
+    def lines(given: list[bytes]) -> list[bytes]:
+        items = [json.loads(line) for line in given]
+        for item in items:
+            change(item)
+        return [json.dumps(item).encode() + b"\n" for item in items]
+
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda item: item.update(response="odd"), "provider unavailable: unknown: not answered"),
+        (
+            lambda item: item["response"].update(body="odd"),
+            "provider unavailable: unknown: not answered",
+        ),
+        (
+            lambda item: item.update(error={"code": "x", "message": "m"}, response=None),
+            "provider unavailable: x: m",
+        ),
+        (
+            lambda item: item["response"]["body"].pop("choices"),
+            "invalid response: response has no choices",
+        ),
+    ],
+    ids=["response not an object", "body not an object", "an error item", "no choices"],
+)
+def test_an_odd_item_is_asked_again_then_fails_with_what_was_wrong(
+    simulator: SimulatorFactory, change: Callable[[dict[str, Any]], object], error: str
+) -> None:
+    sim = provider(simulator, output_lines=mangled(change))
+    result = run(client_for(sim, model=MODEL), tasks(2), max_rounds=2)
+    assert [r.error for r in result.task_results] == [error] * 2
+    assert sim.batch_api.stats.batches_created == 2
+
+
+def test_results_that_cannot_be_downloaded_stop_the_run_and_the_next_collects_them(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator, unreadable_files=True)
+    client = client_for(sim, model=MODEL)
+    with pytest.raises(ProviderUnavailable) as raised:
+        run(client, tasks(2))
+    assert str(raised.value) == (
+        "provider unavailable (HTTP 500): download batch results: the file cannot be read now"
+    )
+    sim.batch_api.simulation.unreadable_files = False
+    result = run(client, tasks(2))
+    assert [r.result for r in result.task_results] == ["[sim] task 0", "[sim] task 1"]
+    assert sim.batch_api.stats.batches_created == 1
 
 
 def test_an_empty_answer_is_asked_again_and_fails_as_a_live_call_would(
