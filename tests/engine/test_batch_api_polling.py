@@ -5,6 +5,7 @@ process, at a chosen poll) followed by ``cancel_batch_api`` and a run that colle
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -45,11 +46,12 @@ def test_polling_starts_at_a_second_and_slows_by_half_up_to_a_minute(
 def test_the_progress_bar_counts_the_requests_the_provider_has_done(
     simulator: SimulatorFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sim = provider(simulator)
+    sim = provider(simulator, failure_rate=0.5)  # failed requests are done requests too
     run(client_for(sim, model=MODEL), tasks(30), max_requests_per_file=15, show_progress=True)
     shown = capsys.readouterr().err.replace("\r", "\n").splitlines()
     polls = [line for line in shown if "⏳ Batch API: 2 batch(es)" in line]
     assert polls, shown
+    assert any(re.search(r"[?\d]request/s", line) for line in polls)
     # Each batch of 15 has done a quarter more of its requests at each poll: 3, 7, 11, all.
     done = [line.split("|")[-1].split("/")[0].strip() for line in polls if "|" in line]
     assert [n for n in ("6", "14", "22", "30") if n in done] == ["6", "14", "22", "30"]
@@ -219,3 +221,19 @@ def test_cancel_looks_in_the_checkpoint_folder_it_is_given(simulator: SimulatorF
         run(client, tasks(2), checkpoint_dir="elsewhere")
     assert cancel_batch_api(client, "job") == []
     assert cancel_batch_api(client, "job", checkpoint_dir="elsewhere") == ["batch_sim000002"]
+
+
+def test_a_batch_whose_keys_went_missing_answers_nothing_and_its_tasks_say_so(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = provider(simulator)
+
+    def lose_keys() -> None:
+        for path in Path("checkpoints/job.batch-api").glob("*.keys.jsonl"):
+            path.unlink()
+
+    clock_of(sim).at[1] = lose_keys
+    with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
+        result = run(client_for(sim, model=MODEL), tasks(2), max_rounds=1)
+    assert [r.error for r in result.task_results] == ["provider unavailable: not answered"] * 2
+    assert "keys.jsonl: unreadable" in caplog.text

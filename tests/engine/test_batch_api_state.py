@@ -381,6 +381,26 @@ def test_a_request_over_a_files_byte_limit_fails_alone(simulator: SimulatorFacto
     assert sim.batch_api.stats.uploaded_requests == 2
 
 
+def test_a_request_as_long_as_a_files_limit_is_sent(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    seen: list[bytes] = []
+    clock_of(sim).at[1] = lambda: seen.extend(f.data for f in sim.batch_api._files.values())
+    run(client, tasks(1))
+    result = run(client, tasks(3, prefix="tusk"), max_bytes_per_file=len(seen[0]))
+    assert result.success_rate == 100
+    assert sim.batch_api.stats.batches_created == 1 + 3
+
+
+def test_a_request_no_json_line_can_hold_fails_alone(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator)
+    task_list = [*tasks(2), SimpleLLMTask("odd", "x", extra=object())]
+    result = run(client_for(sim, model=MODEL), task_list)
+    assert [r.success for r in result.task_results] == [True, True, False]
+    assert "not JSON serializable" in (result.task_results[2].error or "")
+    assert sim.batch_api.stats.uploaded_requests == 2
+
+
 def test_files_are_cut_at_the_byte_limit(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
     client = client_for(sim, model=MODEL)
@@ -491,9 +511,24 @@ def test_a_control_call_that_times_out_says_which_and_after_how_long(
 ) -> None:
     monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.001)
     sim = provider(simulator)
-    with silent_server() as url:
+    with silent_server() as (url, connections):
         client = OpenAICompatibleClient(api_key=TEST_KEY, model=MODEL, base_url=url, timeout=0.2)
         leave_state(sim, client, tasks(1), batches=["batch_1"], base_url=url)
         with pytest.raises(ProviderTimeout) as raised:
             cancel_batch_api(client, "job")
+        assert len(connections) == 5  # the call and the SDK's 4 retries
     assert str(raised.value) == f"timed out: cancel a batch: no response within 0.2s from {url}"
+
+
+def test_a_first_run_that_does_not_resume_starts_clean_and_quietly(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
+        result = run(client, tasks(2), resume_from_checkpoint=False)
+        assert [r.result for r in result.task_results] == answers(2)
+        again = run(client, tasks(2), resume_from_checkpoint=False)  # asked again, journal too
+    assert [r.from_checkpoint for r in again.task_results] == [False, False]
+    assert sim.batch_api.stats.uploaded_requests == 4
+    assert caplog.text == ""

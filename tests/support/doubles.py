@@ -145,8 +145,9 @@ def client_for(sim: ProviderSimulator, **kwargs: object) -> OpenAICompatibleClie
 
 
 @contextlib.contextmanager
-def silent_server() -> Iterator[str]:
-    """A server on 127.0.0.1 that takes every connection and never answers: its base URL."""
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A server on 127.0.0.1 that takes every connection and never answers: its base URL, and
+    the connections it took."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -164,7 +165,7 @@ def silent_server() -> Iterator[str]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1", accepted
     finally:
         stop.set()
         thread.join(5)

@@ -318,7 +318,7 @@ def test_cancel_while_the_provider_is_down_exits_1_saying_so(
 
 @pytest.fixture
 def silent() -> Iterator[str]:
-    with silent_server() as url:
+    with silent_server() as (url, _):
         yield url
 
 
