@@ -255,13 +255,22 @@ def test_lines_of_an_output_file_that_are_no_answer_to_a_pending_task_are_skippe
         "custom_id": "t0000",
         "response": {"status_code": 200, "body": {"choices": [{"message": {"content": "[dup]"}}]}},
     }
-    noise = [b"\n", b"   \n", b"not json\n", b"[1, 2]\n", b'{"custom_id": 5}\n']
-    noise.append(json.dumps(duplicate).encode() + b"\n")
-    sim = provider(simulator, output_lines=lambda lines: lines + noise)
+    noise = [b"not json\n", b"\n", b"   \n", b"[1, 2]\n", b'{"custom_id": 5}\n']
+    noise += [b'{"custom_id": [1]}\n', b'{"custom_id": "nobody"}\n']
+    again = json.dumps(duplicate).encode() + b"\n"
+    sim = provider(simulator, output_lines=lambda lines: noise + lines + [again])
     with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
         result = run(client_for(sim, model=MODEL), tasks(3))
     assert [r.result for r in result.task_results] == [f"[sim] task {i}" for i in range(3)]
-    assert caplog.text.count("skipped a line that is not JSON") == 1
+    assert caplog.messages == ["file file-sim000003: skipped a line that is not JSON"]
+
+
+def test_the_model_asked_stands_for_an_answer_that_names_none(simulator: SimulatorFactory) -> None:
+    sim = provider(
+        simulator, output_lines=mangled(lambda item: item["response"]["body"].pop("model"))
+    )
+    result = run(client_for(sim, model=MODEL), tasks(2))
+    assert [r.model for r in result.task_results] == [MODEL, MODEL]
 
 
 def mangled(change: Callable[[dict[str, Any]], object]) -> Callable[[list[bytes]], list[bytes]]:
