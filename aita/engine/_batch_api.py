@@ -88,6 +88,8 @@ MAX_BYTES_PER_FILE = 200 * 1024 * 1024
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 #: Polling starts this often (seconds) and slows down to ``POLL_MAX``.
 POLL_FIRST, POLL_MAX = 1.0, 60.0
+#: The least time an upload or a download may take (seconds).
+TRANSFER_SECONDS = 600.0
 #: How far past its completion window an unfinished batch is waited for, as a share of the
 #: window: a provider expires a late batch itself; one still running after this never will.
 OVERDUE_SHARE = 0.1
@@ -339,6 +341,8 @@ class _BatchJob(_Remote):
         super().__init__(client, name, settings.checkpoint_dir)
         self.model = client_model(client)
         self.poll_sdk = self.sdk.with_options(max_retries=0)
+        #: uploads and downloads of files up to 200 MB: minutes, not a call's timeout
+        self.transfer_sdk = self.sdk.with_options(timeout=max(TRANSFER_SECONDS, self._timeout()))
         self.settings = settings
         self.max_rounds = max_rounds
         self.poll_interval = poll_interval
@@ -504,10 +508,9 @@ class _BatchJob(_Remote):
         )
         requests = self.folder / f"{stem}.requests.jsonl"
         write_bytes_atomic(requests, b"".join(p.line for p in chunk))
-        upload_sdk = self.sdk.with_options(timeout=max(600.0, self._timeout()))
         try:  # from a path, the SDK reads the file whole: a retried upload sends all of it
             uploaded = self._call(
-                lambda: upload_sdk.files.create(file=requests, purpose="batch"),
+                lambda: self.transfer_sdk.files.create(file=requests, purpose="batch"),
                 "upload a batch file",
             )
         except ModelNotFound as error:
@@ -671,9 +674,8 @@ class _BatchJob(_Remote):
     def _items(self, file_id: str) -> Iterator[tuple[dict[str, Any], bool]]:
         """The lines of an output or error file, one by one, and whether the simulator made
         them."""
-        download = self.sdk.with_options(timeout=max(600.0, self._timeout()))
         try:
-            with download.files.with_streaming_response.content(file_id) as response:
+            with self.transfer_sdk.files.with_streaming_response.content(file_id) as response:
                 simulated = response.headers.get(SIMULATED_HEADER) == "true"
                 for line in response.iter_lines():
                     if not line.strip():
