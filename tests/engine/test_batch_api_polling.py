@@ -119,7 +119,7 @@ def test_a_batch_gone_at_the_provider_is_submitted_again(
     assert [r.result for r in result.task_results] == answers(4)
     assert [r.retry_count for r in result.task_results] == [1, 1, 1, 1]
     assert sim.batch_api.stats.batches_created == 2
-    assert "batch batch_sim000002 is gone at the provider; submitting again" in caplog.text
+    assert "batch batch_sim000002 is gone at the provider; submitting again" in caplog.messages
 
 
 def test_a_batch_gone_in_the_last_round_fails_its_tasks_saying_so(
