@@ -55,6 +55,8 @@ class BatchSimulation:
     max_file_bytes: int = 200 * 1024 * 1024
     #: what ``processing_seconds`` are measured on (a test's fake clock makes them instant)
     clock: Callable[[], float] = time.monotonic
+    #: the wall clock of ``created_at`` and ``expires_at`` (a test's, to be late exactly)
+    wall: Callable[[], float] = time.time
     #: the lines of each output file as the provider writes them (tests: a provider's odd lines)
     output_lines: Callable[[list[bytes]], list[bytes]] | None = None
     #: every file's content answered 500 (results that cannot be downloaded for now)
@@ -261,7 +263,7 @@ class BatchService:
             raise _Refused(400, f"unsupported endpoint {endpoint!r}", "invalid_request_error")
         file = self._file(str(request.get("input_file_id")))
         requests, errors = self._validate(file.data)
-        now = time.time()
+        now = self.simulation.wall()
         with self._lock:
             self._counter += 1
             self.stats.batches_created += 1

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -24,17 +23,14 @@ from aita.engine import (
     cost_of,
     run_via_batch_api,
 )
-from aita.engine._batch_api import _check_not_overdue, _item_error, _late, _tally
 from aita.errors import (
     BatchOverdue,
     ConfigError,
-    ProviderError,
     ProviderUnavailable,
-    RateLimited,
 )
 from aita.simulator import ProviderSimulator
 from aita.simulator.batches import EXPIRED_MESSAGE, BatchSimulation
-from tests.support.doubles import FakeClock, SimulatorFactory, client_for
+from tests.support.doubles import TEST_KEY, FakeClock, SimulatorFactory, client_for
 
 MODEL = "openai/gpt-4o-mini"
 #: Every test here takes well under a second; one that hangs fails fast.
@@ -52,6 +48,7 @@ class PollClock(FakeClock):
 
     def __init__(self) -> None:
         super().__init__()
+        self.epoch = 1_700_000_000.0  # whole seconds: a batch's created_at is exact
         self.at: dict[int, Callable[[], object]] = {}
 
     def sleep(self, seconds: float, /) -> None:
@@ -75,7 +72,7 @@ def provider(
     sim = simulator(announce=announce, report_cost=report_cost)
     clock = CLOCKS[sim.base_url] = PollClock()
     sim.batch_api.simulation = BatchSimulation(
-        **{"processing_seconds": 2.0, "clock": clock, **batches}
+        **{"processing_seconds": 2.0, "clock": clock, "wall": clock.time, **batches}
     )
     return sim
 
@@ -340,57 +337,89 @@ def test_an_empty_answer_is_asked_again_and_fails_as_a_live_call_would(
     assert sim.batch_api.stats.batches_created == 2
 
 
-def info(status: str = "in_progress", created: Any = 0, expires: Any = 1000) -> Any:
-    return SimpleNamespace(id="batch_1", status=status, created_at=created, expires_at=expires)
+@pytest.mark.parametrize(
+    ("window", "poll", "late"),
+    [(1000, 1101, "101 s"), (1000, 1100, "1200 s"), (0, 0.4, "1 s"), (36000, 39780, "1.1 h")],
+)
+def test_a_batch_is_overdue_a_tenth_of_its_window_past_its_end(
+    simulator: SimulatorFactory, window: int, poll: float, late: str
+) -> None:
+    sim = provider(simulator, processing_seconds=10**9, window_seconds=window)
+    with pytest.raises(BatchOverdue) as raised:
+        run(client_for(sim, model=MODEL), tasks(1), poll_interval=poll)
+    assert str(raised.value) == (
+        f"batch overdue: batch batch_sim000002 is still in_progress {late} past its completion "
+        "window: the provider is not finishing it. It is kept: run again later to collect it, or "
+        "cancel it (aita batch cancel)"
+    )
 
 
-def test_a_batch_is_overdue_a_tenth_of_its_window_past_its_end() -> None:
-    _check_not_overdue(info(), 1100)  # 100 s late: a tenth of 1000 s, not more
-    with pytest.raises(
-        BatchOverdue,
-        match=r"^batch overdue: batch batch_1 is still in_progress 101 s past its completion "
-        r"window: the provider is not finishing it\. It is kept: run again later to collect it, "
-        r"or cancel it \(aita batch cancel\)$",
-    ):
-        _check_not_overdue(info(), 1101)
-    with pytest.raises(BatchOverdue, match="still validating 1 s past"):
-        _check_not_overdue(info("validating", created=None), 1000.4)
-    with pytest.raises(BatchOverdue, match="1 s past"):
-        _check_not_overdue(info(created=2000), 1000.6)  # a window that makes no sense: none
-    for finished in ("completed", "failed", "expired", "cancelled"):
-        _check_not_overdue(info(finished), 10**9)
-    _check_not_overdue(info(expires=None), 10**9)
+def test_a_batch_finished_past_its_window_is_collected(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator, processing_seconds=1, window_seconds=1)
+    result = run(client_for(sim, model=MODEL), tasks(1), poll_interval=1.2)
+    assert result.task_results[0].result == "[sim] task 0"
 
 
-def test_lateness_is_said_in_seconds_below_an_hour_and_in_hours_from_there() -> None:
-    assert [_late(s) for s in (0.2, 59.6, 3599.4, 3600, 3780, 9000)] == [
-        "1 s",
-        "60 s",
-        "3599 s",
-        "1.0 h",
-        "1.1 h",
-        "2.5 h",
-    ]
+def test_the_progress_bar_tallies_the_batches_by_status(
+    simulator: SimulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = provider(simulator, max_requests=2)  # the batch of 3 fails its validation at once
+    run(client_for(sim, model=MODEL), tasks(5), max_requests_per_file=3, show_progress=True)
+    assert "failed=1 in_progress=1" in capsys.readouterr().err
 
 
-def test_the_progress_bar_tallies_statuses_by_name() -> None:
-    assert _tally(["in_progress", "completed", "in_progress"]) == "completed=1 in_progress=2"
-    assert _tally([]) == ""
+def error_item(response: Any, error: Any = None) -> Callable[[dict[str, Any]], object]:
+    return lambda item: item.update(response=response, error=error)
 
 
-def test_an_items_error_reads_as_the_providers_answer_would() -> None:
-    def error_of(item: dict[str, Any], status: Any = None, body: Any = None) -> ProviderError:
-        return _item_error(item, status, body, lambda text: text.replace("sk-1", "[redacted]"))
-
-    limited = error_of({}, 429, {"error": {"message": "slow down sk-1"}})
-    assert isinstance(limited, RateLimited)
-    assert str(limited) == "rate limited (HTTP 429): slow down [redacted]"
-    assert str(error_of({}, 500, {"message": "flat"})) == "provider unavailable (HTTP 500): flat"
-    assert str(error_of({}, 502, {"error": "text"})) == "provider unavailable (HTTP 502): HTTP 502"
-    assert str(error_of({}, 500, {"error": {"message": 3}})).endswith(": HTTP 500")
-    assert str(error_of({}, 503, "body")).endswith(": HTTP 503")
-    expired = error_of({"error": {"code": "batch_expired", "message": "too late"}})
-    assert type(expired) is ProviderUnavailable
-    assert str(expired) == "provider unavailable: batch_expired: too late"
-    assert str(error_of({"error": "what"}, 200)) == "provider unavailable: unknown: not answered"
-    assert str(error_of({"error": {}}, "200")) == "provider unavailable: unknown: not answered"
+@pytest.mark.parametrize(
+    ("change", "error", "kind"),
+    [
+        (
+            error_item({"status_code": 429, "body": {"error": {"message": f"slow {TEST_KEY}"}}}),
+            "rate limited (HTTP 429): slow [redacted]",
+            "RateLimited",
+        ),
+        (
+            error_item({"status_code": 500, "body": {"message": "flat"}}),
+            "provider unavailable (HTTP 500): flat",
+            "ProviderUnavailable",
+        ),
+        (
+            error_item({"status_code": 502, "body": {"error": "text"}}),
+            "provider unavailable (HTTP 502): HTTP 502",
+            "ProviderUnavailable",
+        ),
+        (
+            error_item({"status_code": 500, "body": {"error": {"message": 3}}}),
+            "provider unavailable (HTTP 500): HTTP 500",
+            "ProviderUnavailable",
+        ),
+        (
+            error_item({"status_code": 503, "body": "body"}),
+            "provider unavailable (HTTP 503): HTTP 503",
+            "ProviderUnavailable",
+        ),
+        (
+            error_item(None, {"code": "batch_expired", "message": f"late {TEST_KEY}"}),
+            "provider unavailable: batch_expired: late [redacted]",
+            "ProviderUnavailable",
+        ),
+        (
+            error_item({"status_code": 200, "body": "odd"}, "what"),
+            "provider unavailable: unknown: not answered",
+            "ProviderUnavailable",
+        ),
+        (
+            error_item({"status_code": "200", "body": {}}, {}),
+            "provider unavailable: unknown: not answered",
+            "ProviderUnavailable",
+        ),
+    ],
+)
+def test_an_items_error_reads_as_the_providers_answer_would(
+    simulator: SimulatorFactory, change: Callable[[dict[str, Any]], object], error: str, kind: str
+) -> None:
+    sim = provider(simulator, output_lines=mangled(change))
+    (result,) = run(client_for(sim, model=MODEL), tasks(1), max_rounds=1).task_results
+    assert (result.error, result.error_type) == (error, kind)
