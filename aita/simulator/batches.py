@@ -61,6 +61,9 @@ class BatchSimulation:
     output_lines: Callable[[list[bytes]], list[bytes]] | None = None
     #: every file's content answered 500 (results that cannot be downloaded for now)
     unreadable_files: bool = False
+    #: polls answered before every further one is refused (400): a client that polls forever
+    #: fails instead of spinning (tests)
+    max_retrievals: int | None = None
 
 
 @dataclass
@@ -328,6 +331,9 @@ class BatchService:
         return {"object": "list", "data": page, "has_more": more}
 
     def _retrieve(self, batch_id: str) -> dict[str, Any]:
+        limit = self.simulation.max_retrievals
+        if limit is not None and self.stats.retrievals >= limit:
+            raise _Refused(400, f"polled more than {limit} times", "invalid_request_error")
         with self._lock:
             self.stats.retrievals += 1
             return self._advance(self._batch(batch_id))
