@@ -345,7 +345,13 @@ def test_an_empty_answer_is_asked_again_and_fails_as_a_live_call_would(
 
 @pytest.mark.parametrize(
     ("window", "poll", "late"),
-    [(1000, 1101, "101 s"), (1000, 1100, "1200 s"), (0, 0.4, "1 s"), (36000, 39780, "1.1 h")],
+    [
+        (1000, 1101, "101 s"),
+        (1000, 1100, "1200 s"),
+        (0, 0.4, "1 s"),
+        (30000, 33600, "1.0 h"),
+        (36000, 39780, "1.1 h"),
+    ],
 )
 def test_a_batch_is_overdue_a_tenth_of_its_window_past_its_end(
     simulator: SimulatorFactory, window: int, poll: float, late: str
