@@ -317,8 +317,10 @@ def test_an_odd_item_is_asked_again_then_fails_with_what_was_wrong(
 
 
 def test_results_that_cannot_be_downloaded_stop_the_run_and_the_next_collects_them(
-    simulator: SimulatorFactory,
+    simulator: SimulatorFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The SDK's own retries of the download, without their seconds of backoff.
+    monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.001)
     sim = provider(simulator, unreadable_files=True)
     client = client_for(sim, model=MODEL)
     with pytest.raises(ProviderUnavailable) as raised:
@@ -352,6 +354,7 @@ def test_an_empty_answer_is_asked_again_and_fails_as_a_live_call_would(
         (30000, 33600, "1.0 h"),
         (36000, 39780, "1.1 h"),
     ],
+    ids=["101s", "1200s", "1s", "1.0h", "1.1h"],
 )
 def test_a_batch_is_overdue_a_tenth_of_its_window_past_its_end(
     simulator: SimulatorFactory, window: int, poll: float, late: str
@@ -428,6 +431,7 @@ def error_item(response: Any, error: Any = None) -> Callable[[dict[str, Any]], o
             "ProviderUnavailable",
         ),
     ],
+    ids=["429", "500", "502", "500 no text", "503 no body", "expired", "200 odd", "no status"],
 )
 def test_an_items_error_reads_as_the_providers_answer_would(
     simulator: SimulatorFactory, change: Callable[[dict[str, Any]], object], error: str, kind: str
