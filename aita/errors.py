@@ -76,9 +76,16 @@ class ProviderUnavailable(ProviderError):
 
 
 class ProviderTimeout(ProviderUnavailable):
-    """No answer within the per-request timeout."""
+    """No answer within the per-request timeout (``seconds``) from ``url``."""
 
     label = "timed out"
+
+    def __init__(
+        self, message: str, *, url: str | None = None, seconds: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.seconds = seconds
 
 
 class ProviderUnreachable(ProviderUnavailable):

@@ -30,7 +30,13 @@ from aita.cli import (
 from aita.cli._parsers import HelpFormatter, add_verbosity
 from aita.cli._resume import resume_line
 from aita.cli._summary import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from aita.errors import AitaError, RunFailed
+from aita.errors import (
+    AitaError,
+    BatchOverdue,
+    ProviderUnavailable,
+    RateLimited,
+    RunFailed,
+)
 from aita.pipelines.execution import Declined
 from aita.terminal import printable
 
@@ -70,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Declined as declined:
         print(f"aita: {printable(declined)}", file=sys.stderr)
         return EXIT_FAILED
-    except RunFailed as error:  # not the input's fault: a file or the provider failed the run
+    except (RunFailed, ProviderUnavailable, RateLimited, BatchOverdue) as error:
+        # not the input's fault: a file failed the run, or the provider is down or refusing
         print(f"aita: {printable(error)}", file=sys.stderr)
         return EXIT_FAILED
     except AitaError as error:

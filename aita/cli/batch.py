@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 summary = job.run_live(_executor(client, options))
         except ProviderError as error:  # the provider went away while batches were polled
-            print(f"aita: {error}", file=sys.stderr)
+            print(f"aita: {printable(error)}", file=sys.stderr)
             return EXIT_FAILED
     return _report(job, summary, args.batch_api)
 

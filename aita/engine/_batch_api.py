@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 import orjson
@@ -88,11 +88,21 @@ MAX_BYTES_PER_FILE = 200 * 1024 * 1024
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 #: Polling starts this often (seconds) and slows down to ``POLL_MAX``.
 POLL_FIRST, POLL_MAX = 1.0, 60.0
+#: The least time an upload or a download may take (seconds).
+TRANSFER_SECONDS = 600.0
 #: How far past its completion window an unfinished batch is waited for, as a share of the
 #: window: a provider expires a late batch itself; one still running after this never will.
 OVERDUE_SHARE = 0.1
 
 T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """What the job reads time from and sleeps with: the ``time`` module, or a test's fake."""
+
+    def monotonic(self) -> float: ...
+    def time(self) -> float: ...
+    def sleep(self, seconds: float, /) -> None: ...
 
 
 def run_via_batch_api(
@@ -113,6 +123,7 @@ def run_via_batch_api(
     completion_window: str = "24h",
     outage_budget: float | None = None,
     telemetry: Telemetry | None = None,
+    clock: Clock = time,
 ) -> BatchResult:
     """Run ``tasks`` through the provider's Batch API; ``task_results`` in input order.
 
@@ -130,6 +141,7 @@ def run_via_batch_api(
     collects them. Ctrl-C raises ``BatchInterrupted`` the same way. Checkpointing is always
     on: it is what makes a batch job resumable. ``telemetry``: as ``ParallelLLMExecutor``'s,
     a span per batch and per task (no attempt spans: the provider answers items in bulk).
+    ``clock``: where polling reads the time and sleeps (tests pass a fake one).
     """
     task_list = list(tasks)
     settings = ExecutorSettings.resolve(
@@ -150,6 +162,7 @@ def run_via_batch_api(
         poll_interval=poll_interval,
         limits=(max(1, max_requests_per_file), max(1, max_bytes_per_file)),
         completion_window=completion_window,
+        clock=clock,
     )
     job.life.trace = (telemetry or Telemetry()).batch(name, len(task_list), client, None)
     with job.life.trace:
@@ -161,25 +174,11 @@ def cancel_batch_api(
 ) -> list[str]:
     """Cancel the batches that runs of ``checkpoint_name`` submitted and did not collect; their
     ids. The next run collects what the provider answered before it stopped (that was paid
-    for) and submits the rest again."""
-    settings = ExecutorSettings.resolve(
-        enable_checkpointing=True,
-        checkpoint_dir=checkpoint_dir,
-        show_progress=False,
-        spend_ledger=None,
-        redis_url=None,
-    )
-    job = _BatchJob(
-        client,
-        checkpoint_name,
-        settings,
-        prices=None,
-        max_rounds=1,
-        poll_interval=None,
-        limits=(MAX_REQUESTS_PER_FILE, MAX_BYTES_PER_FILE),
-        completion_window="24h",
-    )
-    return job.cancel_open()
+    for) and submits the rest again. A provider that is down raises ``ProviderUnavailable``
+    (or ``RateLimited``) and nothing is forgotten: cancel again later."""
+    folder = ExecutorSettings.resolve(checkpoint_dir=checkpoint_dir).checkpoint_dir
+    remote = _Remote(client, checkpoint_name, folder)
+    return remote._cancel(remote._load_state())
 
 
 # -- the state file -----------------------------------------------------------------------------
@@ -236,7 +235,96 @@ class _Pending:
         return self.step.key
 
 
-class _BatchJob:
+class _Remote:
+    """A checkpoint's batches at the provider: the state file that records them, and the
+    control calls on them (all cancelling needs)."""
+
+    def __init__(self, client: OpenAICompatibleClient, name: str, checkpoint_dir: Path) -> None:
+        sdk = getattr(client, "sdk", None)  # the client's own SDK instance and connections
+        if not isinstance(sdk, openai.OpenAI):
+            raise ConfigError(
+                f"the Batch API needs an OpenAI-compatible client (create_openrouter_client), "
+                f"not {type(client).__name__}"
+            )
+        self.client = client
+        self.base_url = client.base_url
+        # The SDK retries these control calls itself: they are not attempts of a task.
+        self.sdk = sdk.with_options(max_retries=4)
+        self.name = name
+        self.manager = CheckpointManager(checkpoint_dir)
+        stem = self.manager.safe_name(name)
+        self.state_path = checkpoint_dir / f"{stem}.batch-api.json"
+        self.folder = checkpoint_dir / f"{stem}.batch-api"
+        self.redact: Callable[[str], str] = client.redact
+
+    def _load_state(self) -> _State | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            state = _State.model_validate_json(self.state_path.read_bytes())
+        except (OSError, ValidationError) as error:
+            log.warning("%s is unreadable (%s); starting without it", self.state_path, error)
+            return None
+        if state.base_url != self.base_url:
+            log.warning(
+                "%s holds batches of %s, not %s; starting without them",
+                self.state_path,
+                state.base_url,
+                self.base_url,
+            )
+            return None
+        return state
+
+    def _save(self, state: _State) -> None:
+        write_json_atomic(self.state_path, state.model_dump())
+
+    def _find_batch_of(self, input_file_id: str, since: float) -> str | None:
+        page = self._call(lambda: self.sdk.batches.list(limit=100), "list batches")
+        for batch in page:  # newest first; the SDK fetches further pages as needed
+            if batch.input_file_id == input_file_id:
+                return batch.id
+            if batch.created_at < since - 300:
+                return None
+        return None
+
+    def _cancel(self, state: _State | None) -> list[str]:
+        """Cancel the open batches of ``state`` (those created from its uploads included); the
+        ids cancelled. A batch the provider refuses to cancel is skipped; a provider that is
+        down raises (``ProviderUnavailable``), the state kept for a later try."""
+        if state is None:
+            return []
+        ids = [b.id for b in state.open_batches]
+        ids += [
+            found
+            for upload in state.uploads
+            if (found := self._find_batch_of(upload.input_file_id, upload.uploaded_at))
+        ]
+        cancelled = []
+        for batch_id in ids:
+            try:
+                self._call(partial(self.sdk.batches.cancel, batch_id), "cancel a batch")
+            except (ProviderUnavailable, RateLimited):
+                raise  # the provider is down: nothing else would be cancelled either
+            except ProviderError as error:  # this one refused (finished, unknown): the others
+                log.warning("could not cancel batch %s: %s", batch_id, error)
+                continue
+            cancelled.append(batch_id)
+        return cancelled
+
+    def _timeout(self) -> float:
+        return self.client.timeout
+
+    def _call(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return call()
+        except openai.APIError as error:
+            raise self._translated(error, what) from None
+
+    def _translated(self, error: openai.APIError, what: str) -> ProviderError:
+        return translate_error(error, self.base_url, self._timeout(), self.redact, what)
+
+
+class _BatchJob(_Remote):
     def __init__(
         self,
         client: OpenAICompatibleClient,
@@ -248,37 +336,25 @@ class _BatchJob:
         poll_interval: float | None,
         limits: tuple[int, int],
         completion_window: str,
+        clock: Clock = time,
     ) -> None:
-        sdk = getattr(client, "sdk", None)  # the client's own SDK instance and connections
-        if not isinstance(sdk, openai.OpenAI):
-            raise ConfigError(
-                f"the Batch API needs an OpenAI-compatible client (create_openrouter_client), "
-                f"not {type(client).__name__}"
-            )
-        self.client = client
-        self.base_url = str(getattr(client, "base_url", ""))
+        super().__init__(client, name, settings.checkpoint_dir)
         self.model = client_model(client)
-        # The SDK retries these control calls itself: they are not attempts of a task.
-        self.sdk = sdk.with_options(max_retries=4)
-        self.name = name
+        self.poll_sdk = self.sdk.with_options(max_retries=0)
+        #: uploads and downloads of files up to 200 MB: minutes, not a call's timeout
+        self.transfer_sdk = self.sdk.with_options(timeout=max(TRANSFER_SECONDS, self._timeout()))
         self.settings = settings
-        self.prices = prices
         self.max_rounds = max_rounds
         self.poll_interval = poll_interval
         self.max_requests, self.max_bytes = limits
         self.completion_window = completion_window
-        manager = CheckpointManager(settings.checkpoint_dir)
-        self.manager = manager
-        stem = manager.safe_name(name)
-        self.state_path = settings.checkpoint_dir / f"{stem}.batch-api.json"
-        self.folder = settings.checkpoint_dir / f"{stem}.batch-api"
+        self.clock = clock
         self.ledger = SpendLedger(settings.spend_ledger) if settings.spend_ledger else None
         self.progress = BatchProgress(None, 0, show=False)  # the counters; the bar is polling's
         self.counts = self.progress.counts
         self.pending: dict[str, _Pending] = {}
         self.results: list[TaskResult | None] = []
         self.started = time.perf_counter()
-        self.redact: Callable[[str], str] = client.redact
         self.life = Lifecycle(
             name=name,
             model=self.model,
@@ -300,10 +376,11 @@ class _BatchJob:
     ) -> BatchResult:
         _check_independent(tasks)
         self.results = [None] * len(tasks)
-        state = self._load_state() if resume else None
+        state = self._load_state()
         if not resume:  # what earlier runs left running is not wanted: no need to pay for it
-            self._cancel(self._load_state())
+            self._cancel(state)
             self.state_path.unlink(missing_ok=True)
+            state = None
         state = state or _State(name=self.name, base_url=self.base_url)
         checkpoint = self.manager.open_for_batch(self.name, resume)
         journal = self.manager.start_journal(checkpoint, self.settings.checkpoint_interval)
@@ -348,7 +425,7 @@ class _BatchJob:
         rounds = 0
         while True:
             covered = {task_id for b in carried for task_id in self._covered_by(b)}
-            todo = [p for p in self._to_submit() if p.task.task_id not in covered]
+            todo = [p for p in self.pending.values() if p.task.task_id not in covered]
             if rounds >= self.max_rounds:
                 todo = []
             if not todo and not carried:
@@ -367,21 +444,19 @@ class _BatchJob:
 
     def _forget_collected(self, state: _State) -> None:
         """Collected batches live on in the journal: their keys files go (with those of
-        uploads a killed run never finished), and the state file once nothing is open."""
+        uploads a killed run never finished: none is pending now), and the state file once
+        nothing is open."""
         state.batches = state.open_batches
-        needed = {b.keys for b in state.batches} | {u.keys for u in state.uploads}
-        for path in self.folder.glob("*.jsonl") if self.folder.is_dir() else []:
+        needed = {b.keys for b in state.batches}
+        for path in self.folder.glob("*.jsonl"):
             if path.name not in needed:
-                path.unlink(missing_ok=True)
+                path.unlink()
         if needed:
             self._save(state)
             return
         self.state_path.unlink(missing_ok=True)
         if self.folder.is_dir():
             self.folder.rmdir()
-
-    def cancel_open(self) -> list[str]:
-        return self._cancel(self._load_state())
 
     def _look_back(self, tasks: list[LLMTask], checkpoint: Checkpoint) -> None:
         """Answer what the journal holds; every other task gets its request line, ready."""
@@ -405,21 +480,12 @@ class _BatchJob:
             else:
                 self.pending[task.task_id] = _Pending(index, step, line)
 
-    def _to_submit(self) -> list[_Pending]:
-        """Every task still pending: one the lifecycle gave up on has ended already."""
-        return list(self.pending.values())
-
     # -- submitting ----------------------------------------------------------------------------
 
     def _submit(self, state: _State, pending: list[_Pending]) -> list[_Submitted]:
         """Write, upload and create batches of at most ``max_requests`` lines and ``max_bytes``;
         each is in the state file before the next starts."""
-        submitted = []
-        for chunk in self._chunks(pending):
-            for p in chunk:
-                p.error = None
-            submitted.append(self._submit_one(state, chunk))
-        return submitted
+        return [self._submit_one(state, chunk) for chunk in self._chunks(pending)]
 
     def _chunks(self, pending: list[_Pending]) -> Iterator[list[_Pending]]:
         chunk: list[_Pending] = []
@@ -435,17 +501,16 @@ class _BatchJob:
 
     def _submit_one(self, state: _State, chunk: list[_Pending]) -> _Submitted:
         private_folder(self.folder)
-        stem = f"{time.strftime('%Y%m%d_%H%M%S')}_{len(state.batches) + len(state.uploads):05d}"
+        stem = f"{time.strftime('%Y%m%d_%H%M%S')}_{len(state.batches):05d}"  # no upload pending
         keys = f"{stem}.keys.jsonl"
         write_bytes_atomic(
             self.folder / keys, b"".join(json_line([p.task.task_id, p.key]) for p in chunk)
         )
         requests = self.folder / f"{stem}.requests.jsonl"
         write_bytes_atomic(requests, b"".join(p.line for p in chunk))
-        upload_sdk = self.sdk.with_options(timeout=max(600.0, self._timeout()))
         try:  # from a path, the SDK reads the file whole: a retried upload sends all of it
             uploaded = self._call(
-                lambda: upload_sdk.files.create(file=requests, purpose="batch"),
+                lambda: self.transfer_sdk.files.create(file=requests, purpose="batch"),
                 "upload a batch file",
             )
         except ModelNotFound as error:
@@ -454,9 +519,9 @@ class _BatchJob:
                 "(AITA_BASE_URL=https://api.openai.com/v1)"
             ) from None
         finally:
-            requests.unlink(missing_ok=True)
+            requests.unlink()
         upload = _Uploaded(
-            input_file_id=uploaded.id, keys=keys, requests=len(chunk), uploaded_at=time.time()
+            input_file_id=uploaded.id, keys=keys, requests=len(chunk), uploaded_at=self.clock.time()
         )
         state.uploads.append(upload)
         self._save(state)
@@ -494,20 +559,15 @@ class _BatchJob:
             existing = self._find_batch_of(upload.input_file_id, upload.uploaded_at)
             if existing is not None:
                 self._record(state, upload, existing)
-            elif self._covered_by(upload):
-                self._create(state, upload)
-            else:
-                state.uploads.remove(upload)
-                self._save(state)
-
-    def _find_batch_of(self, input_file_id: str, since: float) -> str | None:
-        page = self._call(lambda: self.sdk.batches.list(limit=100), "list batches")
-        for batch in page:  # newest first; the SDK fetches further pages as needed
-            if batch.input_file_id == input_file_id:
-                return batch.id
-            if batch.created_at < since - 300:
-                break
-        return None
+                continue
+            if self._covered_by(upload):
+                try:
+                    self._create(state, upload)
+                    continue
+                except BadRequest as refused:  # the file is gone at the provider
+                    log.warning("%s: %s; submitting again", upload.input_file_id, refused)
+            state.uploads.remove(upload)
+            self._save(state)
 
     # -- waiting and collecting ----------------------------------------------------------------
 
@@ -515,8 +575,9 @@ class _BatchJob:
         """Poll until every batch has finished, collecting each as it does."""
         waiting = {b.id: b for b in batches}
         progress: dict[str, int] = {}
+        total = sum(b.requests for b in batches)
         bar = tqdm(
-            total=sum(b.requests for b in batches),
+            total=total,
             desc=f"⏳ Batch API: {len(batches)} batch(es)",
             unit="request",
             disable=not self.settings.show_progress,
@@ -528,9 +589,9 @@ class _BatchJob:
             while waiting:
                 statuses: list[str] = []
                 for batch in list(waiting.values()):
-                    try:
+                    try:  # not retried by the SDK: the next poll is the retry
                         info = self._call(
-                            partial(self.sdk.batches.retrieve, batch.id), "poll a batch"
+                            partial(self.poll_sdk.batches.retrieve, batch.id), "poll a batch"
                         )
                     except ModelNotFound:  # gone at the provider: its items go again
                         log.warning("batch %s is gone at the provider; submitting again", batch.id)
@@ -538,16 +599,14 @@ class _BatchJob:
                         waiting.pop(batch.id)
                         continue
                     except (ProviderUnavailable, RateLimited) as error:
-                        unreachable_since = unreachable_since or time.monotonic()
-                        if time.monotonic() - unreachable_since > self.settings.outage_budget:
-                            raise ProviderOutage(
-                                f"the provider was unreachable for over "
-                                f"{self.settings.outage_budget:g}s while polling ({error}); the "
-                                f"batches keep running: run again to collect them"
-                            ) from None
+                        now = self.clock.monotonic()
+                        if unreachable_since is None:
+                            unreachable_since = now
+                        if now - unreachable_since > self.settings.outage_budget:
+                            raise self._outage(error, list(waiting)) from None
                         continue
                     unreachable_since = None
-                    _check_not_overdue(info, time.time())
+                    _check_not_overdue(info, self.clock.time())
                     counts = info.request_counts
                     progress[batch.id] = (counts.completed + counts.failed) if counts else 0
                     statuses.append(info.status)
@@ -558,14 +617,21 @@ class _BatchJob:
                         self._collect(state, batch, why, info.output_file_id, info.error_file_id)
                         progress[batch.id] = batch.requests
                         waiting.pop(batch.id)
-                bar.n = min(int(bar.total or 0), sum(progress.values()))
+                bar.n = min(total, sum(progress.values()))  # counts are the provider's
                 bar.set_postfix_str(_tally(statuses), refresh=True)
                 if waiting:
-                    time.sleep(delay)
+                    self.clock.sleep(delay)
                     if self.poll_interval is None:
                         delay = min(POLL_MAX, delay * 1.5)
         finally:
             bar.close()
+
+    def _outage(self, error: ProviderError, running: list[str]) -> ProviderOutage:
+        return ProviderOutage(
+            f"cannot poll the Batch API at {self.base_url}: no answer for over "
+            f"{self.settings.outage_budget:g}s ({error}); the batch(es) {', '.join(running)} keep "
+            "running at the provider: run again to collect them"
+        )
 
     def _collect(
         self,
@@ -608,9 +674,8 @@ class _BatchJob:
     def _items(self, file_id: str) -> Iterator[tuple[dict[str, Any], bool]]:
         """The lines of an output or error file, one by one, and whether the simulator made
         them."""
-        download = self.sdk.with_options(timeout=max(600.0, self._timeout()))
         try:
-            with download.files.with_streaming_response.content(file_id) as response:
+            with self.transfer_sdk.files.with_streaming_response.content(file_id) as response:
                 simulated = response.headers.get(SIMULATED_HEADER) == "true"
                 for line in response.iter_lines():
                     if not line.strip():
@@ -657,63 +722,6 @@ class _BatchJob:
     def _end(self, index: int, result: TaskResult) -> None:
         self.results[index] = result
         self.life.finish(result)
-
-    # -- the state file and the provider -------------------------------------------------------
-
-    def _load_state(self) -> _State | None:
-        if not self.state_path.exists():
-            return None
-        try:
-            state = _State.model_validate_json(self.state_path.read_bytes())
-        except (OSError, ValidationError) as error:
-            log.warning("%s is unreadable (%s); starting without it", self.state_path, error)
-            return None
-        if state.base_url != self.base_url:
-            log.warning(
-                "%s holds batches of %s, not %s; starting without them",
-                self.state_path,
-                state.base_url,
-                self.base_url,
-            )
-            return None
-        return state
-
-    def _save(self, state: _State) -> None:
-        write_json_atomic(self.state_path, state.model_dump())
-
-    def _cancel(self, state: _State | None) -> list[str]:
-        """Cancel the open batches of ``state`` (those created from its uploads included; best
-        effort) and forget the state; the ids cancelled."""
-        if state is None:
-            return []
-        ids = [b.id for b in state.open_batches]
-        ids += [
-            found
-            for upload in state.uploads
-            if (found := self._find_batch_of(upload.input_file_id, upload.uploaded_at))
-        ]
-        cancelled = []
-        for batch_id in ids:
-            try:
-                self._call(partial(self.sdk.batches.cancel, batch_id), "cancel a batch")
-            except ProviderError as error:
-                log.warning("could not cancel batch %s: %s", batch_id, error)
-                continue
-            cancelled.append(batch_id)
-        return cancelled
-
-    def _timeout(self) -> float:
-        timeout = getattr(self.client, "timeout", None)
-        return float(timeout) if isinstance(timeout, int | float) else 120.0
-
-    def _call(self, call: Callable[[], T], what: str) -> T:
-        try:
-            return call()
-        except openai.APIError as error:
-            raise self._translated(error, what) from None
-
-    def _translated(self, error: openai.APIError, what: str) -> ProviderError:
-        return translate_error(error, self.base_url, self._timeout(), self.redact, what)
 
 
 def _check_independent(tasks: list[LLMTask]) -> None:

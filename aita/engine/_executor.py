@@ -52,6 +52,7 @@ from aita.engine._telemetry import Telemetry
 from aita.errors import (
     ProviderNeverReached,
     ProviderOutage,
+    ProviderTimeout,
     RateLimited,
     RunFailed,
 )
@@ -707,9 +708,11 @@ class ParallelLLMExecutor:
         error = settled.error
         assert error is not None
         gate.reached = gate.reached or settled.reached  # an HTTP error: it is reachable
-        if decision.outage or (probe and not settled.reached):
+        # Before any answer, a timeout is no slow call but a server that never answers.
+        down = decision.outage or (not gate.reached and isinstance(error, ProviderTimeout))
+        if down or (probe and not settled.reached):
             gate.failed(probe, error)
-            if decision.outage and settled.result is None:
+            if down and settled.result is None:
                 return 0.0  # the provider is down: wait for it at the gate, keep the retries
         elif settled.reached:
             gate.answered()

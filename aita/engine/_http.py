@@ -171,7 +171,9 @@ class ChatHTTP:
                 return response.status, headers, b"".join(chunks)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise ProviderTimeout(
-                f"no response within {self.timeout:g}s from {self.shown_url}"
+                f"no response within {self.timeout:g}s from {self.shown_url}",
+                url=self.shown_url,
+                seconds=self.timeout,
             ) from None
         except aiohttp.ClientError as error:
             raise ProviderUnreachable(f"cannot reach {self.shown_url}: {_cause(error)}") from None

@@ -19,9 +19,11 @@ without them.
 from __future__ import annotations
 
 import email.utils
+import functools
 import importlib.metadata
 import logging
 import re
+import ssl
 import threading
 import time
 import weakref
@@ -138,6 +140,7 @@ class OpenAICompatibleClient:
                     max_retries=0,
                     default_headers=default_headers,
                     http_client=openai.DefaultHttpxClient(
+                        verify=_tls_context(),
                         # only what _CappedBody can decode within its limit
                         headers={"accept-encoding": "gzip"},
                         event_hooks={"response": [_capped_body(self.max_answer_bytes)]},
@@ -260,6 +263,13 @@ def read_completion(
     )
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The SDK's default TLS context, made once: each reads the CA bundle (tens of ms a
+    client)."""
+    return httpx2.create_ssl_context()
+
+
 def translate_error(
     error: BaseException,
     base_url: str,
@@ -271,7 +281,11 @@ def translate_error(
     that failed, for calls other than a completion)."""
     prefix = f"{what}: " if what else ""
     if isinstance(error, openai.APITimeoutError):
-        return ProviderTimeout(f"{prefix}no response within {timeout:g}s from {base_url}")
+        return ProviderTimeout(
+            f"{prefix}no response within {timeout:g}s from {base_url}",
+            url=base_url,
+            seconds=timeout,
+        )
     if isinstance(error, openai.APIConnectionError):
         cause = error.__cause__ or error
         return ProviderUnreachable(

@@ -9,7 +9,9 @@ down) the gate opens and everyone goes on. When the outage has lasted ``budget``
 gate gives up: every waiting worker gets ``ProviderOutage`` and the batch stops cleanly, with
 what finished saved. Until the provider has answered once, the budget is
 ``FIRST_CONTACT_BUDGET`` and the error ``ProviderNeverReached`` (``cannot reach <url>: <cause>``):
-nothing has ever answered, so there is no outage to ride through.
+nothing has ever answered, so there is no outage to ride through. Until then a call that timed
+out closes the gate too (``timed out after <N>s``): a server that takes every connection and
+never answers is as unreachable as one that refuses them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from aita.errors import ProviderNeverReached, ProviderOutage, ProviderUnreachable
+from aita.errors import (
+    ProviderNeverReached,
+    ProviderOutage,
+    ProviderTimeout,
+    ProviderUnreachable,
+)
 
 #: Seconds a provider that has never answered may stay unreachable before the run stops: a
 #: wrong URL or a server that is not running is not an outage to wait out.
@@ -99,6 +106,8 @@ class OutageGate:
         error = self.last_error
         if isinstance(error, ProviderUnreachable):
             return error.message  # "cannot reach <url>: <cause>"
+        if isinstance(error, ProviderTimeout) and error.url:
+            return f"cannot reach {error.url}: timed out after {error.seconds:g}s"
         return f"cannot reach the provider: {error or 'no answer'}"
 
     def failed(self, probe: bool, error: BaseException | None = None) -> None:

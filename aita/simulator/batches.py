@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -43,6 +44,8 @@ class BatchSimulation:
 
     processing_seconds: float = 1.0
     failure_rate: float = 0.0
+    #: the HTTP status of a failed item (503: the provider is down, retried without limit)
+    failure_status: int = 500
     expiry_rate: float = 0.0
     #: the completion window the batches report (``expires_at``); a batch whose
     #: ``processing_seconds`` is longer stays ``in_progress`` past it: a provider that is stuck
@@ -50,6 +53,17 @@ class BatchSimulation:
     #: OpenAI's limits per input file
     max_requests: int = 50_000
     max_file_bytes: int = 200 * 1024 * 1024
+    #: what ``processing_seconds`` are measured on (a test's fake clock makes them instant)
+    clock: Callable[[], float] = time.monotonic
+    #: the wall clock of ``created_at`` and ``expires_at`` (a test's, to be late exactly)
+    wall: Callable[[], float] = time.time
+    #: the lines of each output file as the provider writes them (tests: a provider's odd lines)
+    output_lines: Callable[[list[bytes]], list[bytes]] | None = None
+    #: every file's content answered 500 (results that cannot be downloaded for now)
+    unreadable_files: bool = False
+    #: polls answered before every further one is refused (400): a client that polls forever
+    #: fails instead of spinning (tests)
+    max_retrievals: int | None = None
 
 
 @dataclass
@@ -111,12 +125,14 @@ class _Batch:
     ended_at: int | None = None
     window_seconds: int = 24 * 3600
 
-    def to_json(self, now: float, seconds: float) -> dict[str, Any]:
+    def to_json(self, now: float, seconds: float, failure_rate: float = 0.0) -> dict[str, Any]:
         total = len(self.requests)
         completed, failed = self.completed, self.failed
-        if self.status == "in_progress":  # counts grow as time passes
+        if self.status == "in_progress":  # counts grow as time passes, failures among them
             share = min(1.0, (now - self.started) / seconds) if seconds > 0 else 1.0
-            completed = int(total * share)
+            done = int(total * share)
+            failed = int(done * failure_rate)
+            completed = done - failed
         stamps = {
             "completed": "completed_at",
             "expired": "expired_at",
@@ -192,6 +208,8 @@ class BatchService:
             case "GET", ["files", file_id]:
                 return 200, self._file(file_id).to_json()
             case "GET", ["files", file_id, "content"]:
+                if self.simulation.unreadable_files:
+                    raise _Refused(500, "the file cannot be read now", "server_error")
                 return 200, self._file(file_id).data
             case "POST", ["batches"]:
                 return 200, self._create(_json_body(body))
@@ -248,7 +266,7 @@ class BatchService:
             raise _Refused(400, f"unsupported endpoint {endpoint!r}", "invalid_request_error")
         file = self._file(str(request.get("input_file_id")))
         requests, errors = self._validate(file.data)
-        now = time.time()
+        now = self.simulation.wall()
         with self._lock:
             self._counter += 1
             self.stats.batches_created += 1
@@ -259,14 +277,14 @@ class BatchService:
                 completion_window=str(request.get("completion_window") or "24h"),
                 metadata=request.get("metadata"),
                 created_at=int(now),
-                started=time.monotonic(),
+                started=self.simulation.clock(),
                 requests=requests,
                 window_seconds=self.simulation.window_seconds,
             )
             if errors:
                 batch.status, batch.errors, batch.ended_at = "failed", errors, int(now)
             self._batches[batch.id] = batch
-            return batch.to_json(time.monotonic(), self.simulation.processing_seconds)
+            return batch.to_json(self.simulation.clock(), self.simulation.processing_seconds)
 
     def _validate(self, data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The file's requests, or why the batch fails validation (as OpenAI reports it)."""
@@ -313,6 +331,9 @@ class BatchService:
         return {"object": "list", "data": page, "has_more": more}
 
     def _retrieve(self, batch_id: str) -> dict[str, Any]:
+        limit = self.simulation.max_retrievals
+        if limit is not None and self.stats.retrievals >= limit:
+            raise _Refused(400, f"polled more than {limit} times", "invalid_request_error")
         with self._lock:
             self.stats.retrievals += 1
             return self._advance(self._batch(batch_id))
@@ -323,9 +344,10 @@ class BatchService:
             batch = self._batch(batch_id)
             if batch.status == "in_progress":
                 seconds = self.simulation.processing_seconds
-                share = min(1.0, (time.monotonic() - batch.started) / seconds) if seconds else 1.0
+                now = self.simulation.clock()
+                share = min(1.0, (now - batch.started) / seconds) if seconds else 1.0
                 self._finish(batch, int(len(batch.requests) * share), "cancelled")
-                data = batch.to_json(time.monotonic(), seconds)
+                data = batch.to_json(now, seconds)
                 data["status"] = "cancelling"  # as a provider answers the cancel itself
                 return data
             return self._advance(batch)
@@ -340,10 +362,10 @@ class BatchService:
     def _advance(self, batch: _Batch) -> dict[str, Any]:
         """The batch as it stands now; its items are answered once its time is up. Under the
         lock."""
-        now, seconds = time.monotonic(), self.simulation.processing_seconds
+        now, seconds = self.simulation.clock(), self.simulation.processing_seconds
         if batch.status == "in_progress" and now - batch.started >= seconds:
             self._finish(batch, len(batch.requests), "completed")
-        return batch.to_json(now, seconds)
+        return batch.to_json(now, seconds, self.simulation.failure_rate)
 
     def _finish(self, batch: _Batch, done: int, status: str) -> None:
         """Answer the first ``done`` items (the rest never ran), write the output and error
@@ -367,6 +389,8 @@ class BatchService:
         batch.ended_at = int(time.time())
         self.stats.failed_items += len(errors) - expired
         self.stats.expired_items += expired
+        if outputs and self.simulation.output_lines is not None:
+            outputs = self.simulation.output_lines(outputs)
         if outputs:
             batch.output_file_id = self._new_file(
                 f"{batch.id}_output.jsonl", "batch_output", b"".join(outputs)
@@ -394,7 +418,8 @@ class BatchService:
 
     def _failed_line(self, item: dict[str, Any], message: str = "simulated error") -> bytes:
         body = _error(message, "server_error")
-        return _line(item, {"status_code": 500, "request_id": _request_id(), "body": body}, None)
+        status = self.simulation.failure_status
+        return _line(item, {"status_code": status, "request_id": _request_id(), "body": body}, None)
 
 
 class _Refused(Exception):

@@ -276,8 +276,9 @@ class ProviderSimulator:
 
     def start_outage(self, seconds: float, kind: str = "reset") -> None:
         """Be down for ``seconds``: every request's connection is reset (``"reset"``) or
-        answered 503 (``"503"``)."""
-        if kind not in {"reset", "503"}:
+        answered 503 (``"503"``) or 429 (``"429"``, a gateway that refuses everything, asking
+        to wait 10 ms)."""
+        if kind not in {"reset", "503", "429"}:
             raise ValueError(f"unknown outage kind {kind!r}")
         with self._lock:
             self._outage_kind = kind
@@ -387,7 +388,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _down(self) -> bool:
+        """During a simulated outage: the request answered as the outage's kind says."""
+        outage = self.simulator._outage()
+        if outage == "reset":  # drop the connection with a TCP reset, as a dead proxy does
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+        elif outage == "503":
+            self._send(503, _error("service unavailable", "server_error"))
+        elif outage == "429":
+            self._send(
+                429, _error("too many requests", "rate_limit_exceeded"), {"retry-after-ms": "10"}
+            )
+        return outage is not None
+
     def do_GET(self) -> None:
+        if self._down():
+            return
         if self.path.startswith(BATCH_PATHS):
             self.simulator.batch_api.handle(self, "GET", b"")
         elif self.path.rstrip("/") == "/v1/models":
@@ -404,13 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length is None:
             return
         body = self.rfile.read(length)
-        outage = sim._outage()
-        if outage == "reset":  # drop the connection with a TCP reset, as a dead proxy does
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.close_connection = True
-            return
-        if outage == "503":
-            self._send(503, _error("service unavailable", "server_error"))
+        if self._down():
             return
         if self.path.startswith(BATCH_PATHS):
             sim.batch_api.handle(self, "POST", body)

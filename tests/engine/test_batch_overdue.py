@@ -12,7 +12,7 @@ from tests.engine.test_batch_api import MODEL, provider, run, tasks
 from tests.support.doubles import SimulatorFactory, client_for
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(10)
 def test_a_batch_stuck_past_its_completion_window_stops_the_run_and_is_kept(
     simulator: SimulatorFactory,
 ) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +62,24 @@ PNG_1PX = base64.b64decode(
 
 
 class FakeClock:
-    """A clock that only moves when someone sleeps."""
+    """A clock that only moves when someone sleeps; ``time()`` is the wall clock it started at
+    plus the seconds slept (the ``time`` module's three functions, for code that takes one)."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self.sleeps: list[float] = []
+        self.epoch = time.time()
 
     def __call__(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.epoch + self.now
+
+    def sleep(self, seconds: float, /) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
 
@@ -132,3 +142,33 @@ SimulatorFactory = Callable[..., ProviderSimulator]
 
 def client_for(sim: ProviderSimulator, **kwargs: object) -> OpenAICompatibleClient:
     return create_openrouter_client(api_key=TEST_KEY, base_url=sim.base_url, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A server on 127.0.0.1 that takes every connection and never answers: its base URL, and
+    the connections it took."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1", accepted
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in accepted:
+            connection.close()
+        listener.close()

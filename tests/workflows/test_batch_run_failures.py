@@ -7,9 +7,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import sqlite3
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 from aita.cli import main
 from aita.simulator import ProviderSimulator
 from aita.simulator.batches import BatchSimulation
-from tests.support.doubles import TEST_KEY, SimulatorFactory
+from tests.support.doubles import TEST_KEY, SimulatorFactory, silent_server
 
 #: How long a user may wait to hear that nothing answers.
 FAIL_FAST = 15.0
@@ -242,3 +245,102 @@ def test_a_batch_api_run_against_a_provider_that_is_not_there_says_so(
     assert main(["batch", "run", str(requests), "-o", "out.jsonl", "--batch-api"]) == 1
     assert time.monotonic() - started < 30  # the SDK's own retries of the upload
     assert f"cannot reach {url}" in capsys.readouterr().err
+
+
+def watch(condition: Callable[[], bool], then: Callable[[], object]) -> threading.Thread:
+    def run() -> None:
+        deadline = time.monotonic() + 20
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        then()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("kind", ["reset", "503"])
+def test_an_outage_while_a_batch_api_job_is_polled_exits_1_and_the_next_run_collects_it(
+    provider: ProviderSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    """The provider being down is no fault of the input: exit 1 (not 2), one line naming the
+    URL, the cause and the batch kept; the same command run again collects that batch."""
+    monkeypatch.setenv("AITA_OUTAGE_BUDGET", "0.3")
+    provider.batch_api.simulation = BatchSimulation(processing_seconds=30)
+    stats = provider.batch_api.stats
+    watcher = watch(lambda: stats.retrievals >= 1, lambda: provider.start_outage(60, kind=kind))
+    requests = write_requests(tmp_path / "in.jsonl", prompts(4))
+    command = ["batch", "run", str(requests), "-o", "out.jsonl", "--batch-api"]
+    assert main([*command, "--poll-interval", "0.05"]) == 1
+    watcher.join()
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aita:")]
+    cause = {"reset": f"cannot reach {provider.base_url}: ", "503": "HTTP 503"}[kind]
+    assert len(said) == 1 and cause in said[0]
+    assert said[0].startswith(
+        f"aita: provider outage: cannot poll the Batch API at {provider.base_url}: "
+        "no answer for over 0.3s ("
+    )
+    assert said[0].endswith(
+        "); the batch(es) batch_sim000002 keep running at the provider: run again to collect them"
+    )
+
+    provider.start_outage(0)
+    provider.batch_api.simulation.processing_seconds = 0
+    assert main([*command, "--poll-interval", "0.05"]) == 0
+    assert [r["custom_id"] for r in read_results(tmp_path / "out.jsonl")] == [
+        f"r{i:04d}" for i in range(4)
+    ]
+    assert (stats.uploads, stats.batches_created) == (1, 1)  # collected, not submitted again
+
+
+def test_cancel_while_the_provider_is_down_exits_1_saying_so(
+    provider: ProviderSimulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    provider.batch_api.simulation = BatchSimulation(processing_seconds=30)
+    stats = provider.batch_api.stats
+    requests = write_requests(tmp_path / "in.jsonl", prompts(2))
+    watcher = watch(lambda: stats.retrievals >= 1, lambda: os.kill(os.getpid(), signal.SIGINT))
+    command = ["batch", "run", str(requests), "-o", "out.jsonl", "--batch-api"]
+    assert main([*command, "--poll-interval", "0.05"]) == 130
+    watcher.join()
+    provider.start_outage(60, kind="503")
+    capsys.readouterr()
+    assert main(["batch", "cancel", "-o", "out.jsonl"]) == 1
+    assert capsys.readouterr().err.strip().startswith("aita: provider unavailable (HTTP 503): ")
+    provider.start_outage(0)
+    assert main(["batch", "cancel", "-o", "out.jsonl"]) == 0
+    assert stats.cancels == 1
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    with silent_server() as (url, _):
+        yield url
+
+
+@pytest.mark.slow
+def test_a_provider_that_takes_connections_and_never_answers_stops_the_run_saying_so(
+    silent: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing has ever answered: a timed-out call is no slow answer but a server that is not
+    serving. The run stops after the first contact's budget, not after every task has spent its
+    20 retries at the per-call timeout."""
+    monkeypatch.setenv("AITA_BASE_URL", silent)
+    monkeypatch.setenv("OPENROUTER_API_KEY", TEST_KEY)
+    monkeypatch.setenv("AITA_REQUEST_TIMEOUT", "0.5")
+    monkeypatch.setenv("AITA_MAX_RETRIES", "20")
+    requests = write_requests(tmp_path / "in.jsonl", prompts(8))
+    started = time.monotonic()
+    assert main(["batch", "run", str(requests), "-o", "out.jsonl"]) == 1
+    # 5 s for the question whether it is a simulator, the first timeout, 10 s of first contact
+    assert time.monotonic() - started < FAIL_FAST + 10
+    err = capsys.readouterr().err
+    assert f"aita: cannot reach {silent}: timed out after 0.5s" in err.splitlines()
+    assert "outage" not in err
