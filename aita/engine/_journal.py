@@ -84,27 +84,11 @@ class TaskRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The record as its journal line holds it."""
-        data = {
-            "task_id": self.task_id,
-            "key": self.key,
-            "ok": self.succeeded,
-            "raw": self.raw_response,
-            "usage": self.usage,
-            "model": self.model,
-            "error": self.error,
-            "error_type": self.error_type,
-            "retries": self.retry_count,
-            "time": round(self.execution_time, 4),
-        }
-        if self.value is not None:
-            data["value"] = self.value
-        if self.simulated:
-            data["sim"] = True
-        if self.finish_reason is not None:
-            data["finish"] = self.finish_reason
-        if self.used_fallback:
-            data["fallback"] = True
-        return data
+        return _line(
+            self.task_id, self.key, self.succeeded, self.raw_response, self.usage, self.model,
+            self.error, self.error_type, self.retry_count, self.execution_time, self.value,
+            self.simulated, self.finish_reason, self.used_fallback,
+        )  # fmt: skip
 
     @classmethod
     def from_json_line(cls, line: bytes) -> TaskRecord:
@@ -598,31 +582,45 @@ def line_of(result: TaskResult) -> dict[str, Any]:
     succeeded = result.success and not result.used_fallback
     if succeeded and result.combined:
         return record_of(result).to_json()  # its value, if it can be kept (rare: no hurry)
-    data = {
-        "task_id": result.task_id,
-        "key": result.request_key,
-        "ok": succeeded,
-        "raw": result.raw_response,
-        "usage": {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.tokens,
-            "cost": result.cost,
-        },
-        "model": result.model,
-        "error": None,
-        "error_type": None,
-        "retries": result.retry_count,
-        "time": round(result.execution_time, 4),
+    usage = {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.tokens,
+        "cost": result.cost,
     }
-    if not succeeded:
-        data["error"] = result.error
-        data["error_type"] = result.error_type
-    if result.simulated:
+    return _line(
+        result.task_id, result.request_key, succeeded, result.raw_response, usage, result.model,
+        None if succeeded else result.error, None if succeeded else result.error_type,
+        result.retry_count, result.execution_time, None, result.simulated, result.finish_reason,
+        result.used_fallback,
+    )  # fmt: skip
+
+
+def _line(
+    task_id: str, key: str | None, ok: bool, raw: str | None, usage: dict[str, Any] | None,
+    model: str | None, error: str | None, error_type: str | None, retries: int, seconds: float,
+    value: Any, simulated: bool, finish_reason: str | None, used_fallback: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The one writer of a journal line's fields (a record's, or a result's at once)."""
+    data = {
+        "task_id": task_id,
+        "key": key,
+        "ok": ok,
+        "raw": raw,
+        "usage": usage,
+        "model": model,
+        "error": error,
+        "error_type": error_type,
+        "retries": retries,
+        "time": round(seconds, 4),
+    }
+    if value is not None:
+        data["value"] = value
+    if simulated:
         data["sim"] = True
-    if result.finish_reason is not None:
-        data["finish"] = result.finish_reason
-    if result.used_fallback:
+    if finish_reason is not None:
+        data["finish"] = finish_reason
+    if used_fallback:
         data["fallback"] = True
     return data
 
