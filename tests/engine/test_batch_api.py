@@ -68,12 +68,12 @@ def provider(
     simulator: SimulatorFactory, announce: bool = False, report_cost: bool = False, **batches: Any
 ) -> ProviderSimulator:
     """A simulator standing in for a real provider (no cost reported: the price table's), its
-    batches taking 2 s on a fake clock."""
+    batches taking 0.5 s on a fake clock (one or two polls)."""
     sim = simulator(announce=announce, report_cost=report_cost)
     clock = CLOCKS[sim.base_url] = PollClock()
     sim.batch_api.simulation = BatchSimulation(
         **{
-            "processing_seconds": 2.0,
+            "processing_seconds": 0.5,
             "clock": clock,
             "wall": clock.time,
             "max_retrievals": 300,  # no test polls more: a loop that never sleeps fails

@@ -24,7 +24,7 @@ def answers(n: int, prefix: str = "task") -> list[str]:
 def test_a_given_poll_interval_is_kept_until_the_batch_is_done(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = provider(simulator)  # 2 s of processing
+    sim = provider(simulator, processing_seconds=2.0)
     result = run(client_for(sim, model=MODEL), tasks(4), poll_interval=0.5)
     assert [r.result for r in result.task_results] == answers(4)
     assert clock_of(sim).sleeps == [0.5, 0.5, 0.5, 0.5]
@@ -46,7 +46,9 @@ def test_polling_starts_at_a_second_and_slows_by_half_up_to_a_minute(
 def test_the_progress_bar_counts_the_requests_the_provider_has_done(
     simulator: SimulatorFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sim = provider(simulator, failure_rate=0.5)  # failed requests are done requests too
+    sim = provider(
+        simulator, processing_seconds=2.0, failure_rate=0.5
+    )  # failed requests are done requests too
     run(client_for(sim, model=MODEL), tasks(30), max_requests_per_file=15, show_progress=True)
     shown = capsys.readouterr().err.replace("\r", "\n").splitlines()
     polls = [line for line in shown if "⏳ Batch API: 2 batch(es)" in line]
@@ -141,7 +143,7 @@ def interrupt() -> None:
 def test_ctrl_c_while_polling_keeps_the_batch_then_cancel_stops_it_and_a_run_collects(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = provider(simulator)
+    sim = provider(simulator, processing_seconds=2.0)
     clock = clock_of(sim)
     clock.at[2] = interrupt  # at 1 s: half of each batch's requests are done
     client = client_for(sim, model=MODEL)

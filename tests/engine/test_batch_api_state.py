@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import weakref
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,19 @@ def key_of(client: OpenAICompatibleClient, task: SimpleLLMTask) -> str:
 
 
 SDKS: weakref.WeakKeyDictionary[ProviderSimulator, openai.OpenAI] = weakref.WeakKeyDictionary()
+#: one TLS context for them all: each SDK would read the CA bundle again (tens of ms)
+TLS = ssl.create_default_context()
 
 
 def sdk_of(sim: ProviderSimulator) -> openai.OpenAI:
-    """The SDK on the simulator, as another program would call it (one per simulator: making
-    one costs a TLS context)."""
+    """The SDK on the simulator, as another program would call it (one per simulator)."""
     if sim not in SDKS:
-        SDKS[sim] = openai.OpenAI(api_key=TEST_KEY, base_url=sim.base_url, max_retries=0)
+        SDKS[sim] = openai.OpenAI(
+            api_key=TEST_KEY,
+            base_url=sim.base_url,
+            max_retries=0,
+            http_client=openai.DefaultHttpxClient(verify=TLS),
+        )
     return SDKS[sim]
 
 
@@ -518,12 +525,12 @@ def test_a_control_call_that_times_out_says_which_and_after_how_long(
     monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", 0.001)
     sim = provider(simulator)
     with silent_server() as (url, connections):
-        client = OpenAICompatibleClient(api_key=TEST_KEY, model=MODEL, base_url=url, timeout=0.2)
+        client = OpenAICompatibleClient(api_key=TEST_KEY, model=MODEL, base_url=url, timeout=0.05)
         leave_state(sim, client, tasks(1), batches=["batch_1"], base_url=url)
         with pytest.raises(ProviderTimeout) as raised:
             cancel_batch_api(client, "job")
         assert len(connections) == 5  # the call and the SDK's 4 retries
-    assert str(raised.value) == f"timed out: cancel a batch: no response within 0.2s from {url}"
+    assert str(raised.value) == f"timed out: cancel a batch: no response within 0.05s from {url}"
 
 
 def test_a_first_run_that_does_not_resume_starts_clean_and_quietly(
