@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tqdm import tqdm
 
 from aita.config import get_config
 from aita.simulator import ProviderSimulator, SimulatorConfig
 from tests.support.doubles import SimulatorFactory
+
+# tqdm's class-wide lock includes a multiprocessing semaphore, shared with every process forked
+# after the first bar. mutmut forks one process per mutant from a parent that ran the tests: one
+# that ends holding it (at exit, or killed) leaves every later bar waiting until its test times
+# out, and mutmut counts that mutant as killed. A thread lock is each process's own.
+tqdm.set_lock(threading.RLock())
 
 
 @pytest.fixture(autouse=True)

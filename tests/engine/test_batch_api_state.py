@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from aita.engine import (
+    ConfigError,
     LLMMessage,
     OpenAICompatibleClient,
     ParallelLLMExecutor,
@@ -24,6 +25,7 @@ from aita.engine import (
     TaskGraphError,
     cancel_batch_api,
     request_key,
+    run_via_batch_api,
 )
 from aita.simulator import ProviderSimulator
 from tests.engine.test_batch_api import MODEL, clock_of, provider, run, tasks
@@ -456,8 +458,12 @@ def test_tasks_with_dependencies_or_repeated_ids_are_refused_before_any_call(
     client = client_for(sim, model=MODEL)
     dependent = SimpleLLMTask("b", "x")
     dependent.dependencies = ["a"]  # type: ignore[misc]
-    with pytest.raises(TaskGraphError, match="task 'b' has dependencies"):
+    with pytest.raises(TaskGraphError) as raised:
         run(client, [SimpleLLMTask("a", "x"), dependent])
+    assert str(raised.value) == (
+        "task 'b' has dependencies: the Batch API runs independent tasks "
+        "(use execute_batch for task graphs)"
+    )
     with pytest.raises(TaskGraphError, match="duplicate task id: 'a'"):
         run(client, [SimpleLLMTask("a", "x"), SimpleLLMTask("a", "y")])
     assert sim.batch_api.stats.uploads == 0
@@ -554,3 +560,49 @@ def test_a_carried_batch_whose_other_answers_the_journal_has_by_now(
     assert [r.result for r in result.task_results] == answers(4)
     assert [r.source for r in result.task_results][:2] == ["journal", "journal"]
     assert (sim.batch_api.stats.batches_created, sim.stats.requests) == (1, 2)
+
+
+def test_by_default_five_rounds_each_of_a_24h_batch(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator, failure_rate=1.0)
+    result = run(client_for(sim, model=MODEL), tasks(1))
+    assert [r.retry_count for r in result.task_results] == [4]
+    batches = sdk_of(sim).batches.list().data
+    assert [b.completion_window for b in batches] == ["24h"] * 5
+
+
+def test_the_journal_marks_the_run_with_its_number_of_tasks(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator)
+    result = run(client_for(sim, model=MODEL), tasks(3))
+    assert result.checkpoint_path is not None
+    lines = [json.loads(line) for line in result.checkpoint_path.read_text().splitlines()]
+    assert [line["tasks"] for line in lines if "run" in line] == [3]
+
+
+class NoSDK:
+    """A client of another kind (a custom one, a test double): it has no OpenAI SDK."""
+
+    model = MODEL
+    base_url = "http://127.0.0.1:1/v1"
+
+
+def test_a_client_without_the_openai_sdk_is_refused_saying_which_it_needs() -> None:
+    message = (
+        "the Batch API needs an OpenAI-compatible client (create_openrouter_client), not NoSDK"
+    )
+    with pytest.raises(ConfigError) as raised:
+        run_via_batch_api(NoSDK(), tasks(1))  # type: ignore[arg-type]
+    assert str(raised.value) == message
+    with pytest.raises(ConfigError) as raised:
+        cancel_batch_api(NoSDK(), "job")  # type: ignore[arg-type]
+    assert str(raised.value) == message
+
+
+def test_a_state_file_that_cannot_be_read_at_all_is_set_aside(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = provider(simulator)
+    STATE.mkdir(parents=True)  # there, but no file: reading it is an OSError
+    with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
+        assert cancel_batch_api(client_for(sim, model=MODEL), "job") == []
+    (warning,) = caplog.messages
+    assert warning.startswith(f"{STATE} is unreadable (") and "Is a directory" in warning
