@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 from tqdm import tqdm
 
 from aita.config import get_config
@@ -20,6 +21,10 @@ from tests.support.doubles import SimulatorFactory
 # that ends holding it (at exit, or killed) leaves every later bar waiting until its test times
 # out, and mutmut counts that mutant as killed. A thread lock is each process's own.
 tqdm.set_lock(threading.RLock())
+
+# Mutation runs (scripts/mutation.py) only need to know that a property fails: shrinking and
+# explaining the failure under mutmut's trampolines takes longer than the test's timeout.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 @pytest.fixture(autouse=True)
