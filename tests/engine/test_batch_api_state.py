@@ -372,10 +372,10 @@ class Broken(SimpleLLMTask):
 
 def test_a_task_that_cannot_build_its_request_fails_alone(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
-    task_list = [*tasks(2), Broken("broken", "x")]
-    result = run(client_for(sim, model=MODEL), task_list)
-    assert [r.success for r in result.task_results] == [True, True, False]
-    assert "no messages today" in (result.task_results[2].error or "")
+    first, second = tasks(2)
+    result = run(client_for(sim, model=MODEL), [first, Broken("broken", "x"), second])
+    assert [r.success for r in result.task_results] == [True, False, True]
+    assert "no messages today" in (result.task_results[1].error or "")
     assert sim.batch_api.stats.uploaded_requests == 2
 
 
@@ -402,10 +402,14 @@ def test_a_request_as_long_as_a_files_limit_is_sent(simulator: SimulatorFactory)
 
 def test_a_request_no_json_line_can_hold_fails_alone(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
-    task_list = [*tasks(2), SimpleLLMTask("odd", "x", extra=object())]
-    result = run(client_for(sim, model=MODEL), task_list)
-    assert [r.success for r in result.task_results] == [True, True, False]
-    assert "not JSON serializable" in (result.task_results[2].error or "")
+    client = client_for(sim, model=MODEL)
+    first, second = tasks(2)
+    odd = SimpleLLMTask("odd", "x", extra=object())
+    result = run(client, [first, odd, second])
+    assert [r.success for r in result.task_results] == [True, False, True]
+    failed = result.task_results[1]
+    assert "not JSON serializable" in (failed.error or "")
+    assert failed.request_key == key_of(client, odd)  # what it asked, as any failed task says
     assert sim.batch_api.stats.uploaded_requests == 2
 
 
@@ -417,7 +421,8 @@ def test_files_are_cut_at_the_byte_limit(simulator: SimulatorFactory) -> None:
     run(client, tasks(1))
     line = len(seen[0])  # one request line, as uploaded; "tusk" is as long as "task"
     assert run(client, tasks(7, prefix="tusk"), max_bytes_per_file=3 * line).success_rate == 100
-    assert sim.batch_api.stats.batches_created == 1 + 3  # 3 + 3 + 1 lines
+    batches = sorted(sim.batch_api._batches.values(), key=lambda b: b.id)
+    assert [len(b.requests) for b in batches] == [1, 3, 3, 1]  # each file as full as it can be
 
 
 def test_zero_limits_and_rounds_count_as_one(simulator: SimulatorFactory) -> None:
