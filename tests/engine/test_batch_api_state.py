@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -611,3 +612,45 @@ def test_a_state_file_that_cannot_be_read_at_all_is_set_aside(
         assert cancel_batch_api(client_for(sim, model=MODEL), "job") == []
     (warning,) = caplog.messages
     assert warning.startswith(f"{STATE} is unreadable (") and "Is a directory" in warning
+
+
+def test_every_upload_a_killed_run_left_is_adopted_or_created(
+    simulator: SimulatorFactory,
+) -> None:
+    """Three uploads: the first two with a batch the run never recorded, the middle one without;
+    each covers its own tasks. None of them is uploaded again."""
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    task_list = tasks(6)
+    parts = [task_list[0:2], task_list[2:4], task_list[4:6]]
+    files = [upload(sim, part) for part in parts]
+    first, last = create(sim, files[0]), create(sim, files[2])
+    FOLDER.mkdir(parents=True)
+    uploads = []
+    for n, (part, file_id, since) in enumerate(
+        zip(parts, files, [first.created_at, 0.0, last.created_at], strict=True)
+    ):
+        keys = f"{n}.keys.jsonl"
+        (FOLDER / keys).write_text(
+            "".join(json.dumps([t.task_id, key_of(client, t)]) + "\n" for t in part)
+        )
+        uploads.append(
+            {"input_file_id": file_id, "keys": keys, "requests": 2, "uploaded_at": since}
+        )
+    state = {"aita_batch_api": 1, "name": "job", "base_url": sim.base_url, "uploads": uploads}
+    STATE.write_text(json.dumps(state))
+    result = run(client, task_list)
+    assert [r.result for r in result.task_results] == answers(6)
+    stats = sim.batch_api.stats
+    assert (stats.uploads, stats.batches_created) == (3, 3)  # the middle one's batch made now
+
+
+def test_the_metrics_count_every_task_and_the_time_the_run_took(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator)
+    before = time.perf_counter()
+    metrics = run(client_for(sim, model=MODEL), [*tasks(2), Broken("broken", "x")]).metrics
+    took = time.perf_counter() - before
+    assert (metrics.total_tasks, metrics.completed_tasks, metrics.failed_tasks) == (3, 2, 1)
+    assert 0 < metrics.wall_time <= took
