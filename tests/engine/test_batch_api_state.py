@@ -382,11 +382,13 @@ def test_a_task_that_cannot_build_its_request_fails_alone(simulator: SimulatorFa
 
 def test_a_request_over_a_files_byte_limit_fails_alone(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
-    task_list = [*tasks(2), SimpleLLMTask("long", "x" * 2000)]
-    result = run(client_for(sim, model=MODEL), task_list, max_bytes_per_file=1000)
+    client = client_for(sim, model=MODEL)
+    long = SimpleLLMTask("long", "x" * 2000)
+    result = run(client, [*tasks(2), long], max_bytes_per_file=1000)
     assert [r.success for r in result.task_results] == [True, True, False]
     error = result.task_results[2].error or ""
     assert re.fullmatch(r"request refused: the request is \d{4} bytes, over a file's limit", error)
+    assert result.task_results[2].request_key == key_of(client, long)
     assert sim.batch_api.stats.uploaded_requests == 2
 
 
