@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
 from aita.engine import LLMMessage as Message
@@ -19,6 +22,7 @@ from aita.engine import (
     ParallelLLMExecutor,
     SimpleLLMTask,
     SpendLedger,
+    Telemetry,
     Usage,
     cost_of,
     run_via_batch_api,
@@ -439,3 +443,63 @@ def test_an_items_error_reads_as_the_providers_answer_would(
     sim = provider(simulator, output_lines=mangled(change))
     (result,) = run(client_for(sim, model=MODEL), tasks(1), max_rounds=1).task_results
     assert (result.error, result.error_type) == (error, kind)
+
+
+def test_a_price_table_given_is_the_one_paid_at_half(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator)
+    prices = {MODEL: (1_000_000.0, 2_000_000.0)}  # a dollar per input token, two per output
+    result = run(client_for(sim, model=MODEL), tasks(3), prices=prices)
+    for r in result.task_results:
+        assert r.cost == pytest.approx((r.prompt_tokens + 2 * r.completion_tokens) / 2)
+
+
+def test_the_spend_ledger_is_the_one_given_or_none(
+    simulator: SimulatorFactory, tmp_path: Path
+) -> None:
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    assert run(client, tasks(2), spend_ledger=None).success_rate == 100.0
+    assert not (tmp_path / "spend.jsonl").exists()  # the configured one is not written
+    run(client, tasks(3), spend_ledger=tmp_path / "elsewhere.jsonl", checkpoint_name="other")
+    assert len(list(SpendLedger(tmp_path / "elsewhere.jsonl").entries())) == 3
+    assert not (tmp_path / "spend.jsonl").exists()
+
+
+def test_a_batch_job_is_traced_as_one_batch_of_its_tasks(simulator: SimulatorFactory) -> None:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    sim = provider(simulator)
+    run(client_for(sim, model=MODEL), tasks(3), telemetry=Telemetry(tracer_provider))
+    finished = spans.get_finished_spans()
+    (batch,) = [s for s in finished if s.name == "aita.batch"]
+    attributes = dict(batch.attributes or {})
+    assert (attributes["aita.batch.name"], attributes["aita.batch.tasks"]) == ("job", 3)
+    assert attributes["aita.batch.completed"] == 3
+    task_ids = {dict(s.attributes or {})["aita.task.id"] for s in finished if s.name == "aita.task"}
+    assert task_ids == {"t0000", "t0001", "t0002"}
+
+
+def test_only_the_polling_bar_is_drawn_and_none_without_progress(
+    simulator: SimulatorFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    run(client, tasks(2), show_progress=False)
+    assert capsys.readouterr().err == ""
+    run(client, tasks(2, prefix="again"), show_progress=True)
+    drawn = capsys.readouterr().err
+    assert "Batch API" in drawn and "Executing" not in drawn  # the counters draw no bar
+
+
+class Unbuildable(SimpleLLMTask):
+    def build_messages(self) -> list[Message]:
+        raise ValueError(f"no messages for {TEST_KEY}")
+
+
+def test_a_tasks_own_failure_is_redacted_as_the_providers_text_is(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator)
+    (result,) = run(client_for(sim, model=MODEL), [Unbuildable("t", "p")]).task_results
+    assert (result.error, result.error_type) == ("no messages for [redacted]", "ValueError")

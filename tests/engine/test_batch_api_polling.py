@@ -5,12 +5,15 @@ process, at a chosen poll) followed by ``cancel_batch_api`` and a run that colle
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aita.engine import BatchInterrupted, ProviderOutage, cancel_batch_api
+from aita.simulator.batches import _Batch as simulated_batch
 from tests.engine.test_batch_api import MODEL, clock_of, provider, run, tasks
 from tests.support.doubles import SimulatorFactory, client_for
 
@@ -239,3 +242,81 @@ def test_a_batch_whose_keys_went_missing_answers_nothing_and_its_tasks_say_so(
         result = run(client_for(sim, model=MODEL), tasks(2), max_rounds=1)
     assert [r.error for r in result.task_results] == ["provider unavailable: not answered"] * 2
     assert "keys.jsonl: unreadable" in caplog.text
+
+
+def test_a_resumed_run_rides_through_an_outage_from_its_very_first_poll(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator)
+    clock = clock_of(sim)
+    clock.at[1] = interrupt
+    client = client_for(sim, model=MODEL)
+    with pytest.raises(BatchInterrupted):
+        run(client, tasks(2))
+    sim.start_outage(3600, kind="503")  # the batch left open is the first thing asked for
+    clock.at[len(clock.sleeps) + 2] = lambda: sim.start_outage(0)
+    result = run(client, tasks(2), outage_budget=2)
+    assert [r.result for r in result.task_results] == answers(2)
+    assert sim.stats.outage_hits == 2
+
+
+def test_every_batch_is_polled_at_each_poll_whatever_another_one_did(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator)  # 2 s of processing, polled every 0.5 s
+    clock = clock_of(sim)
+    clock.at[1] = lambda: sim.batch_api._batches.pop("batch_sim000002")  # the first is lost
+    result = run(client_for(sim, model=MODEL), tasks(4), max_requests_per_file=2)
+    assert [r.result for r in result.task_results] == answers(4)
+    # the first batch at 0 and 0.5 s; the second at 0, 0.5, 1, 1.5 and 2 s; the first's
+    # tasks again in a third batch, from 2 to 4 s
+    assert sim.batch_api.stats.retrievals == 2 + 5 + 5
+
+    down = provider(simulator, processing_seconds=10)
+    clock_of(down).at[1] = lambda: down.start_outage(3600, kind="503")
+    with pytest.raises(ProviderOutage):
+        run(
+            client_for(down, model=MODEL),
+            tasks(4),
+            checkpoint_name="down",
+            max_requests_per_file=2,
+            outage_budget=1,
+        )
+    # down from 0.5 s: both batches polled at 0.5, 1 and 1.5 s, the budget spent at the
+    # first poll at 2 s
+    assert down.stats.outage_hits == 3 * 2 + 1
+
+
+def test_a_batch_the_provider_gives_no_counts_for_shows_none_done_until_it_ends(
+    simulator: SimulatorFactory, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def without_counts(batch: Any, *args: Any) -> dict[str, Any]:
+        data = to_json(batch, *args)
+        data["request_counts"] = None  # optional in the Batch object
+        return data
+
+    to_json = simulated_batch.to_json
+    monkeypatch.setattr(simulated_batch, "to_json", without_counts)
+    sim = provider(simulator)
+    result = run(client_for(sim, model=MODEL), tasks(3), show_progress=True)
+    assert [r.result for r in result.task_results] == answers(3)
+    shown = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    done = [line.split("|")[-1].split("/")[0].strip() for line in shown if "Batch API" in line]
+    assert done and set(done) <= {"0", "3"} and done[-1] == "3", done
+
+
+def test_the_polling_bar_follows_a_terminal_resized_while_it_waits(
+    simulator: SimulatorFactory, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    width = [121]
+
+    def terminal_size(fd: int = 2) -> os.terminal_size:
+        return os.terminal_size((width[0], 25))
+
+    monkeypatch.setattr(os, "get_terminal_size", terminal_size)
+    sim = provider(simulator)
+    clock_of(sim).at[2] = lambda: width.__setitem__(0, 61)
+    run(client_for(sim, model=MODEL), tasks(3), show_progress=True)
+    err = capfd.readouterr().err
+    widths = [len(line.rstrip()) for line in err.split("\r") if "Batch API" in line]
+    assert widths[0] > 100 and widths[-1] <= 60, widths  # as wide as the terminal is now

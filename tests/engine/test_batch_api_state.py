@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import ssl
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import openai
 import pytest
 
 from aita.engine import (
+    ConfigError,
     LLMMessage,
     OpenAICompatibleClient,
     ParallelLLMExecutor,
@@ -25,6 +27,7 @@ from aita.engine import (
     TaskGraphError,
     cancel_batch_api,
     request_key,
+    run_via_batch_api,
 )
 from aita.simulator import ProviderSimulator
 from tests.engine.test_batch_api import MODEL, clock_of, provider, run, tasks
@@ -377,20 +380,22 @@ class Broken(SimpleLLMTask):
 
 def test_a_task_that_cannot_build_its_request_fails_alone(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
-    task_list = [*tasks(2), Broken("broken", "x")]
-    result = run(client_for(sim, model=MODEL), task_list)
-    assert [r.success for r in result.task_results] == [True, True, False]
-    assert "no messages today" in (result.task_results[2].error or "")
+    first, second = tasks(2)
+    result = run(client_for(sim, model=MODEL), [first, Broken("broken", "x"), second])
+    assert [r.success for r in result.task_results] == [True, False, True]
+    assert "no messages today" in (result.task_results[1].error or "")
     assert sim.batch_api.stats.uploaded_requests == 2
 
 
 def test_a_request_over_a_files_byte_limit_fails_alone(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
-    task_list = [*tasks(2), SimpleLLMTask("long", "x" * 2000)]
-    result = run(client_for(sim, model=MODEL), task_list, max_bytes_per_file=1000)
+    client = client_for(sim, model=MODEL)
+    long = SimpleLLMTask("long", "x" * 2000)
+    result = run(client, [*tasks(2), long], max_bytes_per_file=1000)
     assert [r.success for r in result.task_results] == [True, True, False]
     error = result.task_results[2].error or ""
     assert re.fullmatch(r"request refused: the request is \d{4} bytes, over a file's limit", error)
+    assert result.task_results[2].request_key == key_of(client, long)
     assert sim.batch_api.stats.uploaded_requests == 2
 
 
@@ -407,10 +412,14 @@ def test_a_request_as_long_as_a_files_limit_is_sent(simulator: SimulatorFactory)
 
 def test_a_request_no_json_line_can_hold_fails_alone(simulator: SimulatorFactory) -> None:
     sim = provider(simulator)
-    task_list = [*tasks(2), SimpleLLMTask("odd", "x", extra=object())]
-    result = run(client_for(sim, model=MODEL), task_list)
-    assert [r.success for r in result.task_results] == [True, True, False]
-    assert "not JSON serializable" in (result.task_results[2].error or "")
+    client = client_for(sim, model=MODEL)
+    first, second = tasks(2)
+    odd = SimpleLLMTask("odd", "x", extra=object())
+    result = run(client, [first, odd, second])
+    assert [r.success for r in result.task_results] == [True, False, True]
+    failed = result.task_results[1]
+    assert "not JSON serializable" in (failed.error or "")
+    assert failed.request_key == key_of(client, odd)  # what it asked, as any failed task says
     assert sim.batch_api.stats.uploaded_requests == 2
 
 
@@ -422,7 +431,8 @@ def test_files_are_cut_at_the_byte_limit(simulator: SimulatorFactory) -> None:
     run(client, tasks(1))
     line = len(seen[0])  # one request line, as uploaded; "tusk" is as long as "task"
     assert run(client, tasks(7, prefix="tusk"), max_bytes_per_file=3 * line).success_rate == 100
-    assert sim.batch_api.stats.batches_created == 1 + 3  # 3 + 3 + 1 lines
+    batches = sorted(sim.batch_api._batches.values(), key=lambda b: b.id)
+    assert [len(b.requests) for b in batches] == [1, 3, 3, 1]  # each file as full as it can be
 
 
 def test_zero_limits_and_rounds_count_as_one(simulator: SimulatorFactory) -> None:
@@ -463,8 +473,12 @@ def test_tasks_with_dependencies_or_repeated_ids_are_refused_before_any_call(
     client = client_for(sim, model=MODEL)
     dependent = SimpleLLMTask("b", "x")
     dependent.dependencies = ["a"]  # type: ignore[misc]
-    with pytest.raises(TaskGraphError, match="task 'b' has dependencies"):
+    with pytest.raises(TaskGraphError) as raised:
         run(client, [SimpleLLMTask("a", "x"), dependent])
+    assert str(raised.value) == (
+        "task 'b' has dependencies: the Batch API runs independent tasks "
+        "(use execute_batch for task graphs)"
+    )
     with pytest.raises(TaskGraphError, match="duplicate task id: 'a'"):
         run(client, [SimpleLLMTask("a", "x"), SimpleLLMTask("a", "y")])
     assert sim.batch_api.stats.uploads == 0
@@ -561,3 +575,91 @@ def test_a_carried_batch_whose_other_answers_the_journal_has_by_now(
     assert [r.result for r in result.task_results] == answers(4)
     assert [r.source for r in result.task_results][:2] == ["journal", "journal"]
     assert (sim.batch_api.stats.batches_created, sim.stats.requests) == (1, 2)
+
+
+def test_by_default_five_rounds_each_of_a_24h_batch(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator, failure_rate=1.0)
+    result = run(client_for(sim, model=MODEL), tasks(1))
+    assert [r.retry_count for r in result.task_results] == [4]
+    batches = sdk_of(sim).batches.list().data
+    assert [b.completion_window for b in batches] == ["24h"] * 5
+
+
+def test_the_journal_marks_the_run_with_its_number_of_tasks(simulator: SimulatorFactory) -> None:
+    sim = provider(simulator)
+    result = run(client_for(sim, model=MODEL), tasks(3))
+    assert result.checkpoint_path is not None
+    lines = [json.loads(line) for line in result.checkpoint_path.read_text().splitlines()]
+    assert [line["tasks"] for line in lines if "run" in line] == [3]
+
+
+class NoSDK:
+    """A client of another kind (a custom one, a test double): it has no OpenAI SDK."""
+
+    model = MODEL
+    base_url = "http://127.0.0.1:1/v1"
+
+
+def test_a_client_without_the_openai_sdk_is_refused_saying_which_it_needs() -> None:
+    message = (
+        "the Batch API needs an OpenAI-compatible client (create_openrouter_client), not NoSDK"
+    )
+    with pytest.raises(ConfigError) as raised:
+        run_via_batch_api(NoSDK(), tasks(1))  # type: ignore[arg-type]
+    assert str(raised.value) == message
+    with pytest.raises(ConfigError) as raised:
+        cancel_batch_api(NoSDK(), "job")  # type: ignore[arg-type]
+    assert str(raised.value) == message
+
+
+def test_a_state_file_that_cannot_be_read_at_all_is_set_aside(
+    simulator: SimulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = provider(simulator)
+    STATE.mkdir(parents=True)  # there, but no file: reading it is an OSError
+    with caplog.at_level(logging.WARNING, logger="aita.batch_api"):
+        assert cancel_batch_api(client_for(sim, model=MODEL), "job") == []
+    (warning,) = caplog.messages
+    assert warning.startswith(f"{STATE} is unreadable (") and "Is a directory" in warning
+
+
+def test_every_upload_a_killed_run_left_is_adopted_or_created(
+    simulator: SimulatorFactory,
+) -> None:
+    """Three uploads: the first two with a batch the run never recorded, the middle one without;
+    each covers its own tasks. None of them is uploaded again."""
+    sim = provider(simulator)
+    client = client_for(sim, model=MODEL)
+    task_list = tasks(6)
+    parts = [task_list[0:2], task_list[2:4], task_list[4:6]]
+    files = [upload(sim, part) for part in parts]
+    first, last = create(sim, files[0]), create(sim, files[2])
+    FOLDER.mkdir(parents=True)
+    uploads = []
+    for n, (part, file_id, since) in enumerate(
+        zip(parts, files, [first.created_at, 0.0, last.created_at], strict=True)
+    ):
+        keys = f"{n}.keys.jsonl"
+        (FOLDER / keys).write_text(
+            "".join(json.dumps([t.task_id, key_of(client, t)]) + "\n" for t in part)
+        )
+        uploads.append(
+            {"input_file_id": file_id, "keys": keys, "requests": 2, "uploaded_at": since}
+        )
+    state = {"aita_batch_api": 1, "name": "job", "base_url": sim.base_url, "uploads": uploads}
+    STATE.write_text(json.dumps(state))
+    result = run(client, task_list)
+    assert [r.result for r in result.task_results] == answers(6)
+    stats = sim.batch_api.stats
+    assert (stats.uploads, stats.batches_created) == (3, 3)  # the middle one's batch made now
+
+
+def test_the_metrics_count_every_task_and_the_time_the_run_took(
+    simulator: SimulatorFactory,
+) -> None:
+    sim = provider(simulator)
+    before = time.perf_counter()
+    metrics = run(client_for(sim, model=MODEL), [*tasks(2), Broken("broken", "x")]).metrics
+    took = time.perf_counter() - before
+    assert (metrics.total_tasks, metrics.completed_tasks, metrics.failed_tasks) == (3, 2, 1)
+    assert 0 < metrics.wall_time <= took

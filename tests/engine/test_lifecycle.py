@@ -12,9 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel, TypeAdapter
 
 from aita.engine import (
@@ -44,10 +48,12 @@ from aita.engine import (
     SpendLedger,
     TaskRecord,
     TaskResult,
+    Telemetry,
     TruncatedResponse,
     Usage,
     estimate_prompt_tokens,
     request_key,
+    with_correction,
 )
 from tests.support.doubles import SimulatorFactory, client_for, executor_for, questions
 
@@ -1013,3 +1019,163 @@ def test_a_parse_failure_says_its_first_line_or_the_whole_problem(tmp_path: Path
     assert failure(two_lines) == "could not parse the response: first line"
     whole = failure(TypeAdapter(int).validate_json)
     assert whole.startswith("could not parse the response: Invalid JSON")
+
+
+def test_a_task_version_is_part_of_its_request_key(tmp_path: Path) -> None:
+    class Versioned(SimpleLLMTask):
+        version = 2
+
+    life = life_of(tmp_path)
+    plain = step_of(life, SimpleLLMTask("t", "p"))
+    versioned = step_of(life, Versioned("t", "p"))
+    assert versioned.key != plain.key
+    assert versioned.key == request_key("base/model", versioned.messages, versioned.params, 2)
+
+
+def test_an_attempt_is_revised_with_the_error_it_failed_with(tmp_path: Path) -> None:
+    class Corrected(SimpleLLMTask):
+        def revise_messages(self, messages: list[LLMMessage], error: Exception) -> list[LLMMessage]:
+            return with_correction(messages, error)
+
+    life = life_of(tmp_path)
+    step = step_of(life, Corrected("t", "p", parse_fn=_json_only))
+    assert life.settle(step, response=answer("nope")).result is None
+    assert [m.content for m in step.messages] == [
+        "p",
+        "nope",
+        "That answer was rejected: could not parse the response: not JSON. "
+        "Answer again, fixing exactly this.",
+    ]
+
+
+def test_an_answer_a_client_gives_without_text_reads_as_empty(tmp_path: Path) -> None:
+    """A custom client's ``content=None``: taken as no text, never handed to the redaction."""
+    life = life_of(tmp_path)
+    settled = life.settle(step_of(life, SimpleLLMTask("t", "p")), response=answer(cast(Any, None)))
+    assert settled.result is not None and settled.result.success
+    assert settled.result.result == "" and settled.result.raw_response == ""
+
+
+def test_a_cut_off_answer_says_so_in_its_error_or_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    life = life_of(tmp_path)
+    strict = life.settle(step_of(life, Strict("t", "p")), response=answer(finish_reason="length"))
+    message = "the answer was cut off at the token limit (finish_reason=length)"
+    assert str(strict.error) == message
+    assert strict.result is not None and strict.result.error == message
+    assert caplog.messages == []
+    life.settle(step_of(life, SimpleLLMTask("u", "p")), response=answer(finish_reason="length"))
+    assert caplog.messages == ["task u: the answer was cut off at the token limit"]
+
+
+def test_a_contained_failure_before_any_request_keeps_the_error_redacted(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    error = RuntimeError(f"bug {KEY}")
+    alone = life.failed(SimpleLLMTask("t", "p"), error)
+    assert (alone.outcome, alone.error, alone.error_type) == (
+        "failed",
+        "bug [redacted]",
+        "RuntimeError",
+    )
+    assert alone.exception is error and (alone.cost, alone.tokens) == (0.0, 0)
+
+
+def test_settle_counts_no_limiter_wait_unless_told(tmp_path: Path) -> None:
+    life = life_of(tmp_path)
+    life.settle(step_of(life, SimpleLLMTask("t", "p")), response=answer())
+    life.settle(step_of(life, SimpleLLMTask("u", "p")), error=BadRequest("no", status_code=400))
+    assert life.progress.counts.requests == 2 and life.progress.counts.limiter_wait == 0.0
+
+
+# -- the steps as OpenTelemetry sees them (the SDK's in-memory exporter) ---------------------------
+
+
+class Traced:
+    """A lifecycle whose batch trace is OpenTelemetry's, into memory; ``send`` is what a driver
+    does just before a call (the attempt's span opens)."""
+
+    def __init__(self, tmp_path: Path, **changes: Any) -> None:
+        self.spans = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        client = SimpleNamespace(model="base/model", base_url="http://127.0.0.1:1/v1")
+        trace = Telemetry(provider).batch("job", 2, client, None)
+        self.life = life_of(tmp_path, trace=trace, **changes)
+
+    def send(self, step: Prepared) -> None:
+        self.life.trace.sending(step.trace, step.attempt, step.params, None, 0.0)
+
+    def ended(self, name: str) -> list[dict[str, Any]]:
+        """The attributes of the spans of ``name`` that have ended, in the order they ended."""
+        return [dict(s.attributes or {}) for s in self.spans.get_finished_spans() if s.name == name]
+
+    def parent_of(self, name: str) -> int | None:
+        [span] = [s for s in self.spans.get_finished_spans() if s.name == name]
+        return span.parent.span_id if span.parent is not None else None
+
+
+def test_an_answered_attempt_is_traced_under_its_task_which_ends_with_it(tmp_path: Path) -> None:
+    traced = Traced(tmp_path, prices={"answering/model": (1_000_000.0, 2_000_000.0)})
+    life = traced.life
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    assert step.trace is not None
+    traced.send(step)
+    settled = life.settle(step, response=answer())
+    assert settled.result is not None
+    [call] = traced.ended("chat base/model")
+    assert (call["gen_ai.usage.input_tokens"], call["gen_ai.usage.output_tokens"]) == (10, 5)
+    assert call["gen_ai.response.model"] == "answering/model"
+    assert call["aita.cost"] == pytest.approx(20.0) and "error.type" not in call
+    [task] = traced.ended("aita.task")  # ended with the settled result, before finish
+    assert task["aita.task.id"] == "t"
+    assert (task["aita.outcome"], task["aita.source"]) == ("done", "call")
+    assert traced.parent_of("chat base/model") == step.trace.span.get_span_context().span_id
+    life.finish(settled.result)
+    life.trace.end()
+    [batch] = traced.ended("aita.batch")
+    assert (batch["aita.batch.completed"], batch["aita.batch.calls"]) == (1, 1)
+
+
+def test_a_retried_then_failed_task_traces_each_attempt_with_its_error_and_decision(
+    tmp_path: Path,
+) -> None:
+    traced = Traced(tmp_path)
+    life = traced.life
+    step = step_of(life, SimpleLLMTask("t", "p"))
+    traced.send(step)
+    assert life.settle(step, error=ProviderUnavailable("busy", status_code=500)).result is None
+    [first] = traced.ended("chat base/model")  # ended when settled
+    assert (first["error.type"], first["http.response.status_code"]) == ("ProviderUnavailable", 500)
+    assert (first["aita.retry"], first["aita.retry.delay"]) == (True, 0.25)
+    assert traced.ended("aita.task") == []  # the task goes on
+    traced.send(step)
+    settled = life.settle(step, error=BadRequest("no", status_code=400))
+    assert settled.result is not None
+    [_, last] = traced.ended("chat base/model")
+    assert (last["error.type"], last["aita.retry"]) == ("BadRequest", False)
+    assert last["aita.attempt"] == 1
+    [task] = traced.ended("aita.task")  # ended with the result, before finish
+    assert (task["aita.outcome"], task["aita.retries"], task["error.type"]) == (
+        "failed",
+        1,
+        "BadRequest",
+    )
+    life.finish(settled.result)
+    life.trace.end()
+    [batch] = traced.ended("aita.batch")
+    assert (batch["aita.batch.failed"], batch["aita.batch.calls"]) == (1, 2)
+
+
+def test_a_task_whose_revision_fails_is_traced_as_not_retried(tmp_path: Path) -> None:
+    class Unrevisable(SimpleLLMTask):
+        def revise_messages(self, messages: list[LLMMessage], error: Exception) -> list[LLMMessage]:
+            raise Boom("cannot revise")
+
+    traced = Traced(tmp_path)
+    step = step_of(traced.life, Unrevisable("t", "p"))
+    traced.send(step)
+    settled = traced.life.settle(step, error=ProviderUnavailable("busy", status_code=500))
+    assert settled.result is not None and settled.result.error == "cannot revise"
+    [call] = traced.ended("chat base/model")
+    assert (call["error.type"], call["aita.retry"]) == ("Boom", False)
