@@ -263,7 +263,7 @@ def test_a_resumed_run_rides_through_an_outage_from_its_very_first_poll(
 def test_every_batch_is_polled_at_each_poll_whatever_another_one_did(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = provider(simulator)  # 2 s of processing, polled every 0.5 s
+    sim = provider(simulator, processing_seconds=2.0)  # polled every 0.5 s
     clock = clock_of(sim)
     clock.at[1] = lambda: sim.batch_api._batches.pop("batch_sim000002")  # the first is lost
     result = run(client_for(sim, model=MODEL), tasks(4), max_requests_per_file=2)
@@ -314,7 +314,7 @@ def test_the_polling_bar_follows_a_terminal_resized_while_it_waits(
         return os.terminal_size((width[0], 25))
 
     monkeypatch.setattr(os, "get_terminal_size", terminal_size)
-    sim = provider(simulator)
+    sim = provider(simulator, processing_seconds=2.0)
     clock_of(sim).at[2] = lambda: width.__setitem__(0, 61)
     run(client_for(sim, model=MODEL), tasks(3), show_progress=True)
     err = capfd.readouterr().err
