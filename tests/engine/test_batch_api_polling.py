@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from aita.engine import BatchInterrupted, ProviderOutage, cancel_batch_api
+from aita.engine import (
+    BatchInterrupted,
+    OpenAICompatibleClient,
+    ProviderOutage,
+    cancel_batch_api,
+)
+from aita.simulator import ProviderSimulator
 from aita.simulator.batches import _Batch as simulated_batch
 from tests.engine.test_batch_api import MODEL, clock_of, provider, run, tasks
 from tests.support.doubles import SimulatorFactory, client_for
@@ -143,6 +149,19 @@ def interrupt() -> None:
     raise KeyboardInterrupt
 
 
+def left_open(
+    simulator: SimulatorFactory, n: int
+) -> tuple[ProviderSimulator, OpenAICompatibleClient]:
+    """A simulator and a client whose first run of ``n`` tasks was stopped at its first poll,
+    leaving its batch open."""
+    sim = provider(simulator)
+    clock_of(sim).at[1] = interrupt
+    client = client_for(sim, model=MODEL)
+    with pytest.raises(BatchInterrupted):
+        run(client, tasks(n))
+    return sim, client
+
+
 def test_ctrl_c_while_polling_keeps_the_batch_then_cancel_stops_it_and_a_run_collects(
     simulator: SimulatorFactory,
 ) -> None:
@@ -205,12 +224,7 @@ def test_ctrl_c_before_anything_was_submitted_names_no_running_batch(
 def test_a_run_that_does_not_resume_cancels_what_an_earlier_run_left(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = provider(simulator)
-    clock = clock_of(sim)
-    clock.at[1] = interrupt
-    client = client_for(sim, model=MODEL)
-    with pytest.raises(BatchInterrupted):
-        run(client, tasks(4))
+    sim, client = left_open(simulator, 4)
     result = run(client, tasks(4), resume_from_checkpoint=False)
     assert [r.result for r in result.task_results] == answers(4)
     stats = sim.batch_api.stats
@@ -247,12 +261,8 @@ def test_a_batch_whose_keys_went_missing_answers_nothing_and_its_tasks_say_so(
 def test_a_resumed_run_rides_through_an_outage_from_its_very_first_poll(
     simulator: SimulatorFactory,
 ) -> None:
-    sim = provider(simulator)
+    sim, client = left_open(simulator, 2)
     clock = clock_of(sim)
-    clock.at[1] = interrupt
-    client = client_for(sim, model=MODEL)
-    with pytest.raises(BatchInterrupted):
-        run(client, tasks(2))
     sim.start_outage(3600, kind="503")  # the batch left open is the first thing asked for
     clock.at[len(clock.sleeps) + 2] = lambda: sim.start_outage(0)
     result = run(client, tasks(2), outage_budget=2)
