@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
+import random
 import statistics
 import threading
+from collections import Counter, deque
 
 import pytest
 
@@ -91,6 +94,68 @@ def test_slots_decoded_together_are_not_mistaken_for_a_queue(slots: int) -> None
             limit.release(0.2 * (1 + 0.5 * (busy - 1) / (slots - 1)) * max(1.0, calls / slots))
         seen.append(limit.limit)
     assert all(slots <= n <= slots + 1 for n in seen[-30:]), seen
+
+
+def queue_server(
+    limit: ConcurrencyLimit, slots: int, shared: float, answers: int, seed: int
+) -> list[tuple[int, float]]:
+    """A server with ``slots`` slots and a first-come queue, in simulated time, kept busy by
+    the limit: a call starts whenever fewer than ``limit.limit`` are in flight, as worker
+    threads do. A call alone in the server takes 0.2 s; one that starts with ``n`` slots busy
+    takes ``1 + (shared - 1) * (n - 1) / (slots - 1)`` times as long (slots that share a
+    processor), and each answer's length varies by a fifth either way. Returns the limit
+    and the time in the server (queue included) of each answer, in the order they end."""
+    rng = random.Random(seed)
+    now, busy, started, order = 0.0, 0, 0, 0
+    ends: list[tuple[float, int, float]] = []  # (when it ends, order, when it was sent)
+    queue: deque[float] = deque()
+    answered: list[tuple[int, float]] = []
+
+    def serve(sent: float) -> None:
+        nonlocal busy, order
+        busy += 1
+        order += 1
+        factor = 1 + (shared - 1) * (busy - 1) / max(1, slots - 1)
+        heapq.heappush(ends, (now + 0.2 * factor * rng.uniform(0.8, 1.2), order, sent))
+
+    def send() -> None:
+        nonlocal started
+        while limit.in_flight < limit.limit and started < answers:
+            assert limit.acquire()
+            started += 1
+            if busy < slots:
+                serve(now)
+            else:
+                queue.append(now)
+
+    send()
+    while ends:
+        now, _, sent = heapq.heappop(ends)
+        busy -= 1
+        limit.release(now - sent)
+        answered.append((limit.limit, now - sent))
+        if queue:
+            serve(queue.popleft())
+        send()
+    return answered
+
+
+@pytest.mark.parametrize(("slots", "shared"), [(2, 1.5), (4, 1.0), (4, 1.8), (8, 1.0)])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_calls_that_overlap_in_a_queue_mostly_wait_at_the_slots(
+    slots: int, shared: float, seed: int
+) -> None:
+    """Calls start as others end, answers differ in length, and after a change of limit the
+    server still holds the calls of the limit before. The limit spends most answers at the
+    slots (a probe one above puts its calls in the server's queue, so probes that found one
+    come less and less often), and one noisy window after a step down is not taken for a
+    server that became slower for everyone (which sent the limit up for good)."""
+    answered = queue_server(ConcurrencyLimit(clock=FakeClock()), slots, shared, 3000, seed)
+    settled = Counter(limit for limit, _ in answered[500:])
+    assert settled[slots] >= 0.65 * 2500, settled
+    assert sum(n for limit, n in settled.items() if limit > slots + 1) <= 0.1 * 2500, settled
+    alone = statistics.median(seconds for _, seconds in answered[500:]) / 0.2
+    assert alone <= shared * 1.1, alone
 
 
 def test_a_timeout_shrinks_the_limit() -> None:
