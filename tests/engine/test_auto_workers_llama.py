@@ -72,9 +72,9 @@ def test_auto_workers_settle_at_the_slots_of_a_llama_server(two_slots: str) -> N
     auto = answers_per_second(two_slots, "auto", 48, seen)
     limits = seen[len(seen) // 2 :]  # the second half: after the slow start
     assert limits, "the run ended before the limit could be seen"
-    # two slots decoded together each answer later than one alone: a limit that settled at 1
-    # would take that for a queue; 5 or more would queue in the server. (Not "mostly at 2":
-    # with the server's two slots on one core, one slot more buys 10-50% more answers as the
-    # machine's other load goes, and the limit can spend as many windows at 1 as at 2.)
-    assert max(limits) >= 2 and statistics.median(limits) <= 4, limits
+    # two slots decoded together each answer later than one alone (about 1.5 times, on the
+    # 2 cores the server and aita share): a limit that settled at 1 would take that for a
+    # queue; 4 or more would queue in the server. (Not "exactly 2": 48 answers are a few
+    # windows, and what one slot more buys moves with the machine's other load.)
+    assert max(limits) >= 2 and statistics.median(limits) <= 3, limits
     assert auto >= 0.7 * fixed, (auto, fixed)

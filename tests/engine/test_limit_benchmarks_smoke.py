@@ -39,3 +39,6 @@ def test_the_workers_benchmark_compares_auto_with_fixed_counts(tmp_path: Path) -
     rows = report["slots_sim"]["rows"]  # type: ignore[index]
     assert [row["workers"] for row in rows] == [1, 2, 4, 8, 16, "auto"]
     assert all(row["completed"] == 40 for row in rows)
+    # the unloaded time is the one-worker run's: one worker is always 1.0x of it
+    assert rows[0]["latency_vs_unloaded"] == 1.0
+    assert set(report["slots_sim"]["fixed_on_target"]) <= {4, 8, 16}  # type: ignore[index]

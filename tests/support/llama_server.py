@@ -87,7 +87,7 @@ def running_llama_server(folder: Path, parallel: int = 1) -> Iterator[str]:
 
     One: llama-cpp-python's server (one lock around its one model). More: llama.cpp's own
     ``llama-server --parallel N`` (continuous batching: N slots decoded together, the rest
-    queued in the server), on one thread, so that aita keeps the other core.
+    queued in the server), with its default threads (one per core), as it would be run.
     """
     folder.mkdir(parents=True, exist_ok=True)
     model = model_file()
@@ -103,7 +103,7 @@ def running_llama_server(folder: Path, parallel: int = 1) -> Iterator[str]:
             raise RuntimeError(missing_parallel() or "no llama-server")
         command = [str(binary), "--model", str(model), "--host", "127.0.0.1",
                    "--port", str(port), "--parallel", str(parallel), "--ctx-size", "4096",
-                   "--threads", "1", "--no-webui", "--offline"]  # fmt: skip
+                   "--no-webui", "--offline"]  # fmt: skip
     log = folder / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
