@@ -150,12 +150,11 @@ class ConcurrencyLimit:
             elif latency is not None and latency > 0:
                 self._window.append(latency)
             least = 3 if self._slow_start else self.MIN_WINDOW  # a quick start, then surer
-            before = self._limit
             if self._dropped or len(self._window) >= max(self._limit, least):
                 self._update()
             # wake as many waiters as there are places: with 64 worker threads, waking all of
             # them at every answer costs the server's processor time (about 4% of its answers)
-            self._cond.notify(max(0, self._limit - self._in_flight) if self._limit > before else 1)
+            self._cond.notify(max(1, self._limit - self._in_flight))
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:

@@ -55,9 +55,8 @@ def test_polling_starts_at_a_second_and_slows_by_half_up_to_a_minute(
 def test_the_progress_bar_counts_the_requests_the_provider_has_done(
     simulator: SimulatorFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sim = provider(
-        simulator, processing_seconds=2.0, failure_rate=0.5
-    )  # failed requests are done requests too
+    # failed requests are done requests too
+    sim = provider(simulator, processing_seconds=2.0, failure_rate=0.5)
     run(client_for(sim, model=MODEL), tasks(30), max_requests_per_file=15, show_progress=True)
     shown = capsys.readouterr().err.replace("\r", "\n").splitlines()
     polls = [line for line in shown if "⏳ Batch API: 2 batch(es)" in line]
